@@ -1,0 +1,252 @@
+"""Pydantic models for eval.yaml and suite.yaml, and a YAML loader whose errors name file and line.
+
+Unknown keys are errors (``extra="forbid"``). Precedence: defaults < file < CLI flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class GenerationConfig(Strict):
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = 0
+    stop: list[str] = Field(default_factory=list)
+
+
+class ModelEntry(Strict):
+    """One entry under ``models:``. Which keys matter depends on ``backend``."""
+
+    backend: Literal["hf", "vllm", "openai", "anthropic"]
+    path: str | None = None  # hf / vllm: base checkpoint dir (or a merged checkpoint)
+    model: str | None = None  # openai / anthropic: model name (ft:... accepted)
+    adapter: str | None = None  # LoRA adapter dir (hf / vllm)
+    base_url: str | None = None
+    api_key_env: str | None = None  # name of the environment variable holding the key
+    generation: GenerationConfig | None = None  # overrides the run's generation block
+    # hf
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    load_in_4bit: bool = False
+    batch_size: int = Field(8, ge=1)
+    device: str | None = None
+    # API
+    concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    max_tokens_param: str | None = None  # e.g. "max_completion_tokens" for newer OpenAI models
+    # vllm
+    mode: Literal["serve", "url", "offline"] | None = None
+    url: str | None = None
+    urls: list[str] | None = None
+    python: str | None = None
+    server_args: list[str] = Field(default_factory=list)
+    max_lora_rank: int | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int | None = None
+
+    @model_validator(mode="after")
+    def _check_backend_fields(self) -> "ModelEntry":
+        if self.backend in ("hf", "vllm") and not self.path:
+            raise ValueError(f"backend {self.backend} needs 'path' (a local checkpoint directory)")
+        if self.backend in ("openai", "anthropic") and not self.model:
+            raise ValueError(f"backend {self.backend} needs 'model' (the API model name)")
+        if self.backend in ("openai", "anthropic") and self.adapter:
+            raise ValueError("'adapter' applies to hf and vllm backends only")
+        return self
+
+
+class GateSpec(Strict):
+    """A pass/fail rule. ``min: 0`` is a real threshold (checked with ``is not None``)."""
+
+    name: str
+    metric: Literal[
+        "pass_rate", "mean", "regressions", "win_rate", "adapter_applied", "human_unshippable", "error_rate"
+    ]
+    scorer: str | None = None
+    model: str | None = None  # default: every candidate
+    suite: str | None = None  # suite name; default: every suite
+    min: float | None = None
+    max: float | None = None
+    vs: str | None = None  # "baseline", a model name, or "last_accepted"
+    judge: str | None = None  # pairwise judge name for win_rate
+    significant: float | None = Field(None, gt=0, lt=1)  # alpha for a paired test
+    on_no_decision: Literal["fail", "warn", "pass"] = "fail"
+    tag: str | None = None  # only samples carrying this tag
+
+    @model_validator(mode="after")
+    def _check(self) -> "GateSpec":
+        if self.metric in ("pass_rate", "mean") and not self.scorer:
+            raise ValueError(f"metric {self.metric} needs 'scorer'")
+        if self.metric == "regressions":
+            if self.max is None:
+                self.max = 0
+            if self.vs is None:
+                self.vs = "baseline"
+        if self.metric not in ("regressions", "adapter_applied") and self.min is None and self.max is None:
+            raise ValueError("a gate needs 'min' or 'max'")
+        return self
+
+
+class JudgeEntry(Strict):
+    """One judge under ``judges:`` (the LLM-as-judge stage owns the details)."""
+
+    rubric: str
+    name: str | None = None
+    model: ModelEntry | None = None
+    models: list[ModelEntry] | None = None  # an ensemble
+    aggregate: Literal["mean", "majority"] = "mean"
+    repeats: int = Field(1, ge=1)
+    vs: str | None = None  # pairwise: compare each candidate with this model (default: baseline)
+    concurrency: int | None = Field(None, ge=1)
+    prices: dict[str, dict[str, float]] | None = None  # model -> {input, output} per 1M tokens
+
+
+class EvalConfig(Strict):
+    models: dict[str, ModelEntry]
+    baseline: str | None = None
+    candidates: list[str] | None = None
+    suites: list[str]
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    gates: list[GateSpec] = Field(default_factory=list)
+    judges: list[JudgeEntry] = Field(default_factory=list)
+    store: str | None = None  # default: .evalkit/store.db beside eval.yaml
+    adapter_check: Literal["warn", "off"] = "warn"
+    parity: dict[str, Any] | None = None  # vLLM parity check options (vllm stage)
+    name: str | None = None
+
+    @field_validator("models")
+    @classmethod
+    def _non_empty(cls, v: dict[str, ModelEntry]) -> dict[str, ModelEntry]:
+        if not v:
+            raise ValueError("at least one model is needed")
+        return v
+
+    @model_validator(mode="after")
+    def _names_exist(self) -> "EvalConfig":
+        names = set(self.models)
+        if self.baseline is not None and self.baseline not in names:
+            raise ValueError(f"baseline '{self.baseline}' is not one of models: {sorted(names)}")
+        for c in self.candidates or []:
+            if c not in names:
+                raise ValueError(f"candidate '{c}' is not one of models: {sorted(names)}")
+        for g in self.gates:
+            if g.model is not None and g.model not in names:
+                raise ValueError(f"gate '{g.name}' names model '{g.model}', not one of {sorted(names)}")
+            if g.vs not in (None, "baseline", "last_accepted") and g.vs not in names:
+                raise ValueError(f"gate '{g.name}' compares with '{g.vs}', not one of {sorted(names)}")
+            if g.vs == "baseline" and self.baseline is None and g.metric in ("regressions", "win_rate"):
+                raise ValueError(f"gate '{g.name}' compares with the baseline, but no 'baseline' is set")
+        return self
+
+    def candidate_names(self) -> list[str]:
+        if self.candidates is not None:
+            return list(self.candidates)
+        return [n for n in self.models if n != self.baseline]
+
+
+class ScorerEntry(Strict):
+    """Normalised form of one scorer line in suite.yaml."""
+
+    kind: str
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SuiteConfig(Strict):
+    name: str
+    kind: Literal["regression", "heldout"] = "regression"
+    samples: str = "samples.jsonl"
+    description: str | None = None
+    scorers: list[Any] = Field(default_factory=list)
+    manifest: str | None = None  # split manifest that froze a held-out split (data stage)
+
+
+# --- YAML with line numbers -------------------------------------------------------------------
+
+
+def _key_lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map every key path (as pydantic reports it) to its 1-based line in the file."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[path + (key,)] = k.start_mark.line + 1
+            _key_lines(v, path + (key,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out[path + (i,)] = v.start_mark.line + 1
+            _key_lines(v, path + (i,), out)
+    return out
+
+
+def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
+    """Read a YAML file; return the data and a key-path -> line map. Errors name file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("file not found", where=p)
+    text = p.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(f"invalid YAML: {e.problem or e}", where=p, line=line) from None
+    lines = _key_lines(node) if node is not None else {}
+    return data, lines
+
+
+def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
+    # pydantic locations may carry extra parts (e.g. a union member); walk back to the longest known prefix.
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def validation_error(err: ValidationError, path: str | Path, lines: dict[tuple, int]) -> ConfigError:
+    """The first pydantic error as one line: ``file:line: key: message``."""
+    e = err.errors()[0]
+    loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+    key = ".".join(str(x) for x in loc) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        msg = f"unknown key '{loc[-1]}'" + (f" in {'.'.join(str(x) for x in loc[:-1])}" if len(loc) > 1 else "")
+    elif e["type"] == "missing":
+        msg = f"{key}: required key is missing"
+    else:
+        text = e["msg"].removeprefix("Value error, ")
+        msg = f"{key}: {text}" if loc else text
+    return ConfigError(msg, where=path, line=_line_for(loc, lines))
+
+
+def load_model(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None) -> T:
+    """Read ``path`` into ``cls``; ``overrides`` (from CLI flags) win over the file."""
+    data, lines = read_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping at the top level", where=path, line=1)
+    if overrides:
+        data = {**data, **overrides}
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise validation_error(err, path, lines) from None
+
+
+def load_eval_config(path: str | Path, overrides: dict[str, Any] | None = None) -> EvalConfig:
+    return load_model(EvalConfig, path, overrides)

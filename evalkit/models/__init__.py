@@ -1,0 +1,126 @@
+"""Model backends behind one protocol. Heavy imports happen only when a backend is opened.
+
+``open_backend(specs)`` opens one backend for a group of ModelSpecs that can share it (same backend
+and base checkpoint: several LoRA adapters on one loaded base, or one vLLM server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import ConfigError, UserError, missing_extra
+from ..types import ModelSpec
+from .base import Backend, GenerationRequest, ProgressFn
+
+__all__ = ["Backend", "GenerationRequest", "ProgressFn", "open_backend", "group_key", "fingerprint", "register_backend"]
+
+_FACTORIES: dict[str, Callable[[Sequence[ModelSpec]], Backend]] = {}
+
+
+def register_backend(name: str):
+    """Decorator for a factory ``(specs) -> Backend`` that imports its backend module lazily."""
+
+    def deco(fn):
+        _FACTORIES[name] = fn
+        return fn
+
+    return deco
+
+
+@register_backend("hf")
+def _hf(specs: Sequence[ModelSpec]) -> Backend:
+    try:
+        from .hf import HFBackend
+    except ImportError as e:
+        raise missing_extra("the hf backend", "hf", e) from None
+    return HFBackend(specs)
+
+
+@register_backend("openai")
+def _openai(specs: Sequence[ModelSpec]) -> Backend:
+    try:
+        from .openai_backend import OpenAIBackend
+    except ImportError as e:
+        raise missing_extra("the openai backend", "api", e) from None
+    return OpenAIBackend(specs)
+
+
+@register_backend("anthropic")
+def _anthropic(specs: Sequence[ModelSpec]) -> Backend:
+    try:
+        from .anthropic_backend import AnthropicBackend
+    except ImportError as e:
+        raise missing_extra("the anthropic backend", "api", e) from None
+    return AnthropicBackend(specs)
+
+
+@register_backend("vllm")
+def _vllm(specs: Sequence[ModelSpec]) -> Backend:
+    try:
+        from .vllm import VLLMBackend
+    except ImportError as e:
+        raise missing_extra("the vllm backend", "vllm", e) from None
+    return VLLMBackend(specs)
+
+
+def group_key(spec: ModelSpec) -> tuple:
+    """Specs with the same key share one backend instance (one loaded base, one server)."""
+    if spec.backend in ("hf", "vllm"):
+        opts = dict(spec.options)
+        return (spec.backend, spec.path, opts.get("dtype"), opts.get("load_in_4bit"), opts.get("mode"), str(opts.get("url")), str(opts.get("urls")))
+    return (spec.backend, spec.name)
+
+
+def open_backend(specs: Sequence[ModelSpec]) -> Backend:
+    kinds = {s.backend for s in specs}
+    if len(kinds) != 1:
+        raise ValueError(f"one backend kind per group, got {kinds}")
+    kind = kinds.pop()
+    if kind not in _FACTORIES:
+        raise ConfigError(f"unknown backend '{kind}'")
+    return _FACTORIES[kind](specs)
+
+
+def _hash_dir(path: Path, *, full: bool) -> str:
+    """Fingerprint a checkpoint or adapter directory.
+
+    ``full``: hash every byte (adapters are small). Otherwise (base weights, possibly many GB): hash
+    names, sizes and the first and last MiB of each file, which changes whenever the weights do.
+    """
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    for f in files:
+        rel = f.relative_to(path).as_posix()
+        if rel.startswith(("checkpoint-", "runs/")) or rel in ("candidate.json", "README.md", "trainer_state.json", "training_args.bin"):
+            continue  # training by-products do not change outputs
+        size = f.stat().st_size
+        h.update(f"{rel}:{size}\n".encode())
+        with f.open("rb") as fh:
+            if full or size <= 2 << 20:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(1 << 20))
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def fingerprint(spec: ModelSpec) -> str:
+    """The identity of what a spec loads: weights (and adapter) fingerprints, or the API model name."""
+    parts = []
+    if spec.path:
+        p = Path(spec.path)
+        if not p.is_dir():
+            raise UserError(f"model '{spec.name}': checkpoint directory not found: {spec.path}")
+        parts.append(_hash_dir(p, full=False))
+    if spec.adapter:
+        a = Path(spec.adapter)
+        if not (a / "adapter_config.json").is_file():
+            raise UserError(f"model '{spec.name}': no adapter_config.json in adapter directory {spec.adapter}")
+        parts.append(_hash_dir(a, full=True))
+    if spec.model:
+        parts.append(spec.model)
+    return "+".join(parts)

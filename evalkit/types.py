@@ -1,0 +1,213 @@
+"""The small typed core every stage shares.
+
+Frozen dataclasses inside the package; pydantic models (config.py) only for what is read from files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Content hash of a JSON-serialisable object (sorted keys, no whitespace)."""
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One evaluation item: the prompt messages, and what a good answer looks like.
+
+    ``messages`` ends with the turn the model answers (usually ``user``); a training-style line whose
+    last message is the assistant turn is split on load: that turn becomes ``reference``.
+    """
+
+    id: str
+    messages: tuple[Message, ...]
+    reference: str | None = None
+    schema: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def messages_as_dicts(self) -> list[dict[str, str]]:
+        return [m.as_dict() for m in self.messages]
+
+    @property
+    def prompt_text(self) -> str:
+        """The last user turn: what a reviewer or a judge reads as "the prompt"."""
+        for m in reversed(self.messages):
+            if m.role == "user":
+                return m.content
+        return self.messages[-1].content if self.messages else ""
+
+    def prompt_hash(self) -> str:
+        """What determines a model's output for this sample (the messages only)."""
+        return stable_hash(self.messages_as_dicts())
+
+    def content_hash(self) -> str:
+        return stable_hash(
+            {
+                "id": self.id,
+                "messages": self.messages_as_dicts(),
+                "reference": self.reference,
+                "schema": self.schema,
+                "tags": list(self.tags),
+                "metadata": dict(self.metadata),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """A scorer as configured in suite.yaml: ``kind`` (json_schema, regex, ...) with its options.
+
+    ``name`` is what metrics and gates use; it defaults to the kind.
+    """
+
+    kind: str
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    kind: Literal["regression", "heldout"]
+    samples: tuple[Sample, ...]
+    scorers: tuple[ScorerSpec, ...]
+    version: str  # content hash of suite.yaml + samples + schema files
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": list(self.stop),
+        }
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as eval.yaml names it. ``model_id`` hashes everything that determines outputs."""
+
+    name: str
+    backend: str  # hf | vllm | openai | anthropic
+    path: str | None = None  # local checkpoint (hf, vllm)
+    model: str | None = None  # API model name (openai, anthropic)
+    adapter: str | None = None  # LoRA adapter dir
+    base_url: str | None = None
+    api_key_env: str | None = None
+    generation: GenerationParams = GenerationParams()
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    identity: str = ""  # weights/adapter fingerprint, filled by models.identify()
+
+    @property
+    def model_id(self) -> str:
+        return stable_hash(
+            {
+                "backend": self.backend,
+                "path": self.path,
+                "model": self.model,
+                "adapter": self.adapter,
+                "base_url": self.base_url,
+                "identity": self.identity,
+                "generation": self.generation.as_dict(),
+                "options": {k: v for k, v in sorted(dict(self.options).items()) if k not in _NON_OUTPUT_OPTIONS},
+            }
+        )
+
+    def describe(self) -> str:
+        what = self.path or self.model or "?"
+        return f"{self.name} ({self.backend}: {what}{' + ' + self.adapter if self.adapter else ''})"
+
+
+# Options that change how a backend runs but not what it outputs; kept out of model_id.
+_NON_OUTPUT_OPTIONS = frozenset({"batch_size", "concurrency", "timeout_s", "max_retries", "url", "urls", "python", "server_args", "log_dir"})
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Score:
+    """A scorer's verdict on one output. ``error`` set means unscored: never a pass, never a fail."""
+
+    scorer: str
+    value: float | None
+    passed: bool | None
+    explanation: str = ""
+    error: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"value": self.value, "passed": self.passed}
+        if self.explanation:
+            d["explanation"] = self.explanation
+        if self.error:
+            d["error"] = self.error
+        if self.details:
+            d["details"] = dict(self.details)
+        return d
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    passed: bool | None  # None: no decision
+    observed: float | None
+    threshold: float | None
+    detail: str
+    model: str | None = None
+    metric: str = ""
+    failing_items: tuple[str, ...] = ()
+    p_value: float | None = None
+    outcome: Literal["pass", "fail", "no_decision", "warn"] = "pass"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {
+            "name": self.name,
+            "model": self.model,
+            "metric": self.metric,
+            "passed": self.passed,
+            "outcome": self.outcome,
+            "observed": self.observed,
+            "threshold": self.threshold,
+            "detail": self.detail,
+            "failing_items": list(self.failing_items),
+        }
+        if self.p_value is not None:
+            d["p_value"] = self.p_value
+        return d
