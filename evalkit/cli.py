@@ -1,0 +1,137 @@
+"""The evalkit command line. Thin: parse, call one stage function, print.
+
+Exit codes: 0 every gate passed, 1 a gate failed, 2 bad input or config (one line naming file and
+line or key; no traceback). Bugs are allowed to traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import __version__
+from .errors import UserError
+
+app = typer.Typer(
+    name="evalkit",
+    help=(
+        "Decide whether a fine-tuned candidate ships: train it, run it against frozen suites, score it "
+        "(validators, LLM judges), gate it with real statistics, review it blinded, report it.\n\n"
+        "Start with `evalkit demo` (offline, CPU), then `evalkit run eval.yaml --out DIR`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"evalkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    pass
+
+
+@app.command("run")
+def run_cmd(
+    config: Path = typer.Argument(..., help="eval.yaml: models, baseline, candidates, suites, generation, gates, judges."),
+    out: Path = typer.Option(Path("reports/latest"), "--out", "-o", help="Folder for summary.json, items.jsonl, report.md, report.html, junit.xml."),
+    store: Optional[Path] = typer.Option(None, "--store", help="SQLite store (default: .evalkit/store.db beside eval.yaml)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N samples of each suite (a smoke run)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override generation.max_new_tokens."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars (they go to stderr)."),
+) -> None:
+    """Evaluate every model on every suite, score, gate and write reports.
+
+    Outputs are cached in the store by content hash: a rerun with nothing changed makes no model
+    calls, and a run killed mid-way resumes where it stopped.
+
+    Exit code 0: all gates passed. 1: a gate failed. 2: bad input or config.
+
+    Example:  evalkit run suites/demo/eval.yaml --out reports/run1
+    """
+    from .run import run_eval
+
+    overrides = {}
+    if max_new_tokens is not None:
+        overrides["generation_max_new_tokens"] = max_new_tokens
+    result = run_eval(config, out, store_path=store, limit=limit, progress=not no_progress, overrides=overrides)
+    typer.echo(result.console_summary)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("reports/demo"), "--out", "-o", help="Folder for the demo's reports."),
+    work: Optional[Path] = typer.Option(None, "--work", help="Folder for the demo's models and store (default: ~/.cache/evalkit/demo)."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller, faster demo (fewer steps and samples), for smoke tests."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+) -> None:
+    """The offline demo: build a tiny base model, fine-tune a candidate, evaluate, gate, report.
+
+    Needs no network and no GPU. The base model is built by evalkit's own deterministic recipe and
+    cached, so the second demo is faster.
+    """
+    from .demo import run_demo
+
+    code = run_demo(out=out, work=work, quick=quick, progress=not no_progress)
+    raise typer.Exit(code)
+
+
+def _register_command_groups() -> None:
+    from .commands import MODULES
+
+    for name in MODULES:
+        try:
+            mod = importlib.import_module(f".commands.{name}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name == f"{__package__}.commands.{name}":
+                continue  # that stage is not built yet
+            raise
+        mod.register(app)
+
+
+_register_command_groups()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+        return 0
+    except UserError as e:
+        typer.echo(f"error: {e.one_line()}", err=True)
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted: results so far are in the store; rerun to resume", err=True)
+        return 130
+    except Exception as e:  # click's usage errors
+        import click
+
+        if isinstance(e, click.exceptions.UsageError):
+            e.show()
+            return 2
+        if isinstance(e, click.exceptions.Abort):
+            return 130
+        raise
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
