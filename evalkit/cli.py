@@ -47,7 +47,7 @@ def _root(
 def run_cmd(
     config: Path = typer.Argument(..., help="eval.yaml: models, baseline, candidates, suites, generation, gates, judges."),
     out: Path = typer.Option(Path("reports/latest"), "--out", "-o", help="Folder for summary.json, items.jsonl, report.md, report.html, junit.xml."),
-    store: Optional[Path] = typer.Option(None, "--store", help="SQLite store (default: .evalkit/store.db beside eval.yaml)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="SQLite store (default: eval.yaml's store: key, else .evalkit/store.db in the current folder)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N samples of each suite (a smoke run)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override generation.max_new_tokens."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars (they go to stderr)."),

@@ -86,6 +86,9 @@ class GateSpec(Strict):
     significant: float | None = Field(None, gt=0, lt=1)  # alpha for a paired test
     on_no_decision: Literal["fail", "warn", "pass"] = "fail"
     tag: str | None = None  # only samples carrying this tag
+    # "no decision" when the bootstrap CI (at this confidence) of the observed value straddles the
+    # threshold; what happens then is ``on_no_decision``. Unset: the point estimate decides.
+    ci: float | None = Field(None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _check(self) -> "GateSpec":

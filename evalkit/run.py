@@ -1,0 +1,426 @@
+"""The run stage: eval.yaml -> generate (cached) -> score -> judges -> gates -> store -> reports.
+
+Everything a run produces goes through the store first; reports are rendered from what was stored,
+so `evalkit report RUN` can rebuild them later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from . import __version__
+from .config import EvalConfig, ModelEntry, load_eval_config
+from .data.suites import load_suite
+from .errors import ConfigError, UserError
+from .models import GenerationRequest, fingerprint, group_key, open_backend
+from .scoring.validators import build_validator
+from .store import RunItem, Store
+from .types import Completion, GateResult, GenerationParams, ModelSpec, Sample, Score, Suite, stable_hash
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    exit_code: int
+    summary: dict[str, Any]
+    out_dir: Path
+    console_summary: str
+
+
+@dataclass
+class _Work:
+    """What one model must answer: (suite, sample, cache key) triples."""
+
+    spec: ModelSpec
+    keys: dict[tuple[str, str], str] = field(default_factory=dict)  # (suite, sample_id) -> generation key
+
+
+def default_store_path() -> Path:
+    return Path(".evalkit") / "store.db"
+
+
+def generation_params(entry: ModelEntry, cfg: EvalConfig) -> GenerationParams:
+    g = entry.generation or cfg.generation
+    return GenerationParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, seed=g.seed, stop=tuple(g.stop))
+
+
+def _resolve(base: Path, p: str | None) -> str | None:
+    if p is None:
+        return None
+    q = Path(p).expanduser()
+    return str(q if q.is_absolute() else (base / q).resolve())
+
+
+def model_spec(name: str, entry: ModelEntry, cfg: EvalConfig, config_dir: Path) -> ModelSpec:
+    """One place that turns a model entry into a ModelSpec (paths resolved, weights fingerprinted)."""
+    options = entry.model_dump(exclude={"backend", "path", "model", "adapter", "base_url", "api_key_env", "generation"})
+    spec = ModelSpec(
+        name=name,
+        backend=entry.backend,
+        path=_resolve(config_dir, entry.path),
+        model=entry.model,
+        adapter=_resolve(config_dir, entry.adapter),
+        base_url=entry.base_url,
+        api_key_env=entry.api_key_env,
+        generation=generation_params(entry, cfg),
+        options=options,
+    )
+    try:
+        ident = fingerprint(spec)
+    except UserError as e:
+        raise ConfigError(e.message, where=f"models.{name}") from None
+    return dataclasses.replace(spec, identity=ident)
+
+
+def generation_key(spec: ModelSpec, sample: Sample) -> str:
+    return stable_hash({"model_id": spec.model_id, "prompt": sample.prompt_hash()}, 32)
+
+
+def _chunk_size(spec: ModelSpec) -> int:
+    opts = dict(spec.options)
+    if spec.backend in ("openai", "anthropic"):
+        return max(8, int(opts.get("concurrency") or 8) * 2)
+    return max(1, int(opts.get("batch_size") or 8)) * 2
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="gen", disable=not enabled, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def generate_all(
+    store: Store, specs: Sequence[ModelSpec], suites: Sequence[Suite], *, progress: bool
+) -> tuple[dict[str, Completion], int, int, float]:
+    """Generate every (model, sample) output not in the store yet; commit after every chunk.
+
+    Returns (completions by key, made, cached, seconds). A backend is opened only when something
+    is missing, so an unchanged rerun loads no model and makes no call.
+    """
+    t0 = time.perf_counter()
+    prompts: dict[str, tuple[ModelSpec, Sample]] = {}
+    for spec in specs:
+        for suite in suites:
+            for s in suite.samples:
+                prompts.setdefault(generation_key(spec, s), (spec, s))
+    done = store.get_generations(prompts)
+    cached = len(done)
+    missing = [k for k in prompts if k not in done]
+    made = 0
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for k in missing:
+        groups[group_key(prompts[k][0])].append(k)
+    for keys in groups.values():
+        group_specs = list({prompts[k][0].name: prompts[k][0] for k in keys}.values())
+        label = ", ".join(s.name for s in group_specs)
+        backend = open_backend(group_specs)
+        bar = _progress_bar(len(keys), f"generate [{label}]", progress)
+        try:
+            # Interleave models so several adapters on one base share batches and no model waits.
+            keys.sort(key=lambda k: (prompts[k][1].id, prompts[k][0].name))
+            step = _chunk_size(group_specs[0])
+            for i in range(0, len(keys), step):
+                chunk = keys[i : i + step]
+                reqs = [GenerationRequest(key=k, model=prompts[k][0], messages=prompts[k][1].messages) for k in chunk]
+                outs = backend.generate(reqs, progress=bar.update)
+                if len(outs) != len(reqs):
+                    raise RuntimeError(f"backend returned {len(outs)} completions for {len(reqs)} requests")
+                store.put_generations([(k, prompts[k][0].model_id, prompts[k][1].prompt_hash(), c) for k, c in zip(chunk, outs)])
+                for k, c in zip(chunk, outs):
+                    made += 1
+                    if c.error is None:
+                        done[k] = c
+                    else:
+                        done[k] = c  # recorded for this run's report; not served from the cache next time
+        finally:
+            bar.close()
+            backend.close()
+    return done, made, cached, time.perf_counter() - t0
+
+
+def sample_record(s: Sample) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "messages": s.messages_as_dicts(),
+        "reference": s.reference,
+        "tags": list(s.tags),
+        "metadata": dict(s.metadata),
+    }
+
+
+def _metrics(items: Iterable[RunItem]) -> list[dict[str, Any]]:
+    acc: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for it in items:
+        for name, sc in it.scores.items():
+            a = acc.setdefault((it.model, it.suite, name), {"passed": [], "values": [], "errors": 0})
+            if sc.get("error"):
+                a["errors"] += 1
+                continue
+            if sc.get("passed") is not None:
+                a["passed"].append(bool(sc["passed"]))
+            if sc.get("value") is not None:
+                a["values"].append(float(sc["value"]))
+    out = []
+    for (model, suite, scorer), a in sorted(acc.items()):
+        if a["passed"]:
+            out.append({"model": model, "suite": suite, "scorer": scorer, "metric": "pass_rate",
+                        "value": sum(a["passed"]) / len(a["passed"]), "n": len(a["passed"]), "errors": a["errors"]})
+        elif a["values"] or a["errors"]:
+            vals = a["values"]
+            out.append({"model": model, "suite": suite, "scorer": scorer, "metric": "mean",
+                        "value": (sum(vals) / len(vals)) if vals else None, "n": len(vals), "errors": a["errors"]})
+    return out
+
+
+def _adapter_warnings(specs: Sequence[ModelSpec], items: Sequence[RunItem]) -> list[str]:
+    """An adapter whose outputs equal its base's on every item was most likely not applied."""
+    by_model: dict[str, dict[tuple[str, str], str | None]] = defaultdict(dict)
+    for it in items:
+        by_model[it.model][(it.suite, it.sample_id)] = it.output
+    warnings = []
+    for spec in specs:
+        if not spec.adapter:
+            continue
+        bases = [s for s in specs if s.path == spec.path and not s.adapter and s.backend in ("hf", "vllm")]
+        for base in bases:
+            a, b = by_model.get(spec.name, {}), by_model.get(base.name, {})
+            common = [k for k in a if k in b and a[k] is not None and b[k] is not None]
+            if common and all(a[k] == b[k] for k in common):
+                warnings.append(
+                    f"model '{spec.name}': outputs identical to base '{base.name}' on all {len(common)} items; "
+                    f"the adapter {spec.adapter} appears to have no effect (not applied, or not trained)"
+                )
+    return warnings
+
+
+def _candidate_manifests(specs: Sequence[ModelSpec], suites: Sequence[Suite]) -> tuple[dict[str, Any], list[str]]:
+    """candidate.json of each adapter (from `evalkit train`), and warnings for suite items it trained on."""
+    manifests: dict[str, Any] = {}
+    warnings: list[str] = []
+    try:
+        from .train import load_candidate
+    except ImportError:
+        return manifests, warnings
+    for spec in specs:
+        if not spec.adapter:
+            continue
+        cand = load_candidate(spec.adapter)
+        if not cand:
+            continue
+        manifests[spec.name] = cand
+        train_file = (cand.get("data") or {}).get("train_path") or cand.get("train_path")
+        if not train_file or not Path(train_file).is_file():
+            continue
+        try:
+            from .data.audit import overlap_with_training
+        except ImportError:
+            continue
+        for suite in suites:
+            hits = overlap_with_training(list(suite.samples), Path(train_file))
+            if hits:
+                shown = ", ".join(hits[:5]) + (" ..." if len(hits) > 5 else "")
+                warnings.append(
+                    f"model '{spec.name}': {len(hits)} item(s) of suite '{suite.name}' overlap its training data "
+                    f"({train_file}): {shown}"
+                )
+    return manifests, warnings
+
+
+def _heldout_warnings(suites: Sequence[Suite]) -> list[str]:
+    try:
+        from .data.split import check_heldout
+    except ImportError:
+        return []
+    out: list[str] = []
+    for s in suites:
+        if s.kind == "heldout":
+            out.extend(check_heldout(Path(s.path)))
+    return out
+
+
+def _judge(cfg: EvalConfig, config_dir: Path, store: Store, items: list[RunItem], samples: dict[tuple[str, str], Sample],
+           baseline: str | None, candidates: list[str], progress: bool):
+    from .scoring.judges import JudgeInput, PairInput, run_judges
+
+    judge_inputs = [
+        JudgeInput(model=it.model, suite=it.suite, sample=samples[(it.suite, it.sample_id)], output=it.output)
+        for it in items
+        if it.output is not None and it.error is None
+    ]
+    by_key = {(it.model, it.suite, it.sample_id): it for it in items}
+    pairs: list[PairInput] = []
+    for j in cfg.judges:
+        vs = j.vs or baseline
+        if vs is None:
+            continue
+        for cand in candidates:
+            if cand == vs:
+                continue
+            for (suite, sid), sample in samples.items():
+                a, b = by_key.get((cand, suite, sid)), by_key.get((vs, suite, sid))
+                if a and b and a.output is not None and b.output is not None and not a.error and not b.error:
+                    pairs.append(PairInput(model=cand, vs=vs, suite=suite, sample=sample, output=a.output, vs_output=b.output))
+    return run_judges(cfg.judges, config_dir=config_dir, store=store, items=judge_inputs, pairs_for=pairs, progress=progress)
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_eval(
+    config_path: str | Path,
+    out_dir: str | Path,
+    *,
+    store_path: str | Path | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> RunResult:
+    t_start = time.perf_counter()
+    config_path = Path(config_path)
+    cfg = load_eval_config(config_path)
+    if overrides and overrides.get("generation_max_new_tokens"):
+        cfg.generation.max_new_tokens = int(overrides["generation_max_new_tokens"])
+    config_dir = config_path.resolve().parent
+
+    # 1. Read and check everything before any model runs.
+    suites: list[Suite] = []
+    for i, s in enumerate(cfg.suites):
+        path = Path(_resolve(config_dir, s) or s)
+        if not path.exists():
+            raise ConfigError(f"suites[{i}]: suite folder not found: {path}", where=config_path)
+        suite = load_suite(path)
+        if limit is not None:
+            suite = dataclasses.replace(suite, samples=suite.samples[:limit])
+        suites.append(suite)
+    names = [s.name for s in suites]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two suites share a name: {names}", where=config_path)
+    validators = {
+        suite.name: [(sc.name, build_validator(sc, where=str(Path(suite.path) / "suite.yaml"))) for sc in suite.scorers]
+        for suite in suites
+    }
+    if cfg.judges:
+        from .scoring.judges import judge_config_errors
+
+        judge_config_errors(cfg.judges, config_dir)
+    specs = [model_spec(name, entry, cfg, config_dir) for name, entry in cfg.models.items()]
+    baseline = cfg.baseline
+    candidates = cfg.candidate_names()
+    warnings = _heldout_warnings(suites)
+
+    store = Store(_resolve(config_dir, cfg.store) if cfg.store and store_path is None else (store_path or default_store_path()))
+    try:
+        config_dump = cfg.model_dump(mode="json")
+        run_id = store.begin_run(name=cfg.name or config_path.stem, config_path=str(config_path), config=config_dump, out_dir=str(out_dir))
+
+        # 2. Generate (cached, resumable).
+        completions, made, cached, gen_s = generate_all(store, specs, suites, progress=progress)
+
+        # 3. Score with validators.
+        t_score = time.perf_counter()
+        items: list[RunItem] = []
+        samples: dict[tuple[str, str], Sample] = {}
+        n_gen_errors = n_score_errors = 0
+        for spec in specs:
+            for suite in suites:
+                for s in suite.samples:
+                    samples[(suite.name, s.id)] = s
+                    key = generation_key(spec, s)
+                    c = completions[key]
+                    scores: dict[str, dict[str, Any]] = {}
+                    if c.error is None:
+                        for name, check in validators[suite.name]:
+                            sc = check(s, c)
+                            n_score_errors += sc.error is not None
+                            scores[name] = sc.as_dict()
+                    else:
+                        n_gen_errors += 1
+                    items.append(RunItem(
+                        run_id=run_id, model=spec.name, model_id=spec.model_id, suite=suite.name,
+                        suite_version=suite.version, sample_id=s.id, sample=sample_record(s), generation_key=key,
+                        output=c.text if c.error is None else None, error=c.error, scores=scores,
+                    ))
+        score_s = time.perf_counter() - t_score
+
+        # 4. Judges (LLM-as-judge): their scores join the items; their failures are counted, never scored.
+        judge_stats: dict[str, Any] = {}
+        judge_errors = judge_made = judge_cached = 0
+        if cfg.judges:
+            outcome = _judge(cfg, config_dir, store, items, samples, baseline, candidates, progress)
+            extra = outcome.scores
+            items = [
+                dataclasses.replace(it, scores={**it.scores, **{sc.scorer: sc.as_dict() for sc in extra.get((it.model, it.suite, it.sample_id), [])}})
+                for it in items
+            ]
+            judge_stats, judge_errors = outcome.stats, outcome.errors
+            judge_made, judge_cached = outcome.calls_made, outcome.calls_cached
+
+        # 5. Checks that need outputs: adapter applied, training-data overlap.
+        if cfg.adapter_check == "warn":
+            warnings += _adapter_warnings(specs, items)
+        manifests, overlap_warnings = _candidate_manifests(specs, suites)
+        warnings += overlap_warnings
+        if n_gen_errors:
+            warnings.append(f"{n_gen_errors} generation(s) failed after retries; they are excluded from metrics and retried on the next run")
+
+        # 6. Gates.
+        from .gates import evaluate_gates
+
+        models_info = {
+            s.name: {
+                "backend": s.backend, "path": s.path, "model": s.model, "adapter": s.adapter, "model_id": s.model_id,
+                "base_url": s.base_url,
+                "role": "baseline" if s.name == baseline else ("candidate" if s.name in candidates else "other"),
+                "candidate": manifests.get(s.name),
+            }
+            for s in specs
+        }
+        gate_results: list[GateResult] = evaluate_gates(
+            cfg.gates, items=items, models=models_info, baseline=baseline, candidates=candidates,
+            store=store, run_name=cfg.name or config_path.stem,
+        )
+        decided_fail = any(g.outcome == "fail" for g in gate_results)
+        passed = not decided_fail
+
+        summary: dict[str, Any] = {
+            "run_id": run_id,
+            "name": cfg.name or config_path.stem,
+            "created": _now_iso(),
+            "config_path": str(config_path),
+            "evalkit_version": __version__,
+            "passed": passed,
+            "exit_code": 0 if passed else 1,
+            "models": models_info,
+            "baseline": baseline,
+            "candidates": candidates,
+            "suites": [{"name": s.name, "kind": s.kind, "version": s.version, "n": len(s.samples), "path": s.path} for s in suites],
+            "metrics": _metrics(items),
+            "gates": [g.as_dict() for g in gate_results],
+            "calls": {
+                "generations_made": made, "generations_cached": cached,
+                "judge_calls_made": judge_made, "judge_calls_cached": judge_cached,
+            },
+            "errors": {"generation": n_gen_errors, "scorer": n_score_errors, "judge": judge_errors},
+            "warnings": warnings,
+            "judges": judge_stats,
+            "timing": {"generate_s": round(gen_s, 3), "score_s": round(score_s, 3)},
+        }
+        store.save_run_items(run_id, items)
+        summary["timing"]["wall_s"] = round(time.perf_counter() - t_start, 3)
+        store.finish_run(run_id, summary, "passed" if passed else "failed")
+
+        from .report import console_summary, write_reports
+
+        out = Path(out_dir)
+        write_reports(out, summary, items)
+        return RunResult(run_id, summary["exit_code"], summary, out, console_summary(summary) + f"\nreports: {out}")
+    finally:
+        store.close()
