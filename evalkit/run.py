@@ -270,6 +270,13 @@ def _judge(cfg: EvalConfig, config_dir: Path, store: Store, items: list[RunItem]
     return run_judges(cfg.judges, config_dir=config_dir, store=store, items=judge_inputs, pairs_for=pairs, progress=progress)
 
 
+def _only_tags(tags: Any) -> frozenset[str]:
+    """A scorer's ``tags:`` option limits it to items carrying one of those tags."""
+    if tags is None:
+        return frozenset()
+    return frozenset([tags] if isinstance(tags, str) else tags)
+
+
 def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -304,7 +311,10 @@ def run_eval(
     if len(set(names)) != len(names):
         raise ConfigError(f"two suites share a name: {names}", where=config_path)
     validators = {
-        suite.name: [(sc.name, build_validator(sc, where=str(Path(suite.path) / "suite.yaml"))) for sc in suite.scorers]
+        suite.name: [
+            (sc.name, build_validator(sc, where=str(Path(suite.path) / "suite.yaml")), _only_tags(sc.options.get("tags")))
+            for sc in suite.scorers
+        ]
         for suite in suites
     }
     if cfg.judges:
@@ -337,7 +347,9 @@ def run_eval(
                     c = completions[key]
                     scores: dict[str, dict[str, Any]] = {}
                     if c.error is None:
-                        for name, check in validators[suite.name]:
+                        for name, check, only_tags in validators[suite.name]:
+                            if only_tags and not only_tags.intersection(s.tags):
+                                continue  # this scorer applies to other items of the suite
                             sc = check(s, c)
                             n_score_errors += sc.error is not None
                             scores[name] = sc.as_dict()
