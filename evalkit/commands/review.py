@@ -1,0 +1,224 @@
+"""``evalkit review``: blinded side-by-side spot-checks of a run's outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+review_app = typer.Typer(
+    name="review",
+    help=(
+        "Blinded side-by-side review of two models' outputs from a run, in a local web page.\n\n"
+        "\b\n"
+        "  evalkit review new latest --n 20 --seed 1     # prints the session id last\n"
+        "  evalkit review serve rs-1a2b3c4d5e --reviewer alice\n"
+        "  evalkit review unblind rs-1a2b3c4d5e\n\n"
+        "The A/B key stays in the store: the page and CSV exports show only the prompt, the reference "
+        "and the two outputs."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+STORE_HELP = "SQLite store holding the run (default: .evalkit/store.db in the current directory)."
+
+
+def _open_store(path: Optional[Path]) -> "Store":
+    from ..store import Store
+
+    p = path or Path(".evalkit/store.db")
+    if not p.is_file():
+        raise UserError("no store here; run `evalkit run eval.yaml` first, or pass --store PATH", where=p)
+    return Store(p)
+
+
+@review_app.command("new")
+def new_cmd(
+    run: str = typer.Argument(..., help="Run id, a unique prefix of one, or 'latest'."),
+    a: Optional[str] = typer.Option(None, "--a", help="Model whose win rate is reported (default: the run's first candidate)."),
+    b: Optional[str] = typer.Option(None, "--b", help="Model it is compared with (default: the run's baseline)."),
+    n: int = typer.Option(20, "--n", help="Number of pairs to review."),
+    seed: int = typer.Option(0, "--seed", help="Seed for sampling and for the left/right shuffle."),
+    stratify: Optional[list[str]] = typer.Option(
+        None, "--stratify", help="Split --n over these tags (repeatable; glob patterns such as 'topic:*' allowed)."
+    ),
+    suite: Optional[list[str]] = typer.Option(None, "--suite", help="Only items of this suite (repeatable)."),
+    prefer_different: bool = typer.Option(
+        True, "--prefer-different/--any", help="Take items whose two outputs differ first (default), or sample from all."
+    ),
+    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Start a blinded session: sample N items of RUN and pair the two models' outputs.
+
+    Sides are shuffled per pair (half each way, fixed by --seed); the key is kept in the store only.
+    The session id is printed as the last line.
+
+    \b
+    Example:
+      evalkit review new latest --a cand --b base --n 20 --seed 7 --stratify 'topic:*'
+    """
+    from ..review import create_session
+
+    with _open_store(store) as st:
+        made = create_session(
+            st, run, model_a=a, model_b=b, n=n, seed=seed, stratify=stratify or (), suites=suite or (), prefer_different=prefer_different
+        )
+    s = made.session
+    typer.echo(f"Review session of {s.n} pairs from run {s.run_id}: {s.model_a} vs {s.model_b}, sides shuffled per pair.")
+    typer.echo(f"  {made.differing} pairs with differing outputs, {made.identical} identical; {made.available} items were eligible.")
+    if made.skipped_errors:
+        typer.echo(f"  {made.skipped_errors} items skipped: a generation error on one side.")
+    if made.strata:
+        typer.echo("  per stratum: " + ", ".join(f"{k}: {v}" for k, v in sorted(made.strata.items())))
+    if s.n < n:
+        typer.echo(f"  only {s.n} eligible items, fewer than --n {n}.")
+    typer.echo(f"  next: evalkit review serve {s.session_id} --reviewer YOUR_NAME")
+    typer.echo(s.session_id)
+
+
+@review_app.command("serve")
+def serve_cmd(
+    session: str = typer.Argument(..., help="Session id (or a unique prefix)."),
+    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0: any free port)."),
+    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Your name; without it the page asks for one."),
+    open_browser: bool = typer.Option(False, "--open/--no-open", help="Open the page in the default browser."),
+    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Serve the review page for SESSION on 127.0.0.1 until Ctrl-C.
+
+    One pair at a time: keys 1-4 give the verdict (A better, B better, tie, both bad), a / b flip
+    "would ship" for a side, j / k move, r shows the reference, n opens the note. Every answer is
+    saved as it is given; reopening the page resumes. Several reviewers may use the same session
+    (each with their own name, e.g. http://127.0.0.1:8765/?reviewer=bob).
+
+    \b
+    Example:
+      evalkit review serve rs-1a2b3c4d5e --reviewer alice --open
+    """
+    from ..review import ReviewServer
+
+    st = _open_store(store)
+    server = ReviewServer(st, session, port=port, reviewer=reviewer, quiet=True)
+    typer.echo(f"Reviewing session {server.session_id}: open {server.url}  (Ctrl-C to stop; answers are already saved)")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+    finally:
+        server.httpd.server_close()
+        st.close()
+
+
+@review_app.command("unblind")
+def unblind_cmd(
+    session: str = typer.Argument(..., help="Session id (or a unique prefix)."),
+    max_unshippable: float = typer.Option(2, "--max-unshippable", help="'Would not ship' outputs allowed per --per items."),
+    per: int = typer.Option(20, "--per", help="The item count --max-unshippable refers to (scaled to the items reviewed)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full result (per-item verdicts included) here."),
+    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Reveal the key: win rate with CI, 'would not ship' counts against the threshold, agreement
+    between reviewers, and Cohen's kappa between humans and the pairwise judge (when the run has one).
+
+    The result is stored for reports and for gates such as
+    {name: spot-check, metric: human_unshippable, model: cand, max: 2}.
+
+    \b
+    Example:
+      evalkit review unblind rs-1a2b3c4d5e --max-unshippable 2 --per 20
+    """
+    from ..review import render_markdown, unblind
+
+    with _open_store(store) as st:
+        result = unblind(st, session, max_unshippable=max_unshippable, per=per)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    typer.echo(render_markdown(result))
+
+
+@review_app.command("export")
+def export_cmd(
+    session: str = typer.Argument(..., help="Session id (or a unique prefix)."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write."),
+    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Fill in this reviewer's answers so far."),
+    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Write the session as a CSV for a spreadsheet, still blinded (token, prompt, reference,
+    output_a, output_b, and empty verdict / a_would_ship / b_would_ship / note / reviewer columns).
+
+    Fill verdict with A, B, tie or both bad; the ship columns with yes or no. Then import it.
+
+    \b
+    Example:
+      evalkit review export rs-1a2b3c4d5e --out review.csv --reviewer carol
+    """
+    from ..review import export_csv
+
+    with _open_store(store) as st:
+        rows = export_csv(st, session, out, reviewer=reviewer)
+    typer.echo(f"wrote {rows} pairs to {out}")
+
+
+@review_app.command("import")
+def import_cmd(
+    session: str = typer.Argument(..., help="Session id (or a unique prefix)."),
+    file: Path = typer.Argument(..., help="CSV made by `evalkit review export` and filled in."),
+    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Reviewer for rows whose 'reviewer' column is empty."),
+    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Read verdicts from a filled-in CSV (rows are checked first; an error names file:line).
+
+    \b
+    Example:
+      evalkit review import rs-1a2b3c4d5e review.csv --reviewer carol
+    """
+    from ..review import import_csv
+
+    with _open_store(store) as st:
+        saved = import_csv(st, session, file, reviewer=reviewer)
+    typer.echo(f"saved {saved} answers from {file}")
+
+
+@review_app.command("list")
+def list_cmd(store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP)) -> None:
+    """List review sessions, newest first, with progress per reviewer.
+
+    \b
+    Example:
+      evalkit review list
+    """
+    import time as _time
+
+    from ..review import list_sessions, reviewer_verdicts, stored_results
+
+    with _open_store(store) as st:
+        sessions = list_sessions(st)
+        unblinded = {r["session_id"] for r in stored_results(st)}
+        if not sessions:
+            typer.echo("no review sessions (start one with: evalkit review new RUN)")
+        for s in sessions:
+            done: dict[str, int] = {}
+            for v in reviewer_verdicts(st, s.session_id):
+                if v.verdict:
+                    done[v.reviewer] = done.get(v.reviewer, 0) + 1
+            progress = ", ".join(f"{r} {k}/{s.n}" for r, k in sorted(done.items())) or f"0/{s.n}"
+            when = _time.strftime("%Y-%m-%d %H:%M", _time.localtime(s.created))
+            flag = " (unblinded)" if s.session_id in unblinded else ""
+            typer.echo(f"{s.session_id}  {when}  run {s.run_id}  {s.n} pairs  {progress}{flag}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(review_app, name="review")
