@@ -48,6 +48,7 @@ class ModelEntry(Strict):
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(4, ge=0)
     max_tokens_param: str | None = None  # e.g. "max_completion_tokens" for newer OpenAI models
+    anthropic_version: str | None = None  # e.g. "2023-06-01" to send temperature/top_p (newer versions refuse them)
     # vllm
     mode: Literal["serve", "url", "offline"] | None = None
     url: str | None = None
@@ -116,6 +117,9 @@ class JudgeEntry(Strict):
     vs: str | None = None  # pairwise: compare each candidate with this model (default: baseline)
     concurrency: int | None = Field(None, ge=1)
     prices: dict[str, dict[str, float]] | None = None  # model -> {input, output} per 1M tokens
+    # added by the judge stage (optional, additive):
+    structured_output: Literal["auto", "json_schema", "json_object", "prompt", "tool"] = "auto"  # auto: json_schema (OpenAI) / tool (Anthropic), falling back when a server lacks it
+    noise: Literal["no_decision", "ignore"] = "no_decision"  # repeats > 1: a gate threshold inside the judge's own noise gives "no decision"
 
 
 class EvalConfig(Strict):

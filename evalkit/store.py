@@ -215,7 +215,10 @@ class Store:
         if run_id == "latest":
             row = self.db.execute(f"SELECT {self._RUN_COLS} FROM runs WHERE status != 'running' ORDER BY created DESC LIMIT 1").fetchone()
         else:
-            rows = self.db.execute(f"SELECT {self._RUN_COLS} FROM runs WHERE run_id LIKE ? ORDER BY created", (run_id + "%",)).fetchall()
+            # a prefix match without LIKE, so '%' and '_' in user input are not wildcards
+            rows = self.db.execute(
+                f"SELECT {self._RUN_COLS} FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY created", (len(run_id), run_id)
+            ).fetchall()
             if len(rows) > 1:
                 exact = [r for r in rows if r[0] == run_id]
                 if not exact:

@@ -138,7 +138,11 @@ class ModelSpec:
                 "base_url": self.base_url,
                 "identity": self.identity,
                 "generation": self.generation.as_dict(),
-                "options": {k: v for k, v in sorted(dict(self.options).items()) if k not in _NON_OUTPUT_OPTIONS},
+                # unset options are left out, so adding an optional config field changes no existing identity
+                "options": {
+                    k: v for k, v in sorted(dict(self.options).items())
+                    if k not in _NON_OUTPUT_OPTIONS and v not in (None, [], {})
+                },
             }
         )
 
@@ -148,7 +152,11 @@ class ModelSpec:
 
 
 # Options that change how a backend runs but not what it outputs; kept out of model_id.
-_NON_OUTPUT_OPTIONS = frozenset({"batch_size", "concurrency", "timeout_s", "max_retries", "url", "urls", "python", "server_args", "log_dir"})
+_NON_OUTPUT_OPTIONS = frozenset({
+    "batch_size", "concurrency", "timeout_s", "max_retries", "url", "urls", "python", "server_args", "log_dir",
+    "retry_base_delay_s", "retry_max_delay_s", "retry_max_retry_after_s", "gpu_memory_utilization", "tensor_parallel_size",
+    "mode", "device",
+})
 
 
 @dataclass(frozen=True)

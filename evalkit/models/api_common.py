@@ -1,0 +1,250 @@
+"""What the openai and anthropic backends (and the LLM judges) share.
+
+* ``resolve_api_key``: the key from the environment variable a spec names; a missing key is a
+  UserError naming the variable, never its value.
+* ``redact``: removes secrets from any text before it reaches a Completion, an error or a log.
+* ``ApiBackend``: the backend protocol over an async SDK client: bounded concurrency per model,
+  the shared retry policy, per-request errors recorded as ``Completion(error=...)``, and
+  ``BackendUnavailable`` when the first batch of requests cannot reach the server at all.
+* ``JsonResult`` / ``InvalidOutput``: what the structured-output helpers (``openai_backend.chat_json``,
+  ``anthropic_backend.tool_json``) return or raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Generic, Mapping, Sequence, TypeVar
+
+from ..errors import BackendUnavailable, UserError
+from ..types import Completion, Message, ModelSpec
+from .base import GenerationRequest, ProgressFn
+from .retry import RetriesExhausted, RetryPolicy, is_unreachable, retry_async, status_of
+
+PLACEHOLDER_KEY = "evalkit-no-key"  # for OpenAI-compatible servers that need no key (vLLM, local proxies)
+_MAX_ERROR_CHARS = 500
+
+C = TypeVar("C")
+
+
+def resolve_api_key(model_name: str, api_key_env: str | None, default_env: str, base_url: str | None) -> tuple[str, str]:
+    """(key, name of the variable it came from). A custom ``base_url`` without a key gets a placeholder."""
+    env = api_key_env or default_env
+    value = os.environ.get(env, "")
+    if value:
+        return value, env
+    if base_url and not api_key_env:
+        return PLACEHOLDER_KEY, env
+    raise UserError(f"model '{model_name}': the API key environment variable {env} is not set (export {env}=... or set api_key_env)")
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    for s in secrets:
+        if s and s != PLACEHOLDER_KEY and len(s) >= 4:
+            text = text.replace(s, "***")
+    return text
+
+
+@dataclass(frozen=True)
+class JsonResult:
+    """A structured answer that parsed and matched its schema."""
+
+    data: Any
+    raw: str
+    tokens_in: int
+    tokens_out: int
+    latency_s: float
+    attempts: int  # calls made, counting output that did not parse or match the schema
+
+
+class InvalidOutput(Exception):
+    """The model's structured answer did not parse or did not match the schema, on every try."""
+
+    def __init__(self, message: str, raw: str, attempts: int):
+        super().__init__(message)
+        self.raw = raw
+        self.attempts = attempts
+
+
+def check_json(raw: str, schema: Mapping[str, Any] | None) -> tuple[Any, str | None]:
+    """(data, problem): parse ``raw`` as JSON and validate it against ``schema`` (jsonschema)."""
+    import json
+
+    import jsonschema
+
+    try:
+        data = json.loads(raw)
+    except (TypeError, ValueError) as e:
+        return None, f"output is not JSON ({e})"
+    if schema:
+        try:
+            jsonschema.validate(data, dict(schema))
+        except jsonschema.ValidationError as e:
+            where = "/".join(str(p) for p in e.absolute_path) or "(root)"
+            return data, f"output does not match the schema at {where}: {e.message}"
+    return data, None
+
+
+def describe_failure(provider: str, exc: BaseException) -> str:
+    """One line for a failed request, for a Completion's ``error`` (callers redact it)."""
+    if isinstance(exc, RetriesExhausted):
+        detail = str(exc.last).strip() or type(exc.last).__name__
+        return f"{provider} request failed after {exc.attempts} attempts ({exc.reason}): {detail}"[:_MAX_ERROR_CHARS]
+    status = status_of(exc)
+    head = f"HTTP {status}" if status is not None else type(exc).__name__
+    return f"{provider} request failed ({head}): {str(exc).strip()}"[:_MAX_ERROR_CHARS]
+
+
+def _fatal_kind(exc: BaseException) -> str | None:
+    """A failure that says the whole backend is unusable: nothing listening, or the key refused."""
+    last = exc.last if isinstance(exc, RetriesExhausted) else exc
+    if is_unreachable(last):
+        return "unreachable"
+    if status_of(last) in (401, 403):
+        return "auth"
+    return None
+
+
+class ApiBackend(Generic[C]):
+    """Backend protocol over an async SDK client. Subclasses set the class attributes and two methods.
+
+    ``retry`` overrides the policy built from each spec's options (``max_retries``).
+    """
+
+    provider = "api"
+    default_key_env = ""
+    default_base_url = ""
+
+    def __init__(self, specs: Sequence[ModelSpec], *, retry: RetryPolicy | None = None):
+        if not specs:
+            raise ValueError("no model specs")
+        self.specs: dict[str, ModelSpec] = {s.name: s for s in specs}
+        self._keys: dict[str, tuple[str, str]] = {}
+        self._policies: dict[str, RetryPolicy] = {}
+        for s in specs:
+            if not s.model:
+                raise UserError(f"model '{s.name}': backend {self.provider} needs 'model' (the API model name)")
+            self._keys[s.name] = resolve_api_key(s.name, s.api_key_env, self.default_key_env, s.base_url)
+            self._policies[s.name] = retry or RetryPolicy.from_options(s.options)
+
+    # -- for subclasses
+    def make_client(self, spec: ModelSpec, api_key: str) -> C:
+        raise NotImplementedError
+
+    async def call_once(self, client: C, spec: ModelSpec, messages: Sequence[Message]) -> Completion:
+        """One API call; raise on failure (the caller retries and records)."""
+        raise NotImplementedError
+
+    async def close_client(self, client: C) -> None:
+        await client.close()  # type: ignore[attr-defined]
+
+    # -- helpers
+    def _option(self, spec: ModelSpec, key: str, default: Any) -> Any:
+        v = dict(spec.options).get(key)
+        return default if v is None else v
+
+    def concurrency(self, spec: ModelSpec) -> int:
+        return max(1, int(self._option(spec, "concurrency", 8)))
+
+    def timeout_s(self, spec: ModelSpec) -> float:
+        return float(self._option(spec, "timeout_s", 60.0))
+
+    def _secrets(self) -> list[str]:
+        return [k for k, _ in self._keys.values()]
+
+    def _where(self, spec: ModelSpec, client: Any) -> str:
+        return str(getattr(client, "base_url", "") or spec.base_url or self.default_base_url).rstrip("/")
+
+    # -- the protocol
+    def generate(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None) -> list[Completion]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.agenerate(requests, progress))
+        # Called from inside an event loop (a notebook, an async caller): run ours in a thread.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, self.agenerate(requests, progress)).result()
+
+    def close(self) -> None:
+        pass  # clients live only as long as one generate() call
+
+    async def agenerate(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None) -> list[Completion]:
+        """The async form of ``generate``: one Completion per request, in request order."""
+        if not requests:
+            return []
+        # Clients are made inside the running loop: an async HTTP pool must not outlive its loop.
+        clients: dict[str, C] = {}
+        sems: dict[str, asyncio.Semaphore] = {}
+        first_batch: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            spec = self.specs.get(r.model.name, r.model)
+            if spec.name not in clients:
+                if spec.name not in self._keys:
+                    raise ValueError(f"request for model '{spec.name}', which this backend was not opened with")
+                clients[spec.name] = self.make_client(spec, self._keys[spec.name][0])
+                sems[spec.name] = asyncio.Semaphore(self.concurrency(spec))
+                first_batch[spec.name] = []
+            if len(first_batch[spec.name]) < self.concurrency(spec):
+                first_batch[spec.name].append(i)
+        batch_sets = {n: set(ix) for n, ix in first_batch.items()}
+        outcomes: dict[str, dict[int, str | None]] = {n: {} for n in first_batch}
+        secrets = self._secrets()
+
+        async def one(i: int, req: GenerationRequest) -> Completion:
+            spec = self.specs[req.model.name]
+            client = clients[spec.name]
+            async with sems[spec.name]:
+                t0 = time.perf_counter()
+                kind: str | None = None
+                try:
+                    out = await retry_async(lambda: self.call_once(client, spec, req.messages), self._policies[spec.name])
+                except Exception as exc:  # noqa: BLE001 - API failures are data; our own bugs re-raise
+                    if not is_api_failure(exc):
+                        raise
+                    kind = _fatal_kind(exc)
+                    out = Completion(text="", latency_s=time.perf_counter() - t0, error=redact(describe_failure(self.provider, exc), secrets))
+            if i in batch_sets[spec.name]:
+                seen = outcomes[spec.name]
+                seen[i] = kind
+                if kind is not None and len(seen) == len(batch_sets[spec.name]) and all(k == kind for k in seen.values()):
+                    raise self._fatal_error(spec, client, kind, out.error or "")
+            if progress is not None:
+                progress(1)
+            return out
+
+        tasks = [asyncio.ensure_future(one(i, r)) for i, r in enumerate(requests)]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            for c in clients.values():
+                try:
+                    await self.close_client(c)
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
+
+    def _fatal_error(self, spec: ModelSpec, client: Any, kind: str, detail: str) -> BackendUnavailable:
+        where = self._where(spec, client)
+        if kind == "auth":
+            env = self._keys[spec.name][1]
+            return BackendUnavailable(f"model '{spec.name}': the {self.provider} API at {where} rejected the API key from {env}: {detail}")
+        return BackendUnavailable(f"model '{spec.name}': cannot reach the {self.provider} API at {where} (connection failed for every request of the first batch)")
+
+
+class ResponseShapeError(ValueError):
+    """The server answered 200 with a body that lacks what the API promises (no choices, no content)."""
+
+
+def is_api_failure(exc: BaseException) -> bool:
+    """SDK errors, exhausted retries and malformed responses are data (a Completion error), not bugs."""
+    if isinstance(exc, (RetriesExhausted, ResponseShapeError)):
+        return True
+    names = {t.__name__ for t in type(exc).__mro__}
+    return bool(names & {"APIError", "OpenAIError", "AnthropicError"})

