@@ -108,8 +108,9 @@ _register_command_groups()
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
-        return 0
+        rv = app(args=argv, standalone_mode=False)
+        # click returns (not raises) typer.Exit's code when standalone_mode is off
+        return rv if isinstance(rv, int) else 0
     except UserError as e:
         typer.echo(f"error: {e.one_line()}", err=True)
         return 2

@@ -63,6 +63,14 @@ def bootstrap_ci(
     est = float(arr.mean())
     if n < 2 or float(arr.min()) == float(arr.max()):
         return Interval(est, est, est, confidence, n)
+    if np.all((arr == 0.0) | (arr == 1.0)):
+        # A pass rate: the mean of n resampled 0/1 values is Binomial(n, p)/n, so the percentile
+        # bootstrap's limit (infinitely many resamples) is read off scipy's binomial quantiles:
+        # exact, fast on 10,000 items, and no resampling noise.
+        alpha = (1 - confidence) / 2
+        low = float(stats.binom.ppf(alpha, n, est)) / n
+        high = float(stats.binom.ppf(1 - alpha, n, est)) / n
+        return Interval(est, low, high, confidence, n)
     res = stats.bootstrap(
         (arr,),
         np.mean,
@@ -70,6 +78,7 @@ def bootstrap_ci(
         n_resamples=n_resamples,
         method="percentile",
         vectorized=True,
+        batch=max(1, min(n_resamples, 2_000_000 // n)),
         rng=np.random.default_rng(seed),
     )
     return Interval(est, float(res.confidence_interval.low), float(res.confidence_interval.high), confidence, n)
@@ -110,6 +119,7 @@ def paired_bootstrap_diff_ci(
         n_resamples=n_resamples,
         method="percentile",
         vectorized=True,
+        batch=max(1, min(n_resamples, 2_000_000 // n)),
         rng=np.random.default_rng(seed),
     )
     return Interval(est, float(res.confidence_interval.low), float(res.confidence_interval.high), confidence, n)

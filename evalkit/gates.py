@@ -1,0 +1,616 @@
+"""Gates: eval.yaml's ``gates:`` rules turned into ``GateResult``s with a reason and the items to blame.
+
+One entry point, :func:`evaluate_gates`. Each gate reads the run's items (from the store, never live
+objects) and answers pass / fail / no decision / warn:
+
+- a gate without ``model:`` applies to every candidate (one result each); ``suite:`` and ``tag:``
+  narrow the items it looks at;
+- ``min`` / ``max`` are checked with ``is not None``: ``min: 0`` is a real threshold;
+- ``ci: 0.95`` asks for "no decision" when the bootstrap CI of the observed value straddles the
+  threshold, and a ``mean`` gate on a judge score with repeats is undecided when the threshold lies
+  within the judges' own noise; ``on_no_decision`` (fail | warn | pass) says what that means;
+- ``significant: ALPHA`` runs a paired test (McNemar exact for regressions, Wilcoxon for a mean
+  with ``vs``, the sign test for a win rate) and puts its ``p_value`` on the result. ``min`` gates
+  must show their improvement (threshold met *and* p < ALPHA in the candidate's favour) to pass;
+  ``max`` gates fail only on a significant change for the worse (otherwise: warn).
+
+Every failing result names its items (``failing_items``: sample ids, or ``suite/sample_id`` when the
+gate spans several suites) and says why in one sentence (``detail``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from .config import GateSpec
+from .store import RunItem, Store
+from .types import GateResult
+from . import stats
+
+# ---------------------------------------------------------------------------------------------
+# public helpers
+
+
+def blocks(result: GateResult) -> bool:
+    """Whether this result makes the run fail (exit code 1): a fail, or an undecided gate that
+    resolves to fail (outcome ``no_decision``). ``warn`` never blocks."""
+    return result.outcome in ("fail", "no_decision")
+
+
+def all_passed(results: Iterable[GateResult]) -> bool:
+    """The run's verdict: True when no gate result blocks."""
+    return not any(blocks(r) for r in results)
+
+
+def item_label(item: RunItem, several_suites: bool) -> str:
+    return f"{item.suite}/{item.sample_id}" if several_suites else item.sample_id
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    items: Sequence[RunItem]
+    models: dict[str, dict]
+    baseline: str | None
+    candidates: list[str]
+    store: Store | None
+    run_name: str | None
+    run_id: str | None
+
+
+def evaluate_gates(
+    gates: list[GateSpec],
+    *,
+    items: list[RunItem],
+    models: dict[str, dict],
+    baseline: str | None,
+    candidates: list[str],
+    store: Store | None = None,
+    run_name: str | None = None,
+    run_id: str | None = None,
+) -> list[GateResult]:
+    """Evaluate every gate for every model it applies to, in config order.
+
+    ``models`` is summary.json's ``models`` block (name -> {backend, path, adapter, ...});
+    ``store``/``run_name`` are needed for ``vs: last_accepted`` (the newest accepted run, of the
+    same name when one is given, other than ``run_id``); ``run_id`` also feeds ``human_unshippable``.
+    """
+    ctx = _Ctx(items, models, baseline, list(candidates), store, run_name, run_id)
+    out: list[GateResult] = []
+    for gate in gates:
+        targets = [gate.model] if gate.model else list(candidates)
+        if not targets:
+            out.append(_undecided(gate, None, None, _threshold(gate), "no candidate model to gate (set 'candidates' or the gate's 'model')"))
+            continue
+        for model in targets:
+            out.append(_evaluate_one(gate, model, ctx))
+    return out
+
+
+def _threshold(gate: GateSpec) -> float | None:
+    return gate.min if gate.min is not None else gate.max
+
+
+def _evaluate_one(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    fn = _METRICS[gate.metric]
+    return fn(gate, model, ctx)
+
+
+def _select(gate: GateSpec, items: Iterable[RunItem], model: str) -> list[RunItem]:
+    return [
+        it
+        for it in items
+        if it.model == model
+        and (gate.suite is None or it.suite == gate.suite)
+        and (gate.tag is None or gate.tag in (it.sample.get("tags") or ()))
+    ]
+
+
+def _scope(gate: GateSpec) -> str:
+    parts = []
+    if gate.suite:
+        parts.append(f"suite {gate.suite}")
+    if gate.tag:
+        parts.append(f"tag {gate.tag}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if float(x).is_integer() and abs(x) >= 1:
+        return str(int(x))
+    return f"{x:.4g}"
+
+
+def _names(labels: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(labels[:limit])
+    more = f" and {len(labels) - limit} more" if len(labels) > limit else ""
+    return shown + more
+
+
+def _threshold_ok(gate: GateSpec, observed: float) -> bool:
+    if gate.min is not None and observed < gate.min:
+        return False
+    if gate.max is not None and observed > gate.max:
+        return False
+    return True
+
+
+def _bound_text(gate: GateSpec) -> str:
+    parts = []
+    if gate.min is not None:
+        parts.append(f"min {_fmt(gate.min)}")
+    if gate.max is not None:
+        parts.append(f"max {_fmt(gate.max)}")
+    return " and ".join(parts)
+
+
+def _result(
+    gate: GateSpec,
+    model: str | None,
+    *,
+    passed: bool,
+    observed: float | None,
+    detail: str,
+    failing: Sequence[str] = (),
+    p_value: float | None = None,
+    outcome: str | None = None,
+) -> GateResult:
+    return GateResult(
+        name=gate.name,
+        passed=passed,
+        observed=observed,
+        threshold=_threshold(gate),
+        detail=detail,
+        model=model,
+        metric=gate.metric,
+        failing_items=tuple(failing) if not passed or outcome == "warn" else (),
+        p_value=p_value,
+        outcome=outcome or ("pass" if passed else "fail"),  # type: ignore[arg-type]
+    )
+
+
+def _undecided(
+    gate: GateSpec,
+    model: str | None,
+    observed: float | None,
+    threshold: float | None,
+    why: str,
+    failing: Sequence[str] = (),
+    p_value: float | None = None,
+) -> GateResult:
+    """A gate the data cannot decide; ``on_no_decision`` says what that means for the run."""
+    policy = gate.on_no_decision
+    if policy == "pass":
+        outcome, passed, tail = "pass", True, " (counted as a pass: on_no_decision is 'pass')"
+    elif policy == "warn":
+        outcome, passed, tail = "warn", None, " (a warning: on_no_decision is 'warn')"
+    else:
+        outcome, passed, tail = "no_decision", None, " (blocks the run: on_no_decision is 'fail')"
+    return GateResult(
+        name=gate.name,
+        passed=passed,
+        observed=observed,
+        threshold=threshold,
+        detail=f"No decision: {why}{tail}.",
+        model=model,
+        metric=gate.metric,
+        failing_items=tuple(failing),
+        p_value=p_value,
+        outcome=outcome,  # type: ignore[arg-type]
+    )
+
+
+def _ci_straddles(gate: GateSpec, values: Sequence[float]) -> stats.Interval | None:
+    """The CI when the gate asks for one and it straddles a threshold, else None."""
+    if gate.ci is None or len(values) < 2:
+        return None
+    iv = stats.bootstrap_ci(values, confidence=gate.ci)
+    for t in (gate.min, gate.max):
+        if t is not None and iv.straddles(t):
+            return iv
+    return None
+
+
+def _ci_straddles_diff(gate: GateSpec, a: Sequence[float], b: Sequence[float]) -> stats.Interval | None:
+    if gate.ci is None or len(a) < 2:
+        return None
+    iv = stats.paired_bootstrap_diff_ci(a, b, confidence=gate.ci)
+    for t in (gate.min, gate.max):
+        if t is not None and iv.straddles(t):
+            return iv
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# per-item readings
+
+
+def _score(item: RunItem, scorer: str) -> dict[str, Any] | None:
+    return item.scores.get(scorer)
+
+
+def _scored_passed(item: RunItem, scorer: str) -> bool | None:
+    """True/False for a scored item; None when the scorer is missing, errored or undecided."""
+    s = _score(item, scorer)
+    if s is None or s.get("error") or s.get("passed") is None:
+        return None
+    return bool(s["passed"])
+
+
+def _all_validators_pass(item: RunItem) -> bool | None:
+    """"Every validator passes" for one item: judge scores ignored, errored scores make it unscored."""
+    vals = [s for name, s in item.scores.items() if not name.startswith("judge.") and not name.startswith("judge:")]
+    if not vals or any(s.get("error") or s.get("passed") is None for s in vals):
+        return None
+    return all(bool(s["passed"]) for s in vals)
+
+
+def _value(item: RunItem, scorer: str) -> float | None:
+    s = _score(item, scorer)
+    if s is None or s.get("error") or s.get("value") is None:
+        return None
+    try:
+        v = float(s["value"])
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def _pass_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    scorer = gate.scorer or ""
+    sel = _select(gate, ctx.items, model)
+    several = len({it.suite for it in sel}) > 1
+    verdicts = [(it, _scored_passed(it, scorer)) for it in sel]
+    scored = [(it, v) for it, v in verdicts if v is not None]
+    unscored = len(verdicts) - len(scored)
+    if not scored:
+        return _undecided(gate, model, None, _threshold(gate), f"no item of {model}{_scope(gate)} was scored by '{scorer}' ({len(sel)} items, {unscored} unscored)")
+    rate = sum(1 for _, v in scored if v) / len(scored)
+    failing = [item_label(it, several) for it, v in scored if not v]
+    note = f"; {unscored} unscored items excluded" if unscored else ""
+    what = f"{scorer} pass rate of {model}{_scope(gate)} is {_fmt(rate)} ({len(scored) - len(failing)}/{len(scored)})"
+    iv = _ci_straddles(gate, [1.0 if v else 0.0 for _, v in scored])
+    if iv is not None:
+        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and its {int(gate.ci * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", failing)
+    ok = _threshold_ok(gate, rate)
+    detail = f"{what}, {'within' if ok else 'outside'} {_bound_text(gate)}{note}" + ("" if ok else f"; failing: {_names(failing)}") + "."
+    return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=failing)
+
+
+def _judge_noise_se(items: Sequence[RunItem], scorer: str) -> float | None:
+    """Standard error of a mean that comes from the judges' own disagreement between repeats.
+
+    Items carry ``details.std`` (and ``details.repeats`` or ``details.n`` when known) for a judge
+    score averaged over repeats; the mean of n such scores has judge-noise variance
+    sum(std_i^2 / repeats_i) / n^2.
+    """
+    var = 0.0
+    n = 0
+    seen = False
+    for it in items:
+        s = _score(it, scorer)
+        if s is None or s.get("error") or s.get("value") is None:
+            continue
+        n += 1
+        d = s.get("details") or {}
+        std = d.get("std")
+        if std is None:
+            continue
+        seen = True
+        reps = d.get("repeats") or d.get("n") or 1
+        try:
+            var += float(std) ** 2 / max(float(reps), 1.0)
+        except (TypeError, ValueError):
+            continue
+    if not seen or n == 0:
+        return None
+    return math.sqrt(var) / n
+
+
+def _mean(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    if gate.vs is not None:
+        return _mean_vs(gate, model, ctx)
+    scorer = gate.scorer or ""
+    sel = _select(gate, ctx.items, model)
+    several = len({it.suite for it in sel}) > 1
+    pairs = [(it, _value(it, scorer)) for it in sel]
+    vals = [(it, v) for it, v in pairs if v is not None]
+    unscored = len(pairs) - len(vals)
+    if not vals:
+        return _undecided(gate, model, None, _threshold(gate), f"no item of {model}{_scope(gate)} has a '{scorer}' value ({len(sel)} items, {unscored} unscored)")
+    mean = sum(v for _, v in vals) / len(vals)
+    # the items that pull the mean the wrong way, worst first
+    if gate.min is not None:
+        failing = [item_label(it, several) for it, v in sorted(vals, key=lambda p: p[1]) if v < gate.min]
+    elif gate.max is not None:
+        failing = [item_label(it, several) for it, v in sorted(vals, key=lambda p: -p[1]) if v > gate.max]
+    else:
+        failing = []
+    note = f"; {unscored} unscored items excluded" if unscored else ""
+    what = f"mean {scorer} of {model}{_scope(gate)} is {_fmt(mean)} over {len(vals)} items"
+    se = _judge_noise_se(sel, scorer)
+    if se is not None and se > 0:
+        band = stats.z_for(gate.ci or 0.95) * se
+        for t in (gate.min, gate.max):
+            if t is not None and abs(mean - t) < band:
+                return _undecided(gate, model, mean, _threshold(gate), f"{what}, and {_bound_text(gate)} lies within the judges' own noise (±{_fmt(band)} between repeats){note}", failing)
+    iv = _ci_straddles(gate, [v for _, v in vals])
+    if iv is not None:
+        return _undecided(gate, model, mean, _threshold(gate), f"{what}, and its {int(gate.ci * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", failing)
+    ok = _threshold_ok(gate, mean)
+    detail = f"{what}, {'within' if ok else 'outside'} {_bound_text(gate)}{note}" + ("" if ok else f"; lowest: {_names(failing)}") + "."
+    return _result(gate, model, passed=ok, observed=mean, detail=detail, failing=failing)
+
+
+def _error_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    sel = _select(gate, ctx.items, model)
+    several = len({it.suite for it in sel}) > 1
+    if not sel:
+        return _undecided(gate, model, None, _threshold(gate), f"{model} has no items{_scope(gate)}")
+    if gate.scorer:
+        errs = [it for it in sel if it.error or (_score(it, gate.scorer) or {}).get("error")]
+        what = f"'{gate.scorer}' errors"
+    else:
+        errs = [it for it in sel if it.error]
+        what = "generation errors"
+    rate = len(errs) / len(sel)
+    failing = [item_label(it, several) for it in errs]
+    ok = _threshold_ok(gate, rate)
+    detail = f"{model}{_scope(gate)} has {len(errs)}/{len(sel)} items with {what} (rate {_fmt(rate)}), {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f": {_names(failing)}") + "."
+    return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=failing)
+
+
+# --- comparisons ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Reference:
+    label: str  # for sentences: "baseline base", "last accepted run 2026...:cand"
+    items: list[RunItem]
+
+
+def _reference(gate: GateSpec, model: str, ctx: _Ctx) -> _Reference | str:
+    """The items to compare ``model`` with, or a sentence saying why there are none."""
+    vs = gate.vs or "baseline"
+    if vs == "last_accepted":
+        if ctx.store is None:
+            return "no store to find the last accepted run in"
+        rec = ctx.store.last_accepted(name=ctx.run_name, before=ctx.run_id)
+        if rec is None:
+            return "no accepted run in the store yet" + (f" named '{ctx.run_name}'" if ctx.run_name else "") + " (mark one with `evalkit accept RUN`)"
+        old_items = ctx.store.run_items(rec.run_id)
+        old_models = {it.model for it in old_items}
+        if model in old_models:
+            ref_model = model
+        else:
+            cands = list((rec.summary or {}).get("candidates") or [])
+            ref_model = next((c for c in cands if c in old_models), None) or (sorted(old_models)[0] if old_models else "")
+        return _Reference(f"the last accepted run {rec.run_id} ({ref_model})", [it for it in old_items if it.model == ref_model])
+    ref = ctx.baseline if vs == "baseline" else vs
+    if not ref:
+        return "no baseline is set for this run"
+    if ref == model:
+        return f"{model} is the model it would be compared with"
+    return _Reference(f"{'baseline ' if vs == 'baseline' else ''}{ref}", [it for it in ctx.items if it.model == ref])
+
+
+def _pairs(gate: GateSpec, model: str, ref: _Reference, ctx: _Ctx) -> tuple[list[tuple[RunItem, RunItem]], int]:
+    """(candidate item, reference item) pairs on the same suite version and sample id; and how many
+    candidate items had no comparable reference item."""
+    index = {(it.suite, it.suite_version, it.sample_id): it for it in ref.items}
+    out: list[tuple[RunItem, RunItem]] = []
+    missing = 0
+    for it in _select(gate, ctx.items, model):
+        r = index.get((it.suite, it.suite_version, it.sample_id))
+        if r is None:
+            missing += 1
+        else:
+            out.append((it, r))
+    return out, missing
+
+
+def _regressions(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    ref = _reference(gate, model, ctx)
+    if isinstance(ref, str):
+        return _undecided(gate, model, None, _threshold(gate), f"cannot count regressions of {model}: {ref}")
+    pairs, missing = _pairs(gate, model, ref, ctx)
+    if not pairs:
+        return _undecided(gate, model, None, _threshold(gate), f"{model} and {ref.label} share no item{_scope(gate)} on the same suite version")
+    several = len({c.suite for c, _ in pairs}) > 1
+    judge_of: Callable[[RunItem], bool | None] = (lambda it: _scored_passed(it, gate.scorer)) if gate.scorer else _all_validators_pass  # type: ignore[arg-type]
+    what = f"'{gate.scorer}'" if gate.scorer else "every validator"
+    ref_pass: list[bool] = []
+    cand_pass: list[bool] = []
+    regressed: list[str] = []
+    fixed = 0
+    for c, r in pairs:
+        pc, pr = judge_of(c), judge_of(r)
+        if pc is None or pr is None:
+            continue
+        ref_pass.append(pr)
+        cand_pass.append(pc)
+        if pr and not pc:
+            regressed.append(item_label(c, several))
+        elif pc and not pr:
+            fixed += 1
+    n = len(ref_pass)
+    count = float(len(regressed))
+    note = (f"; {len(pairs) - n} pairs unscored" if len(pairs) > n else "") + (f"; {missing} items not in {ref.label}" if missing else "")
+    what_s = f"{len(regressed)} of {n} items{_scope(gate)} pass {what} on {ref.label} and fail on {model} ({fixed} the other way)"
+    ok = _threshold_ok(gate, count)
+    p_value = None
+    if gate.significant is not None:
+        t = stats.mcnemar_exact(ref_pass, cand_pass)
+        p_value = t.p_value
+        if not ok:
+            if p_value < gate.significant and len(regressed) > fixed:
+                detail = f"{what_s}, above {_bound_text(gate)}, a significant change for the worse (McNemar exact p={_fmt(p_value)} < {_fmt(gate.significant)}): {_names(regressed)}{note}."
+                return _result(gate, model, passed=False, observed=count, detail=detail, failing=regressed, p_value=p_value)
+            detail = f"{what_s}, above {_bound_text(gate)} but not significantly worse (McNemar exact p={_fmt(p_value)}, alpha {_fmt(gate.significant)}): {_names(regressed)}{note}."
+            return _result(gate, model, passed=True, observed=count, detail=detail, failing=regressed, p_value=p_value, outcome="warn")
+    if ok:
+        detail = f"{what_s}, within {_bound_text(gate)}{note}."
+    else:
+        detail = f"{what_s}, above {_bound_text(gate)}: {_names(regressed)}{note}."
+    return _result(gate, model, passed=ok, observed=count, detail=detail, failing=regressed, p_value=p_value)
+
+
+def _mean_vs(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    """``mean`` with ``vs``: the threshold applies to the paired mean difference (model - vs)."""
+    scorer = gate.scorer or ""
+    ref = _reference(gate, model, ctx)
+    if isinstance(ref, str):
+        return _undecided(gate, model, None, _threshold(gate), f"cannot compare {model}: {ref}")
+    pairs, missing = _pairs(gate, model, ref, ctx)
+    several = len({c.suite for c, _ in pairs}) > 1
+    a: list[float] = []
+    b: list[float] = []
+    labels: list[str] = []
+    for c, r in pairs:
+        vc, vr = _value(c, scorer), _value(r, scorer)
+        if vc is None or vr is None:
+            continue
+        a.append(vr)
+        b.append(vc)
+        labels.append(item_label(c, several))
+    if not a:
+        return _undecided(gate, model, None, _threshold(gate), f"{model} and {ref.label} share no item{_scope(gate)} scored by '{scorer}'")
+    diff = sum(y - x for x, y in zip(a, b)) / len(a)
+    worse = [lab for lab, x, y in sorted(zip(labels, a, b), key=lambda t: t[2] - t[1]) if y < x]
+    note = f"; {missing} items not in {ref.label}" if missing else ""
+    what = f"mean {scorer} of {model}{_scope(gate)} differs from {ref.label} by {diff:+.4g} over {len(a)} paired items"
+    ok = _threshold_ok(gate, diff)
+    p_value = None
+    if gate.significant is not None:
+        t = stats.wilcoxon_signed_rank(a, b)
+        p_value = t.p_value
+        sig = p_value < gate.significant
+        if gate.min is not None and ok and not (sig and diff > 0):
+            detail = f"{what}, at least min {_fmt(gate.min)} but not a significant improvement (Wilcoxon p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
+            return _result(gate, model, passed=False, observed=diff, detail=detail, failing=worse, p_value=p_value)
+        if not ok and gate.min is None and not (sig and diff > 0):
+            detail = f"{what}, above max {_fmt(gate.max)} but not significantly (Wilcoxon p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
+            return _result(gate, model, passed=True, observed=diff, detail=detail, failing=worse, p_value=p_value, outcome="warn")
+    iv = _ci_straddles_diff(gate, a, b)
+    if iv is not None:
+        return _undecided(gate, model, diff, _threshold(gate), f"{what}, and its {int(gate.ci * 100)}% paired CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", worse, p_value)
+    ptxt = f" (Wilcoxon p={_fmt(p_value)})" if p_value is not None else ""
+    detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; worse on: {_names(worse)}") + f"{note}."
+    return _result(gate, model, passed=ok, observed=diff, detail=detail, failing=worse, p_value=p_value)
+
+
+def _judge_key(item_scores: dict[str, Any], judge: str) -> str | None:
+    for k in (judge, f"judge.{judge}"):
+        if k in item_scores:
+            return k
+    for k in sorted(item_scores):
+        if k.startswith(f"judge.{judge}.") or k.startswith(f"{judge}."):
+            return k
+    return None
+
+
+def _win_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    judge = gate.judge or gate.scorer or "pairwise"
+    sel = _select(gate, ctx.items, model)
+    several = len({it.suite for it in sel}) > 1
+    key = next((k for k in (_judge_key(it.scores, judge) for it in sel) if k), None)
+    if key is None:
+        return _undecided(gate, model, None, _threshold(gate), f"no pairwise judge score '{judge}' on {model}'s items{_scope(gate)}")
+    vals = [(it, _value(it, key)) for it in sel]
+    scored = [(it, v) for it, v in vals if v is not None]
+    if not scored:
+        return _undecided(gate, model, None, _threshold(gate), f"every '{key}' verdict on {model}{_scope(gate)} is an error")
+    rate = sum(v for _, v in scored) / len(scored)
+    wins = sum(1 for _, v in scored if v > 0.5)
+    losses = sum(1 for _, v in scored if v < 0.5)
+    ties = len(scored) - wins - losses
+    losing = [item_label(it, several) for it, v in scored if v < 0.5]
+    errors = len(vals) - len(scored)
+    note = f"; {errors} judge errors excluded" if errors else ""
+    vs_txt = f" against {gate.vs}" if gate.vs and gate.vs != "baseline" else (f" against {ctx.baseline}" if ctx.baseline else "")
+    what = f"{model} wins {_fmt(rate)} by '{key}'{vs_txt}{_scope(gate)} ({wins} wins, {ties} ties, {losses} losses)"
+    ok = _threshold_ok(gate, rate)
+    p_value = None
+    if gate.significant is not None:
+        t = stats.sign_test(wins, losses)
+        p_value = t.p_value
+        sig = p_value < gate.significant
+        if gate.min is not None and ok and not (sig and wins > losses):
+            detail = f"{what}, at least min {_fmt(gate.min)} but not significantly better (sign test p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
+            return _result(gate, model, passed=False, observed=rate, detail=detail, failing=losing, p_value=p_value)
+    iv = _ci_straddles(gate, [v for _, v in scored])
+    if iv is not None:
+        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and its {int(gate.ci * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", losing, p_value)
+    ptxt = f" (sign test p={_fmt(p_value)})" if p_value is not None else ""
+    detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; lost: {_names(losing)}") + f"{note}."
+    return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=losing, p_value=p_value)
+
+
+def _adapter_applied(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    info = ctx.models.get(model) or {}
+    adapter = info.get("adapter")
+    if not adapter:
+        return _result(gate, model, passed=True, observed=None, detail=f"{model} has no adapter, so there is nothing to check.")
+    base = next(
+        (n for n, m in ctx.models.items() if n != model and not m.get("adapter") and m.get("path") and m.get("path") == info.get("path")),
+        None,
+    ) or (ctx.baseline if ctx.baseline and ctx.baseline != model else None)
+    if base is None:
+        return _undecided(gate, model, None, None, f"no model in this run shares {model}'s base ({info.get('path')}) without an adapter, and there is no baseline")
+    index = {(it.suite, it.suite_version, it.sample_id): it for it in ctx.items if it.model == base}
+    sel = _select(gate, ctx.items, model)
+    several = len({it.suite for it in sel}) > 1
+    pairs = [(it, index.get((it.suite, it.suite_version, it.sample_id))) for it in sel]
+    pairs = [(c, b) for c, b in pairs if b is not None and c.output is not None and b.output is not None]
+    if not pairs:
+        return _undecided(gate, model, None, None, f"{model} and {base} have no item with outputs on both")
+    same = [item_label(c, several) for c, b in pairs if c.output == b.output]
+    share_diff = 1.0 - len(same) / len(pairs)
+    if len(same) == len(pairs):
+        detail = f"{model} (adapter {adapter}) gave exactly {base}'s output on all {len(pairs)} items: the adapter was probably not applied."
+        return _result(gate, model, passed=False, observed=share_diff, detail=detail, failing=same)
+    detail = f"{model}'s outputs differ from {base}'s on {len(pairs) - len(same)} of {len(pairs)} items, so the adapter is applied."
+    return _result(gate, model, passed=True, observed=share_diff, detail=detail)
+
+
+def _human_unshippable(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    try:
+        from . import review  # type: ignore[attr-defined]
+
+        counts_fn = getattr(review, "unshippable_counts", None)
+    except ImportError:
+        counts_fn = None
+    if counts_fn is None or ctx.store is None or ctx.run_id is None:
+        return _undecided(gate, model, None, _threshold(gate), "no review results (run `evalkit review new`, review, then `evalkit review unblind`)")
+    counts: dict[str, tuple[int, int]] = counts_fn(ctx.store, ctx.run_id) or {}
+    if model not in counts or counts[model][1] == 0:
+        return _undecided(gate, model, None, _threshold(gate), f"no review results for {model}")
+    bad, total = counts[model]
+    # a threshold below 1 is a share of the reviewed outputs; from 1 up, a count
+    as_share = (gate.max is not None and gate.max < 1 and gate.max != 0) or (gate.min is not None and gate.min < 1 and gate.min != 0)
+    observed = bad / total if as_share else float(bad)
+    ok = _threshold_ok(gate, observed)
+    detail = f"reviewers marked {bad} of {total} outputs of {model} unshippable, {'within' if ok else 'outside'} {_bound_text(gate)}."
+    return _result(gate, model, passed=ok, observed=observed, detail=detail)
+
+
+_METRICS: dict[str, Callable[[GateSpec, str, _Ctx], GateResult]] = {
+    "pass_rate": _pass_rate,
+    "mean": _mean,
+    "error_rate": _error_rate,
+    "regressions": _regressions,
+    "win_rate": _win_rate,
+    "adapter_applied": _adapter_applied,
+    "human_unshippable": _human_unshippable,
+}

@@ -1,0 +1,134 @@
+"""Report writers: summary.json, items.jsonl, report.md, report.html, junit.xml, and exports.
+
+Everything is rendered from summary.json's dict and the run's ``RunItem``s, which the store keeps,
+so ``evalkit report RUN`` rebuilds every file later without the models.
+
+Offers:
+- :func:`write_reports` — write all five files atomically (temp files, then renames);
+- :func:`console_summary` — a few lines for the terminal;
+- :func:`item_record` — one items.jsonl line;
+- :func:`render_markdown`, :func:`render_junit`, :func:`render_html` — the renderers;
+- :func:`export_items` (in ``exports``) — CSV / Parquet / JSONL through pandas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..store import RunItem, Store
+from .junit import render_junit
+from .markdown import render_markdown, verdict_line
+
+REPORT_FILES = ("summary.json", "items.jsonl", "report.md", "report.html", "junit.xml")
+
+__all__ = ["write_reports", "console_summary", "item_record", "render_markdown", "render_junit", "render_html", "REPORT_FILES"]
+
+
+def render_html(summary: dict[str, Any], items: Sequence[RunItem], *, store: Store | None = None, history: list | None = None) -> str:
+    from .html import render_html as _render
+
+    return _render(summary, items, store=store, history=history)
+
+
+def item_record(item: RunItem) -> dict[str, Any]:
+    """One items.jsonl line (the contract's fields)."""
+    return {
+        "model": item.model,
+        "suite": item.suite,
+        "suite_version": item.suite_version,
+        "sample_id": item.sample_id,
+        "tags": list(item.sample.get("tags") or []),
+        "output": item.output,
+        "error": item.error,
+        "scores": item.scores,
+    }
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "as_dict"):
+        return o.as_dict()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def write_reports(
+    out_dir: Path,
+    summary: dict[str, Any],
+    items: Sequence[RunItem],
+    *,
+    store: Store | None = None,
+    step_summary: bool = True,
+) -> list[Path]:
+    """Write summary.json, items.jsonl, report.md, report.html and junit.xml into ``out_dir``.
+
+    Atomic: every file is rendered into a temp file in ``out_dir`` first and only then renamed
+    into place, so an error (or a kill) never leaves a half-written report beside whole ones.
+    ``store`` (optional) adds the trend over accepted runs to the HTML. With ``step_summary`` and
+    ``$GITHUB_STEP_SUMMARY`` set, report.md is appended there too. Returns the paths written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = render_markdown(summary)
+    rendered: dict[str, str] = {
+        "summary.json": json.dumps(summary, indent=2, ensure_ascii=False, default=_json_default) + "\n",
+        "items.jsonl": "".join(json.dumps(item_record(it), ensure_ascii=False, default=_json_default) + "\n" for it in items),
+        "report.md": md,
+        "report.html": render_html(summary, items, store=store),
+        "junit.xml": render_junit(summary),
+    }
+    temps: list[tuple[str, Path]] = []
+    try:
+        for name, text in rendered.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            temps.append((name, Path(tmp)))
+        written = []
+        for name, tmp in temps:
+            os.replace(tmp, out_dir / name)
+            written.append(out_dir / name)
+    except BaseException:
+        for _, tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary and target:
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(md + "\n")
+    return written
+
+
+def console_summary(summary: dict[str, Any], out_dir: str | Path | None = None) -> str:
+    """A few lines for the terminal: the verdict, one line per gate result, where the reports are."""
+    mark = {"pass": "PASS", "fail": "FAIL", "no_decision": "UNDECIDED", "warn": "WARN"}
+    lines = [("PASS  " if summary.get("passed") else "FAIL  ") + verdict_line(summary)]
+    gates = summary.get("gates") or []
+    if gates:
+        w_name = max(len(str(g.get("name", ""))) for g in gates)
+        w_model = max(len(str(g.get("model") or "")) for g in gates)
+        for g in gates:
+            obs = g.get("observed")
+            thr = g.get("threshold")
+            nums = f"{_short(obs)} vs {_short(thr)}" if thr is not None else _short(obs)
+            lines.append(f"  {mark.get(g.get('outcome', ''), '?'):<9} {str(g.get('name', '')):<{w_name}}  {str(g.get('model') or ''):<{w_model}}  {nums:<16} {g.get('detail', '')}")
+    where = out_dir or summary.get("out_dir")
+    if where:
+        lines.append(f"reports: {Path(where) / 'report.html'} (also report.md, junit.xml, summary.json, items.jsonl)")
+    return "\n".join(lines)
+
+
+def _short(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

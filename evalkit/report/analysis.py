@@ -1,0 +1,262 @@
+"""What the reports show, computed from summary.json and the run's items alone (never live objects).
+
+Everything here is plain data (dicts, lists, floats) so the Markdown, HTML and ``evalkit compare``
+renderers stay dumb.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Iterable, Sequence
+
+from .. import stats
+from ..store import RunItem
+
+
+def _tags(item: RunItem) -> list[str]:
+    return [str(t) for t in (item.sample.get("tags") or [])]
+
+
+def scorer_names(items: Iterable[RunItem]) -> list[str]:
+    """Validators first (in first-seen order), then judge scores."""
+    seen: dict[str, None] = {}
+    for it in items:
+        for k in it.scores:
+            seen.setdefault(k, None)
+    names = list(seen)
+    return [n for n in names if not n.startswith("judge.")] + [n for n in names if n.startswith("judge.")]
+
+
+def _metric_values(items: Sequence[RunItem], scorer: str) -> tuple[str, list[float], int]:
+    """(metric, values, errors): pass_rate over 0/1 when the scorer decides pass/fail, else mean."""
+    passes: list[float] = []
+    values: list[float] = []
+    errors = 0
+    decided = 0
+    for it in items:
+        s = it.scores.get(scorer)
+        if s is None:
+            continue
+        if s.get("error"):
+            errors += 1
+            continue
+        if s.get("passed") is not None:
+            decided += 1
+            passes.append(1.0 if s["passed"] else 0.0)
+        v = s.get("value")
+        if v is not None:
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                continue
+            if not math.isnan(fv):
+                values.append(fv)
+    if scorer.startswith("judge.") and values:
+        return "mean", values, errors
+    if decided:
+        return "pass_rate", passes, errors
+    return "mean", values, errors
+
+
+def metric_rows(items: Sequence[RunItem], *, by_tag: bool = False, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """One row per model x suite (x tag) x scorer: metric, value, CI, n, errors."""
+    groups: dict[tuple[str, str, str], list[RunItem]] = defaultdict(list)
+    for it in items:
+        if by_tag:
+            for t in _tags(it):
+                groups[(it.model, it.suite, t)].append(it)
+        else:
+            groups[(it.model, it.suite, "")].append(it)
+    names = scorer_names(items)
+    rows: list[dict[str, Any]] = []
+    for (model, suite, tag), group in groups.items():
+        for scorer in names:
+            metric, vals, errors = _metric_values(group, scorer)
+            if not vals and not errors:
+                continue
+            iv = stats.bootstrap_ci(vals, confidence=confidence) if vals else None
+            rows.append(
+                {
+                    "model": model,
+                    "suite": suite,
+                    "tag": tag or None,
+                    "scorer": scorer,
+                    "metric": metric,
+                    "value": iv.estimate if iv else None,
+                    "ci_low": iv.low if iv else None,
+                    "ci_high": iv.high if iv else None,
+                    "n": len(vals),
+                    "errors": errors,
+                }
+            )
+    rows.sort(key=lambda r: (r["suite"], r["tag"] or "", r["scorer"], r["model"]))
+    return rows
+
+
+def score_distributions(items: Sequence[RunItem]) -> dict[str, dict[str, dict[float, int]]]:
+    """Judge-score histograms: scorer -> model -> value -> count (non pass/fail scores only)."""
+    out: dict[str, dict[str, dict[float, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+    for it in items:
+        for name, s in it.scores.items():
+            if s.get("error") or s.get("value") is None:
+                continue
+            if not name.startswith("judge.") and s.get("passed") is not None:
+                continue
+            try:
+                v = round(float(s["value"]), 2)
+            except (TypeError, ValueError):
+                continue
+            out[name][it.model][v] += 1
+    return {k: {m: dict(sorted(h.items())) for m, h in v.items()} for k, v in out.items()}
+
+
+def win_rates(items: Sequence[RunItem], confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Pairwise judge scores (values 0 / 0.5 / 1 with ``details.pairwise`` or a name containing
+    'pairwise'): win rate per model and judge, with a bootstrap CI and the sign test."""
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for it in items:
+        for name, s in it.scores.items():
+            d = s.get("details") or {}
+            if "pairwise" not in name and not d.get("pairwise"):
+                continue
+            if s.get("error") or s.get("value") is None:
+                continue
+            groups[(it.model, name)].append(float(s["value"]))
+    rows = []
+    for (model, name), vals in sorted(groups.items()):
+        iv = stats.bootstrap_ci(vals, confidence=confidence)
+        wins = sum(1 for v in vals if v > 0.5)
+        losses = sum(1 for v in vals if v < 0.5)
+        t = stats.sign_test(wins, losses)
+        rows.append({"model": model, "judge": name, "value": iv.estimate, "ci_low": iv.low, "ci_high": iv.high,
+                     "wins": wins, "losses": losses, "ties": len(vals) - wins - losses, "p_value": t.p_value, "n": len(vals)})
+    return rows
+
+
+def _item_pass(item: RunItem) -> bool | None:
+    vals = [s for n, s in item.scores.items() if not n.startswith("judge.")]
+    if not vals or any(s.get("error") or s.get("passed") is None for s in vals):
+        return None
+    return all(bool(s["passed"]) for s in vals)
+
+
+def _item_quality(item: RunItem) -> float | None:
+    """One number per item for ranking regressions: validator pass share + mean judge score / 5."""
+    parts: list[float] = []
+    for n, s in item.scores.items():
+        if s.get("error"):
+            continue
+        if n.startswith("judge."):
+            if s.get("value") is not None and "pairwise" not in n:
+                parts.append(float(s["value"]) / 5.0)
+        elif s.get("passed") is not None:
+            parts.append(1.0 if s["passed"] else 0.0)
+    return sum(parts) / len(parts) if parts else None
+
+
+def worst_regressions(items: Sequence[RunItem], baseline: str | None, candidates: Sequence[str], limit: int = 10) -> list[dict[str, Any]]:
+    """Items where a candidate does worse than the baseline, worst first, with everything to show
+    them side by side: prompt, reference, both outputs, and which scorers flipped."""
+    if not baseline:
+        return []
+    base = {(it.suite, it.suite_version, it.sample_id): it for it in items if it.model == baseline}
+    rows: list[dict[str, Any]] = []
+    for it in items:
+        if it.model not in candidates:
+            continue
+        b = base.get((it.suite, it.suite_version, it.sample_id))
+        if b is None:
+            continue
+        qc, qb = _item_quality(it), _item_quality(b)
+        if qc is None or qb is None or qc >= qb:
+            continue
+        flipped = [n for n, s in it.scores.items() if s.get("passed") is False and (b.scores.get(n) or {}).get("passed") is True]
+        rows.append(
+            {
+                "model": it.model,
+                "suite": it.suite,
+                "sample_id": it.sample_id,
+                "drop": qb - qc,
+                "regressed": _item_pass(b) is True and _item_pass(it) is False,
+                "flipped": flipped,
+                "prompt": prompt_text(it.sample),
+                "reference": it.sample.get("reference"),
+                "baseline_output": b.output if b.output is not None else f"[error] {b.error or ''}",
+                "candidate_output": it.output if it.output is not None else f"[error] {it.error or ''}",
+                "explanations": {n: s.get("explanation") or s.get("error") or "" for n, s in it.scores.items() if s.get("passed") is False or s.get("error")},
+            }
+        )
+    rows.sort(key=lambda r: (not r["regressed"], -r["drop"], r["suite"], r["sample_id"]))
+    return rows[:limit]
+
+
+def tag_deltas(items: Sequence[RunItem], baseline: str | None, candidates: Sequence[str]) -> list[dict[str, Any]]:
+    """Per tag: the candidate's all-validators pass rate minus the baseline's, on paired items."""
+    if not baseline:
+        return []
+    base = {(it.suite, it.suite_version, it.sample_id): it for it in items if it.model == baseline}
+    acc: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for it in items:
+        if it.model not in candidates:
+            continue
+        b = base.get((it.suite, it.suite_version, it.sample_id))
+        if b is None:
+            continue
+        pc, pb = _item_pass(it), _item_pass(b)
+        if pc is None or pb is None:
+            continue
+        for t in _tags(it) or ["(untagged)"]:
+            acc[(it.model, t)].append((1.0 if pb else 0.0, 1.0 if pc else 0.0))
+    rows = []
+    for (model, tag), pairs in sorted(acc.items()):
+        a = [p[0] for p in pairs]
+        c = [p[1] for p in pairs]
+        iv = stats.paired_bootstrap_diff_ci(a, c)
+        rows.append({"model": model, "tag": tag, "delta": iv.estimate, "ci_low": iv.low, "ci_high": iv.high, "n": iv.n})
+    return rows
+
+
+def prompt_text(sample: dict[str, Any]) -> str:
+    for m in reversed(sample.get("messages") or []):
+        if m.get("role") == "user":
+            return str(m.get("content", ""))
+    msgs = sample.get("messages") or []
+    return str(msgs[-1].get("content", "")) if msgs else ""
+
+
+def judge_reliability(summary: dict[str, Any], items: Sequence[RunItem]) -> dict[str, Any]:
+    """Judge errors per scorer from the items, plus whatever the judge stage put in summary['judges']
+    (position bias, length bias, agreement, cost)."""
+    errors: dict[str, int] = defaultdict(int)
+    total: dict[str, int] = defaultdict(int)
+    noise: dict[str, list[float]] = defaultdict(list)
+    for it in items:
+        for n, s in it.scores.items():
+            if not n.startswith("judge."):
+                continue
+            total[n] += 1
+            if s.get("error"):
+                errors[n] += 1
+            std = (s.get("details") or {}).get("std")
+            if isinstance(std, (int, float)):
+                noise[n].append(float(std))
+    per = [
+        {"scorer": n, "n": total[n], "errors": errors[n], "mean_std": (sum(noise[n]) / len(noise[n])) if noise[n] else None}
+        for n in sorted(total)
+    ]
+    return {"per_scorer": per, "stage": summary.get("judges") or {}}
+
+
+def flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts as (dotted.key, scalar) rows, for showing free-form statistics as a table."""
+    out: list[tuple[str, Any]] = []
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.extend(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+        for i, v in enumerate(d):
+            out.extend(flatten(v, f"{prefix}[{i}]"))
+    else:
+        out.append((prefix, d))
+    return out

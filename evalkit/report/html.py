@@ -1,0 +1,147 @@
+"""The self-contained HTML report (Jinja2, autoescape on): inline CSS, inline SVG plots, no scripts,
+no network. Model output is untrusted: it only ever reaches the page through autoescaped ``{{ }}``
+inside ``<pre>``, so ``<script>`` or ``<img onerror>`` in an output shows as text.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..store import RunItem, Store
+from . import analysis, svg
+from .markdown import verdict_line
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _env():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+        autoescape=True,  # every {{ }} is escaped, whatever the file name
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _num
+    env.filters["pct"] = _pct
+    return env
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, (int, float)):
+        if isinstance(v, float) and math.isnan(v):
+            return "–"
+        if float(v).is_integer() and abs(v) >= 1:
+            return str(int(v))
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{100 * float(v):.1f}%"
+
+
+def history_points(store: Store | None, summary: dict[str, Any], limit: int = 12) -> list[tuple[str, dict[str, float]]]:
+    """The trend over accepted runs (oldest first) and this run last: for each, the pass rate of its
+    candidate on every suite x validator (judge means scaled to 0-1 by /5)."""
+    if store is None:
+        return []
+    runs = [r for r in store.list_runs(limit=500) if r.accepted and r.run_id != summary.get("run_id") and r.summary]
+    if summary.get("name"):
+        same = [r for r in runs if r.name == summary.get("name")]
+        runs = same or runs
+    runs = list(reversed(runs[:limit]))
+    points = [(r.run_id[:15], _series(r.summary or {})) for r in runs]
+    points.append(((summary.get("run_id") or "this run")[:15] + "*", _series(summary)))
+    return points
+
+
+def _series(summary: dict[str, Any]) -> dict[str, float]:
+    cands = summary.get("candidates") or []
+    model = cands[0] if cands else summary.get("baseline")
+    out: dict[str, float] = {}
+    for m in summary.get("metrics") or []:
+        if m.get("model") != model or m.get("value") is None:
+            continue
+        v = float(m["value"])
+        if m.get("metric") == "mean" and str(m.get("scorer", "")).startswith("judge."):
+            v = v / 5.0
+        elif m.get("metric") != "pass_rate":
+            continue
+        out[f"{m['suite']} {m['scorer']}"] = v
+    return out
+
+
+def _cost(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for k, v in (summary.get("calls") or {}).items():
+        rows.append((k.replace("_", " "), v))
+    for k, v in (summary.get("timing") or {}).items():
+        rows.append((k.replace("_s", " (s)").replace("_", " "), round(v, 2) if isinstance(v, float) else v))
+    judges = summary.get("judges") or {}
+    for key, v in analysis.flatten(judges):
+        if any(w in key.lower() for w in ("cost", "usd", "token", "price")):
+            rows.append((key, v))
+    return rows
+
+
+def render_html(summary: dict[str, Any], items: Sequence[RunItem], *, store: Store | None = None, history: list | None = None) -> str:
+    candidates = list(summary.get("candidates") or [])
+    baseline = summary.get("baseline")
+    metrics = analysis.metric_rows(items)
+    tag_metrics = analysis.metric_rows(items, by_tag=True)
+    wins = analysis.win_rates(items)
+    deltas = analysis.tag_deltas(items, baseline, candidates)
+    dists = analysis.score_distributions(items)
+    worst = analysis.worst_regressions(items, baseline, candidates)
+    reliability = analysis.judge_reliability(summary, items)
+    points = history if history is not None else history_points(store, summary)
+
+    plots: list[tuple[str, str]] = []
+    for suite in sorted({m["suite"] for m in metrics}):
+        rows = [(f"{m['model']} · {m['scorer']}", m["value"], m["ci_low"], m["ci_high"]) for m in metrics if m["suite"] == suite and m["metric"] == "pass_rate"]
+        if rows:
+            plots.append(("pass rates", svg.bar_ci(rows, title=f"Pass rates with 95% CI: {suite}", kind="passrates")))
+    for scorer, series in sorted(dists.items()):
+        plots.append(("distribution", svg.histogram(series, title=f"Score distribution: {scorer}", kind="hist")))
+    if wins:
+        plots.append(("win rates", svg.bar_ci([(f"{w['model']} · {w['judge']}", w["value"], w["ci_low"], w["ci_high"]) for w in wins], title="Win rates with 95% CI", reference=0.5, kind="winrates")))
+    if deltas:
+        plots.append(("tag deltas", svg.diverging([(f"{d['model']} · {d['tag']}", d["delta"], d["ci_low"], d["ci_high"]) for d in deltas], title=f"Per-tag pass-rate change vs {baseline}", kind="deltas")))
+    if len(points) > 1:
+        plots.append(("trend", svg.trend(points, title="Trend over accepted runs (this run last, *)", kind="trend")))
+
+    from markupsafe import Markup
+
+    created = summary.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S")
+    return _env().get_template("report.html.j2").render(
+        s=summary,
+        ok=bool(summary.get("passed")),
+        verdict=verdict_line(summary),
+        created=created,
+        gates=summary.get("gates") or [],
+        models=summary.get("models") or {},
+        suites=summary.get("suites") or [],
+        metrics=metrics,
+        tag_metrics=tag_metrics,
+        wins=wins,
+        deltas=deltas,
+        worst=worst,
+        plots=[(k, Markup(p)) for k, p in plots],  # built by svg.py, which escapes every label
+        reliability=reliability,
+        stage_rows=analysis.flatten(reliability["stage"]),
+        cost=_cost(summary),
+        warnings=summary.get("warnings") or [],
+        errors=summary.get("errors") or {},
+    )
