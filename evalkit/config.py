@@ -102,6 +102,13 @@ class GateSpec(Strict):
                 self.vs = "baseline"
         if self.metric not in ("regressions", "adapter_applied") and self.min is None and self.max is None:
             raise ValueError("a gate needs 'min' or 'max'")
+        # options a metric would silently ignore are errors (gates.py reads them)
+        if self.vs is not None and self.metric not in ("regressions", "mean", "win_rate"):
+            raise ValueError(f"'vs' compares with another model: metric regressions, mean or win_rate (not {self.metric})")
+        if self.significant is not None and not (self.metric in ("regressions", "win_rate") or (self.metric == "mean" and self.vs)):
+            raise ValueError("'significant' needs a paired comparison: metric regressions, win_rate, or mean with 'vs'")
+        if self.ci is not None and self.metric not in ("pass_rate", "mean", "win_rate"):
+            raise ValueError(f"'ci' applies to pass_rate, mean and win_rate gates (not {self.metric})")
         return self
 
 
@@ -150,6 +157,9 @@ class EvalConfig(Strict):
         for c in self.candidates or []:
             if c not in names:
                 raise ValueError(f"candidate '{c}' is not one of models: {sorted(names)}")
+        for i, j in enumerate(self.judges):
+            if j.vs is not None and j.vs not in names:
+                raise ValueError(f"judges[{i}] compares with '{j.vs}', not one of {sorted(names)}")
         for g in self.gates:
             if g.model is not None and g.model not in names:
                 raise ValueError(f"gate '{g.name}' names model '{g.model}', not one of {sorted(names)}")

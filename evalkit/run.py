@@ -204,10 +204,8 @@ def _candidate_manifests(specs: Sequence[ModelSpec], suites: Sequence[Suite]) ->
     """candidate.json of each adapter (from `evalkit train`), and warnings for suite items it trained on."""
     manifests: dict[str, Any] = {}
     warnings: list[str] = []
-    try:
-        from .train import load_candidate
-    except ImportError:
-        return manifests, warnings
+    from .train.manifest import items_in_training_data, load_candidate
+
     for spec in specs:
         if not spec.adapter:
             continue
@@ -215,20 +213,13 @@ def _candidate_manifests(specs: Sequence[ModelSpec], suites: Sequence[Suite]) ->
         if not cand:
             continue
         manifests[spec.name] = cand
-        train_file = (cand.get("data") or {}).get("train_path") or cand.get("train_path")
-        if not train_file or not Path(train_file).is_file():
-            continue
-        try:
-            from .data.audit import overlap_with_training
-        except ImportError:
-            continue
         for suite in suites:
-            hits = overlap_with_training(list(suite.samples), Path(train_file))
+            hits = items_in_training_data(cand, suite.samples)
             if hits:
                 shown = ", ".join(hits[:5]) + (" ..." if len(hits) > 5 else "")
                 warnings.append(
-                    f"model '{spec.name}': {len(hits)} item(s) of suite '{suite.name}' overlap its training data "
-                    f"({train_file}): {shown}"
+                    f"model '{spec.name}': {len(hits)} item(s) of suite '{suite.name}' are in its training data "
+                    f"(the scores on them measure memory, not generalisation): {shown}"
                 )
     return manifests, warnings
 
@@ -255,19 +246,23 @@ def _judge(cfg: EvalConfig, config_dir: Path, store: Store, items: list[RunItem]
         if it.output is not None and it.error is None
     ]
     by_key = {(it.model, it.suite, it.sample_id): it for it in items}
-    pairs: list[PairInput] = []
-    for j in cfg.judges:
-        vs = j.vs or baseline
+
+    def pairs_for(vs: str | None) -> list[PairInput]:
+        """Each candidate vs ``vs`` (default: the baseline) on every sample both answered."""
+        vs = vs or baseline
         if vs is None:
-            continue
+            return []
+        out: list[PairInput] = []
         for cand in candidates:
             if cand == vs:
                 continue
             for (suite, sid), sample in samples.items():
                 a, b = by_key.get((cand, suite, sid)), by_key.get((vs, suite, sid))
                 if a and b and a.output is not None and b.output is not None and not a.error and not b.error:
-                    pairs.append(PairInput(model=cand, vs=vs, suite=suite, sample=sample, output=a.output, vs_output=b.output))
-    return run_judges(cfg.judges, config_dir=config_dir, store=store, items=judge_inputs, pairs_for=pairs, progress=progress)
+                    out.append(PairInput(model=cand, vs=vs, suite=suite, sample=sample, output=a.output, vs_output=b.output))
+        return out
+
+    return run_judges(cfg.judges, config_dir=config_dir, store=store, items=judge_inputs, pairs_for=pairs_for, progress=progress)
 
 
 def _only_tags(tags: Any) -> frozenset[str]:
@@ -320,7 +315,7 @@ def run_eval(
     if cfg.judges:
         from .scoring.judges import judge_config_errors
 
-        judge_config_errors(cfg.judges, config_dir)
+        judge_config_errors(cfg.judges, config_dir, config_path)
     specs = [model_spec(name, entry, cfg, config_dir) for name, entry in cfg.models.items()]
     baseline = cfg.baseline
     candidates = cfg.candidate_names()

