@@ -61,6 +61,7 @@ class _Ctx:
     store: Store | None
     run_name: str | None
     run_id: str | None
+    judge_stats: dict[str, Any] | None = None
 
 
 def evaluate_gates(
@@ -73,14 +74,20 @@ def evaluate_gates(
     store: Store | None = None,
     run_name: str | None = None,
     run_id: str | None = None,
+    judge_stats: dict[str, Any] | None = None,
 ) -> list[GateResult]:
     """Evaluate every gate for every model it applies to, in config order.
 
     ``models`` is summary.json's ``models`` block (name -> {backend, path, adapter, ...});
     ``store``/``run_name`` are needed for ``vs: last_accepted`` (the newest accepted run, of the
-    same name when one is given, other than ``run_id``); ``run_id`` also feeds ``human_unshippable``.
+    same name when one is given, other than ``run_id``); ``run_id`` (default: the items' run id)
+    also feeds ``human_unshippable``. ``judge_stats`` is summary.json's ``judges`` block: with it, a
+    ``mean`` or ``win_rate`` gate whose threshold lies inside a judge's band across repeats has no
+    decision (the judge stage's ``threshold_in_judge_noise``).
     """
-    ctx = _Ctx(items, models, baseline, list(candidates), store, run_name, run_id)
+    if run_id is None and items:
+        run_id = items[0].run_id or None  # the run stage builds items under this run's id
+    ctx = _Ctx(items, models, baseline, list(candidates), store, run_name, run_id, judge_stats)
     out: list[GateResult] = []
     for gate in gates:
         targets = [gate.model] if gate.model else list(candidates)
@@ -244,9 +251,20 @@ def _scored_passed(item: RunItem, scorer: str) -> bool | None:
     return bool(s["passed"])
 
 
+def is_judge_score(name: str, score: dict[str, Any]) -> bool:
+    """Judge scores are named ``judge.<criterion>`` (or ``<rubric>.<criterion>``) and carry
+    ``details.judge``; everything else is a validator."""
+    return name.startswith("judge.") or bool((score.get("details") or {}).get("judge"))
+
+
+def is_pairwise_score(name: str, score: dict[str, Any]) -> bool:
+    d = score.get("details") or {}
+    return "winner" in d or bool(d.get("pairwise")) or name == "pairwise" or name.endswith(".pairwise")
+
+
 def _all_validators_pass(item: RunItem) -> bool | None:
     """"Every validator passes" for one item: judge scores ignored, errored scores make it unscored."""
-    vals = [s for name, s in item.scores.items() if not name.startswith("judge.") and not name.startswith("judge:")]
+    vals = [s for name, s in item.scores.items() if not is_judge_score(name, s)]
     if not vals or any(s.get("error") or s.get("passed") is None for s in vals):
         return None
     return all(bool(s["passed"]) for s in vals)
@@ -304,6 +322,8 @@ def _judge_noise_se(items: Sequence[RunItem], scorer: str) -> float | None:
             continue
         n += 1
         d = s.get("details") or {}
+        if d.get("noise_gate") is False:  # the judge was configured with noise: ignore
+            return None
         std = d.get("std")
         if std is None:
             continue
@@ -316,6 +336,35 @@ def _judge_noise_se(items: Sequence[RunItem], scorer: str) -> float | None:
     if not seen or n == 0:
         return None
     return math.sqrt(var) / n
+
+
+def _judge_noise_band(ctx: _Ctx, model: str, scorer: str) -> tuple[float, float] | None:
+    """The judge stage's band across repeats for (model, scorer), when it recorded one."""
+    if not ctx.judge_stats:
+        return None
+    try:
+        from .scoring.judges import judge_noise_band
+    except ImportError:
+        return None
+    return judge_noise_band(ctx.judge_stats, model, scorer)
+
+
+def _in_noise(gate: GateSpec, ctx: _Ctx, model: str, scorer: str, observed: float, items: Sequence[RunItem]) -> str | None:
+    """Why the threshold lies within the judges' own noise, or None. The judge stage's band across
+    repeats (summary['judges']) wins; else the standard error from per-item ``details.std``."""
+    band = _judge_noise_band(ctx, model, scorer)
+    if band is not None:
+        for t in (gate.min, gate.max):
+            if t is not None and band[0] <= t <= band[1]:
+                return f"{_bound_text(gate)} lies within the judges' own noise (repeats span {_fmt(band[0])} to {_fmt(band[1])})"
+        return None
+    se = _judge_noise_se(items, scorer)
+    if se is not None and se > 0:
+        half = stats.z_for(gate.ci or 0.95) * se
+        for t in (gate.min, gate.max):
+            if t is not None and abs(observed - t) < half:
+                return f"{_bound_text(gate)} lies within the judges' own noise (±{_fmt(half)} between repeats)"
+    return None
 
 
 def _mean(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
@@ -339,12 +388,9 @@ def _mean(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
         failing = []
     note = f"; {unscored} unscored items excluded" if unscored else ""
     what = f"mean {scorer} of {model}{_scope(gate)} is {_fmt(mean)} over {len(vals)} items"
-    se = _judge_noise_se(sel, scorer)
-    if se is not None and se > 0:
-        band = stats.z_for(gate.ci or 0.95) * se
-        for t in (gate.min, gate.max):
-            if t is not None and abs(mean - t) < band:
-                return _undecided(gate, model, mean, _threshold(gate), f"{what}, and {_bound_text(gate)} lies within the judges' own noise (±{_fmt(band)} between repeats){note}", failing)
+    noise = _in_noise(gate, ctx, model, scorer, mean, sel)
+    if noise is not None:
+        return _undecided(gate, model, mean, _threshold(gate), f"{what}, and {noise}{note}", failing)
     iv = _ci_straddles(gate, [v for _, v in vals])
     if iv is not None:
         return _undecided(gate, model, mean, _threshold(gate), f"{what}, and its {int(gate.ci * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", failing)
@@ -374,6 +420,15 @@ def _error_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
 # --- comparisons ------------------------------------------------------------------------------
 
 
+_NO_HISTORY = "\x00no-history:"
+
+
+def _first_run(gate: GateSpec, model: str, why: str) -> GateResult:
+    """``vs: last_accepted`` before any run was accepted: nothing to compare with, so a warning
+    (the first run of a project must be able to pass), never a silent pass."""
+    return _result(gate, model, passed=True, observed=None, detail=f"Nothing to compare {model} with: {why.removeprefix(_NO_HISTORY)}.", outcome="warn")
+
+
 @dataclass(frozen=True)
 class _Reference:
     label: str  # for sentences: "baseline base", "last accepted run 2026...:cand"
@@ -388,7 +443,7 @@ def _reference(gate: GateSpec, model: str, ctx: _Ctx) -> _Reference | str:
             return "no store to find the last accepted run in"
         rec = ctx.store.last_accepted(name=ctx.run_name, before=ctx.run_id)
         if rec is None:
-            return "no accepted run in the store yet" + (f" named '{ctx.run_name}'" if ctx.run_name else "") + " (mark one with `evalkit accept RUN`)"
+            return _NO_HISTORY + "no accepted run in the store yet" + (f" named '{ctx.run_name}'" if ctx.run_name else "") + " (mark one with `evalkit accept RUN`)"
         old_items = ctx.store.run_items(rec.run_id)
         old_models = {it.model for it in old_items}
         if model in old_models:
@@ -423,6 +478,8 @@ def _pairs(gate: GateSpec, model: str, ref: _Reference, ctx: _Ctx) -> tuple[list
 def _regressions(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     ref = _reference(gate, model, ctx)
     if isinstance(ref, str):
+        if ref.startswith(_NO_HISTORY):
+            return _first_run(gate, model, ref)
         return _undecided(gate, model, None, _threshold(gate), f"cannot count regressions of {model}: {ref}")
     pairs, missing = _pairs(gate, model, ref, ctx)
     if not pairs:
@@ -471,6 +528,8 @@ def _mean_vs(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     scorer = gate.scorer or ""
     ref = _reference(gate, model, ctx)
     if isinstance(ref, str):
+        if ref.startswith(_NO_HISTORY):
+            return _first_run(gate, model, ref)
         return _undecided(gate, model, None, _threshold(gate), f"cannot compare {model}: {ref}")
     pairs, missing = _pairs(gate, model, ref, ctx)
     several = len({c.suite for c, _ in pairs}) > 1
@@ -511,8 +570,13 @@ def _mean_vs(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
 
 
 def _judge_key(item_scores: dict[str, Any], judge: str) -> str | None:
+    """The pairwise score of judge ``judge``: by score name, or by the judge stage's ``details.judge`` mark."""
     for k in (judge, f"judge.{judge}"):
         if k in item_scores:
+            return k
+    for k in sorted(item_scores):
+        s = item_scores[k] or {}
+        if (s.get("details") or {}).get("judge") == judge and is_pairwise_score(k, s):
             return k
     for k in sorted(item_scores):
         if k.startswith(f"judge.{judge}.") or k.startswith(f"{judge}."):
@@ -549,6 +613,9 @@ def _win_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
         if gate.min is not None and ok and not (sig and wins > losses):
             detail = f"{what}, at least min {_fmt(gate.min)} but not significantly better (sign test p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
             return _result(gate, model, passed=False, observed=rate, detail=detail, failing=losing, p_value=p_value)
+    noise = _in_noise(gate, ctx, model, key, rate, [it for it, _ in scored])
+    if noise is not None:
+        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and {noise}{note}", losing, p_value)
     iv = _ci_straddles(gate, [v for _, v in scored])
     if iv is not None:
         return _undecided(gate, model, rate, _threshold(gate), f"{what}, and its {int(gate.ci * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", losing, p_value)
@@ -585,24 +652,31 @@ def _adapter_applied(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
 
 
 def _human_unshippable(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    """At most ``max`` "would not ship" verdicts from blinded review (evalkit.review owns the counting:
+    ``max: 2`` means 2 per 20 reviewed items). Without review results: no decision."""
     try:
-        from . import review  # type: ignore[attr-defined]
+        from . import review
 
+        gate_fn = getattr(review, "human_unshippable_gate", None)
         counts_fn = getattr(review, "unshippable_counts", None)
     except ImportError:
-        counts_fn = None
-    if counts_fn is None or ctx.store is None or ctx.run_id is None:
+        gate_fn = counts_fn = None
+    if (gate_fn is None and counts_fn is None) or ctx.store is None or ctx.run_id is None:
         return _undecided(gate, model, None, _threshold(gate), "no review results (run `evalkit review new`, review, then `evalkit review unblind`)")
-    counts: dict[str, tuple[int, int]] = counts_fn(ctx.store, ctx.run_id) or {}
+    limit = gate.max if gate.max is not None else 2.0
+    if gate_fn is not None:
+        r: GateResult = gate_fn(ctx.store, ctx.run_id, name=gate.name, model=model, max_count=limit, on_no_decision=gate.on_no_decision)
+        if r.observed is None and r.passed is not True:
+            return _undecided(gate, model, None, limit, f"no review results for {model}")
+        return r
+    counts: dict[str, tuple[int, int]] = counts_fn(ctx.store, ctx.run_id) or {}  # type: ignore[misc]
     if model not in counts or counts[model][1] == 0:
-        return _undecided(gate, model, None, _threshold(gate), f"no review results for {model}")
+        return _undecided(gate, model, None, limit, f"no review results for {model}")
     bad, total = counts[model]
-    # a threshold below 1 is a share of the reviewed outputs; from 1 up, a count
-    as_share = (gate.max is not None and gate.max < 1 and gate.max != 0) or (gate.min is not None and gate.min < 1 and gate.min != 0)
-    observed = bad / total if as_share else float(bad)
-    ok = _threshold_ok(gate, observed)
-    detail = f"reviewers marked {bad} of {total} outputs of {model} unshippable, {'within' if ok else 'outside'} {_bound_text(gate)}."
-    return _result(gate, model, passed=ok, observed=observed, detail=detail)
+    allowed = limit * total / 20.0  # the threshold is per 20 reviewed items
+    ok = bad <= allowed
+    detail = f"reviewers marked {bad} of {total} outputs of {model} unshippable, {'within' if ok else 'above'} {_fmt(limit)} per 20 items ({_fmt(allowed)} here)."
+    return _result(gate, model, passed=ok, observed=float(bad), detail=detail)
 
 
 _METRICS: dict[str, Callable[[GateSpec, str, _Ctx], GateResult]] = {

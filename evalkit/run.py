@@ -379,7 +379,7 @@ def run_eval(
             warnings.append(f"{n_gen_errors} generation(s) failed after retries; they are excluded from metrics and retried on the next run")
 
         # 6. Gates.
-        from .gates import evaluate_gates
+        from .gates import all_passed, evaluate_gates
 
         models_info = {
             s.name: {
@@ -392,10 +392,9 @@ def run_eval(
         }
         gate_results: list[GateResult] = evaluate_gates(
             cfg.gates, items=items, models=models_info, baseline=baseline, candidates=candidates,
-            store=store, run_name=cfg.name or config_path.stem,
+            store=store, run_name=cfg.name or config_path.stem, run_id=run_id, judge_stats=judge_stats,
         )
-        decided_fail = any(g.outcome == "fail" for g in gate_results)
-        passed = not decided_fail
+        passed = all_passed(gate_results)  # an undecided gate blocks unless it says on_no_decision: warn/pass
 
         summary: dict[str, Any] = {
             "run_id": run_id,
@@ -427,7 +426,7 @@ def run_eval(
         from .report import console_summary, write_reports
 
         out = Path(out_dir)
-        write_reports(out, summary, items)
+        write_reports(out, summary, items, store=store)
         return RunResult(run_id, summary["exit_code"], summary, out, console_summary(summary) + f"\nreports: {out}")
     finally:
         store.close()

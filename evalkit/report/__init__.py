@@ -75,6 +75,8 @@ def write_reports(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # the store's order, so a rebuild from the store writes byte-identical files
+    items = sorted(items, key=lambda it: (it.suite, it.sample_id, it.model))
     md = render_markdown(summary)
     rendered: dict[str, str] = {
         "summary.json": json.dumps(summary, indent=2, ensure_ascii=False, default=_json_default) + "\n",

@@ -11,7 +11,13 @@ from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
 from .. import stats
+from ..gates import is_judge_score, is_pairwise_score
 from ..store import RunItem
+
+
+def judge_scorers(items: Iterable[RunItem]) -> set[str]:
+    """Names of the scores that judges gave (by name or by the judge stage's ``details.judge`` mark)."""
+    return {n for it in items for n, s in it.scores.items() if is_judge_score(n, s)}
 
 
 def _tags(item: RunItem) -> list[str]:
@@ -21,14 +27,17 @@ def _tags(item: RunItem) -> list[str]:
 def scorer_names(items: Iterable[RunItem]) -> list[str]:
     """Validators first (in first-seen order), then judge scores."""
     seen: dict[str, None] = {}
+    judged: set[str] = set()
     for it in items:
-        for k in it.scores:
+        for k, s in it.scores.items():
             seen.setdefault(k, None)
+            if is_judge_score(k, s):
+                judged.add(k)
     names = list(seen)
-    return [n for n in names if not n.startswith("judge.")] + [n for n in names if n.startswith("judge.")]
+    return [n for n in names if n not in judged] + [n for n in names if n in judged]
 
 
-def _metric_values(items: Sequence[RunItem], scorer: str) -> tuple[str, list[float], int]:
+def _metric_values(items: Sequence[RunItem], scorer: str, is_judge: bool = False) -> tuple[str, list[float], int]:
     """(metric, values, errors): pass_rate over 0/1 when the scorer decides pass/fail, else mean."""
     passes: list[float] = []
     values: list[float] = []
@@ -52,7 +61,7 @@ def _metric_values(items: Sequence[RunItem], scorer: str) -> tuple[str, list[flo
                 continue
             if not math.isnan(fv):
                 values.append(fv)
-    if scorer.startswith("judge.") and values:
+    if (is_judge or scorer.startswith("judge.")) and values:
         return "mean", values, errors
     if decided:
         return "pass_rate", passes, errors
@@ -69,10 +78,11 @@ def metric_rows(items: Sequence[RunItem], *, by_tag: bool = False, confidence: f
         else:
             groups[(it.model, it.suite, "")].append(it)
     names = scorer_names(items)
+    judged = judge_scorers(items)
     rows: list[dict[str, Any]] = []
     for (model, suite, tag), group in groups.items():
         for scorer in names:
-            metric, vals, errors = _metric_values(group, scorer)
+            metric, vals, errors = _metric_values(group, scorer, scorer in judged)
             if not vals and not errors:
                 continue
             iv = stats.bootstrap_ci(vals, confidence=confidence) if vals else None
@@ -101,8 +111,10 @@ def score_distributions(items: Sequence[RunItem]) -> dict[str, dict[str, dict[fl
         for name, s in it.scores.items():
             if s.get("error") or s.get("value") is None:
                 continue
-            if not name.startswith("judge.") and s.get("passed") is not None:
+            if not is_judge_score(name, s) and s.get("passed") is not None:
                 continue
+            if is_pairwise_score(name, s):
+                continue  # shown as win rates
             try:
                 v = round(float(s["value"]), 2)
             except (TypeError, ValueError):
@@ -117,8 +129,7 @@ def win_rates(items: Sequence[RunItem], confidence: float = 0.95) -> list[dict[s
     groups: dict[tuple[str, str], list[float]] = defaultdict(list)
     for it in items:
         for name, s in it.scores.items():
-            d = s.get("details") or {}
-            if "pairwise" not in name and not d.get("pairwise"):
+            if not is_pairwise_score(name, s):
                 continue
             if s.get("error") or s.get("value") is None:
                 continue
@@ -135,7 +146,7 @@ def win_rates(items: Sequence[RunItem], confidence: float = 0.95) -> list[dict[s
 
 
 def _item_pass(item: RunItem) -> bool | None:
-    vals = [s for n, s in item.scores.items() if not n.startswith("judge.")]
+    vals = [s for n, s in item.scores.items() if not is_judge_score(n, s)]
     if not vals or any(s.get("error") or s.get("passed") is None for s in vals):
         return None
     return all(bool(s["passed"]) for s in vals)
@@ -147,8 +158,8 @@ def _item_quality(item: RunItem) -> float | None:
     for n, s in item.scores.items():
         if s.get("error"):
             continue
-        if n.startswith("judge."):
-            if s.get("value") is not None and "pairwise" not in n:
+        if is_judge_score(n, s):
+            if s.get("value") is not None and not is_pairwise_score(n, s):
                 parts.append(float(s["value"]) / 5.0)
         elif s.get("passed") is not None:
             parts.append(1.0 if s["passed"] else 0.0)
@@ -233,7 +244,7 @@ def judge_reliability(summary: dict[str, Any], items: Sequence[RunItem]) -> dict
     noise: dict[str, list[float]] = defaultdict(list)
     for it in items:
         for n, s in it.scores.items():
-            if not n.startswith("judge."):
+            if not is_judge_score(n, s):
                 continue
             total[n] += 1
             if s.get("error"):

@@ -23,7 +23,7 @@ def _env():
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
         autoescape=True,  # every {{ }} is escaped, whatever the file name
-        undefined=jinja2.StrictUndefined,
+        undefined=jinja2.ChainableUndefined,  # a summary missing a key (an older run) still renders
         trim_blocks=True,
         lstrip_blocks=True,
     )
@@ -62,9 +62,15 @@ def history_points(store: Store | None, summary: dict[str, Any], limit: int = 12
         same = [r for r in runs if r.name == summary.get("name")]
         runs = same or runs
     runs = list(reversed(runs[:limit]))
-    points = [(r.run_id[:15], _series(r.summary or {})) for r in runs]
-    points.append(((summary.get("run_id") or "this run")[:15] + "*", _series(summary)))
+    # labels: the run id's date and its random suffix (ids share their prefix within a day)
+    points = [(_short_id(r.run_id), _series(r.summary or {})) for r in runs]
+    points.append((_short_id(summary.get("run_id") or "this run") + "*", _series(summary)))
     return points
+
+
+def _short_id(run_id: str) -> str:
+    parts = run_id.split("-")
+    return f"{parts[0][4:8]}-{parts[-1][:4]}" if len(parts) >= 3 else run_id[-9:]
 
 
 def _series(summary: dict[str, Any]) -> dict[str, float]:
@@ -81,6 +87,32 @@ def _series(summary: dict[str, Any]) -> dict[str, float]:
             continue
         out[f"{m['suite']} {m['scorer']}"] = v
     return out
+
+
+_RELIABILITY_KEYS = {
+    "mode", "judge_models", "judged", "errors", "skipped", "failed_judgments", "verdict_retries", "position_bias_rate",
+    "first_position_preference", "ensemble_agreement", "ensemble_mean_abs_spread", "repeat_std_mean", "repeat_std_max",
+}
+
+
+def _reliability_rows(stage: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The judge stage's statistics that speak to reliability: errors, position bias, length bias
+    (Spearman of score vs length), agreement, noise between repeats. Unknown shapes pass through."""
+    rows = []
+    for key, v in analysis.flatten(stage):
+        last = key.rsplit(".", 1)[-1]
+        if ".providers." in f".{key}." or ".tokens." in f".{key}." or ".noise." in f".{key}.":
+            continue
+        if last in _RELIABILITY_KEYS or ("length_bias" in key and last in ("spearman", "p_value")) or "bias" in last:
+            rows.append((key, ", ".join(map(str, v)) if isinstance(v, list) else v))
+    return rows
+
+
+def _why(summary: dict[str, Any]) -> str:
+    """The verdict's reason, without the SHIP / DON'T SHIP prefix (the banner says that)."""
+    line = verdict_line(summary)
+    reason = line.split(": ", 1)[1] if ": " in line else line
+    return reason[:1].upper() + reason[1:]
 
 
 def _cost(summary: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -128,7 +160,8 @@ def render_html(summary: dict[str, Any], items: Sequence[RunItem], *, store: Sto
     return _env().get_template("report.html.j2").render(
         s=summary,
         ok=bool(summary.get("passed")),
-        verdict=verdict_line(summary),
+        headline="Ship" if summary.get("passed") else "Don't ship",
+        why=_why(summary),
         created=created,
         gates=summary.get("gates") or [],
         models=summary.get("models") or {},
@@ -140,7 +173,7 @@ def render_html(summary: dict[str, Any], items: Sequence[RunItem], *, store: Sto
         worst=worst,
         plots=[(k, Markup(p)) for k, p in plots],  # built by svg.py, which escapes every label
         reliability=reliability,
-        stage_rows=analysis.flatten(reliability["stage"]),
+        stage_rows=_reliability_rows(reliability["stage"]),
         cost=_cost(summary),
         warnings=summary.get("warnings") or [],
         errors=summary.get("errors") or {},

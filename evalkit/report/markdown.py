@@ -41,7 +41,12 @@ def verdict_line(summary: dict[str, Any]) -> str:
     blocking = [g for g in gates if g.get("outcome") in ("fail", "no_decision")]
     warns = [g for g in gates if g.get("outcome") == "warn"]
     if summary.get("passed"):
-        why = f"all {len(gates)} gate results passed" if gates else "no gates were configured"
+        if not gates:
+            why = "no gates were configured"
+        elif blocking:  # the run's own verdict counted these as passing
+            why = f"{len(gates) - len(blocking)} of {len(gates)} gate results passed, {len(blocking)} did not decide"
+        else:
+            why = f"all {len(gates)} gate results passed"
         if warns:
             why += f" ({len(warns)} warning{'s' if len(warns) != 1 else ''})"
         return f"SHIP: {why}."

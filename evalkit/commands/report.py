@@ -1,0 +1,217 @@
+"""Run history commands: ``evalkit runs list``, ``evalkit compare``, ``evalkit report``, ``evalkit accept``,
+``evalkit export``. They read the store only, so they work long after the run (no models needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UserError
+
+STORE_HELP = "SQLite store holding the runs (default: .evalkit/store.db in the current directory)."
+
+runs_app = typer.Typer(
+    name="runs",
+    help="The run history kept in the store.\n\nExample:  evalkit runs list --store .evalkit/store.db",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+def _open_store(path: Optional[Path]):
+    from ..store import Store
+
+    p = path or Path(".evalkit/store.db")
+    if not p.is_file():
+        raise UserError("no store here; run `evalkit run eval.yaml` first, or pass --store PATH", where=p)
+    return Store(p)
+
+
+def _finished(store, run: str):
+    rec = store.get_run(run)
+    if rec.summary is None:
+        raise UserError(f"run {rec.run_id} has no summary (status: {rec.status}); it did not finish", where=store.path)
+    return rec
+
+
+@runs_app.command("list")
+def list_cmd(
+    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="Show the newest N runs."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """List runs, newest first: id, when, name, verdict, gates, accepted (*).
+
+    Example:  evalkit runs list -n 10
+    """
+    with _open_store(store) as st:
+        runs = st.list_runs(limit=limit)
+    if as_json:
+        for r in runs:
+            s = r.summary or {}
+            typer.echo(json.dumps({"run_id": r.run_id, "name": r.name, "created": r.created, "status": r.status, "accepted": r.accepted,
+                                   "passed": s.get("passed"), "candidates": s.get("candidates"), "gates": len(s.get("gates") or [])}))
+        return
+    if not runs:
+        typer.echo("no runs in the store yet")
+        return
+    rows = []
+    for r in runs:
+        s = r.summary or {}
+        gates = s.get("gates") or []
+        failed = sum(1 for g in gates if g.get("outcome") in ("fail", "no_decision"))
+        rows.append((
+            ("*" if r.accepted else " ") + r.run_id,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
+            r.name or "",
+            r.status,
+            f"{len(gates) - failed}/{len(gates)}" if gates else "-",
+            ",".join(s.get("candidates") or []),
+        ))
+    head = ("run (* accepted)", "created", "name", "status", "gates ok", "candidates")
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    for row in (head, *rows):
+        typer.echo("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+@runs_app.command("show")
+def show_cmd(
+    run: str = typer.Argument("latest", help="Run id, a unique prefix of one, or 'latest'."),
+    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Print a stored run's verdict and gate table (what `evalkit run` printed).
+
+    Example:  evalkit runs show latest
+    """
+    from ..report import console_summary
+
+    with _open_store(store) as st:
+        rec = _finished(st, run)
+    typer.echo(console_summary(rec.summary or {}, out_dir=rec.out_dir))
+
+
+def accept_cmd(
+    run: str = typer.Argument(..., help="Run id, a unique prefix of one, or 'latest'."),
+    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    undo: bool = typer.Option(False, "--undo", help="Remove the mark instead."),
+    force: bool = typer.Option(False, "--force", help="Accept a run whose gates failed."),
+) -> None:
+    """Mark a run accepted: gates with `vs: last_accepted` compare against the newest accepted run
+    (of the same name), and the HTML report's trend plots accepted runs.
+
+    Example:  evalkit accept latest
+    """
+    with _open_store(store) as st:
+        rec = _finished(st, run)
+        if not undo and rec.status != "passed" and not force:
+            raise UserError(f"run {rec.run_id} did not pass its gates (status: {rec.status}); add --force to accept it anyway")
+        st.set_accepted(rec.run_id, not undo)
+    typer.echo(f"{'unmarked' if undo else 'accepted'}: {rec.run_id}" + (f" ({rec.name})" if rec.name else ""))
+
+
+def report_cmd(
+    run: str = typer.Argument("latest", help="Run id, a unique prefix of one, or 'latest'."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for summary.json, items.jsonl, report.md, report.html, junit.xml."),
+    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    regate: bool = typer.Option(
+        False, "--regate",
+        help="Evaluate the run's gates again from its stored config (picks up blinded-review results and a newer accepted run) and save the new verdict.",
+    ),
+) -> None:
+    """Rebuild every report of a stored run from the store alone (no models, no judges).
+
+    With --regate the exit code is the new verdict (0 pass, 1 a gate failed), so CI can gate on it;
+    without, it is 0 whenever the reports were written.
+
+    Example:  evalkit report latest --out reports/again
+    """
+    from ..report import console_summary, write_reports
+
+    with _open_store(store) as st:
+        rec = _finished(st, run)
+        items = st.run_items(rec.run_id)
+        summary = dict(rec.summary or {})
+        if regate:
+            summary = _regate(st, rec, items, summary)
+        write_reports(out, summary, items, store=st)
+    typer.echo(console_summary(summary, out_dir=out))
+    if regate:
+        raise typer.Exit(0 if summary.get("passed") else 1)
+
+
+def _regate(st, rec, items, summary):
+    from ..config import EvalConfig
+    from ..gates import all_passed, evaluate_gates
+    from pydantic import ValidationError
+
+    try:
+        cfg = EvalConfig.model_validate(rec.config)
+    except ValidationError as e:
+        raise UserError(f"run {rec.run_id}'s stored config no longer validates: {e.errors()[0]['msg']}") from None
+    results = evaluate_gates(
+        cfg.gates, items=items, models=summary.get("models") or {}, baseline=summary.get("baseline"),
+        candidates=list(summary.get("candidates") or []), store=st, run_name=rec.name, run_id=rec.run_id,
+    )
+    passed = all_passed(results)
+    summary = {**summary, "gates": [r.as_dict() for r in results], "passed": passed, "exit_code": 0 if passed else 1}
+    summary["warnings"] = list(summary.get("warnings") or []) + [f"gates re-evaluated on {time.strftime('%Y-%m-%d %H:%M:%S')} (evalkit report --regate)"]
+    st.update_summary(rec.run_id, summary)
+    with st.transaction():
+        st.db.execute("UPDATE runs SET status = ? WHERE run_id = ?", ("passed" if passed else "failed", rec.run_id))
+    return summary
+
+
+def compare_cmd(
+    run_a: str = typer.Argument(..., help="The earlier run (A): id, prefix, or 'latest'."),
+    run_b: str = typer.Argument(..., help="The later run (B): id, prefix, or 'latest'."),
+    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    model_a: Optional[str] = typer.Option(None, "--model-a", help="Model of run A to compare (default: every model name both runs have)."),
+    model_b: Optional[str] = typer.Option(None, "--model-b", help="Model of run B to compare (default: the same name as --model-a)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """Per-item diff of two runs, with paired tests: McNemar exact for pass/fail scorers, Wilcoxon
+    signed-rank for judge scores, and a paired bootstrap CI of B - A. Items pair up by suite,
+    suite version and sample id.
+
+    Example:  evalkit compare 20261120-0912 latest --model-a cand --model-b cand
+    """
+    from ..report.compare import compare_runs, render_compare_text
+
+    with _open_store(store) as st:
+        a = _finished(st, run_a)
+        b = _finished(st, run_b)
+        result = compare_runs(a, st.run_items(a.run_id), b, st.run_items(b.run_id), model_a=model_a, model_b=model_b)
+    typer.echo(json.dumps(result, indent=2) if as_json else render_compare_text(result))
+
+
+def export_cmd(
+    run: str = typer.Argument("latest", help="Run id, a unique prefix of one, or 'latest'."),
+    out: Path = typer.Option(..., "--out", "-o", help="File to write: .csv, .parquet or .jsonl."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv | parquet | jsonl (default: from the file's suffix)."),
+    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Export a run's items (one row per model x suite x sample, a value/passed/error column per
+    scorer, prompt, reference and output) through pandas.
+
+    Example:  evalkit export latest --out results.parquet
+    """
+    from ..report.exports import export_items, format_for
+
+    format_for(out, fmt)  # bad format: fail before reading the store
+    with _open_store(store) as st:
+        rec = _finished(st, run)
+        items = st.run_items(rec.run_id)
+    export_items(items, out, fmt)
+    typer.echo(f"wrote {len(items)} rows to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(runs_app, name="runs")
+    app.command("accept")(accept_cmd)
+    app.command("report")(report_cmd)
+    app.command("compare")(compare_cmd)
+    app.command("export")(export_cmd)

@@ -1,0 +1,300 @@
+"""Gates on crafted run items: pass, fail, no decision, warn; threshold 0; items named; history."""
+
+from __future__ import annotations
+
+import pytest
+
+from evalkit import gates as G
+from evalkit.store import Store
+from tests.report.crafted import MODELS, config_with, gate, item, ok, two_model_items
+
+
+def run(gs, items, *, baseline="base", candidates=("cand",), store=None, run_name=None, run_id=None, models=MODELS):
+    return G.evaluate_gates(gs, items=items, models=models, baseline=baseline, candidates=list(candidates), store=store, run_name=run_name, run_id=run_id)
+
+
+def test_pass_rate_pass_and_fail_name_items():
+    items = two_model_items([True] * 4, [True, False, True, False])
+    [r] = run([gate(name="fmt", metric="pass_rate", scorer="fmt", min=0.75)], items)
+    assert r.model == "cand" and r.outcome == "fail" and r.passed is False
+    assert r.observed == 0.5 and r.threshold == 0.75
+    assert r.failing_items == ("x1", "x3")
+    assert "x1" in r.detail and r.detail.endswith(".")
+    [r] = run([gate(name="fmt", metric="pass_rate", scorer="fmt", min=0.5)], items)
+    assert r.outcome == "pass" and r.passed is True and r.failing_items == ()
+
+
+def test_threshold_zero_is_honoured():
+    items = two_model_items([True] * 3, [False] * 3)
+    # min 0: a pass rate of 0 meets it
+    [r] = run([gate(name="z", metric="pass_rate", scorer="fmt", min=0)], items)
+    assert r.passed is True and r.threshold == 0
+    # max 0: any error fails (an error rate of 1/3 > 0)
+    items.append(item("cand", "x9", {"fmt": ok(None, error="boom")}, error="timeout"))
+    [r] = run([gate(name="e", metric="error_rate", max=0)], items)
+    assert r.passed is False and r.failing_items == ("x9",) and r.threshold == 0
+    # mean with min 0.0 on values of 0.0 passes; max 0 on values of 0.0 passes too
+    m = [item("cand", f"y{i}", {"score": ok(None, value=0.0)}) for i in range(3)]
+    assert run([gate(name="m", metric="mean", scorer="score", min=0)], m)[0].passed is True
+    assert run([gate(name="m", metric="mean", scorer="score", max=0)], m)[0].passed is True
+    assert run([gate(name="m", metric="mean", scorer="score", max=-0.5)], m)[0].passed is False
+
+
+def test_errors_excluded_and_counted():
+    items = [
+        item("cand", "a", {"fmt": ok(True)}),
+        item("cand", "b", {"fmt": ok(None, error="validator crashed")}),
+        item("cand", "c", {"fmt": ok(False)}),
+    ]
+    [r] = run([gate(name="fmt", metric="pass_rate", scorer="fmt", min=0.5)], items)
+    assert r.observed == 0.5 and r.passed is True
+    assert "1 unscored" in r.detail
+
+
+def test_gate_without_model_applies_to_every_candidate():
+    items = two_model_items([True, True], [True, False]) + [item("cand2", "x0", {"fmt": ok(True)}), item("cand2", "x1", {"fmt": ok(True)})]
+    rs = run([gate(name="fmt", metric="pass_rate", scorer="fmt", min=1)], items, candidates=("cand", "cand2"))
+    assert [(r.model, r.outcome) for r in rs] == [("cand", "fail"), ("cand2", "pass")]
+    rs = run([gate(name="fmt", metric="pass_rate", scorer="fmt", min=1, model="base")], items, candidates=("cand", "cand2"))
+    assert [(r.model, r.outcome) for r in rs] == [("base", "pass")]
+
+
+def test_suite_and_tag_filters_and_suite_prefixed_ids():
+    items = [
+        item("cand", "a", {"fmt": ok(False)}, suite="s1", tags=("hard",)),
+        item("cand", "a", {"fmt": ok(False)}, suite="s2"),
+        item("cand", "b", {"fmt": ok(True)}, suite="s2", tags=("hard",)),
+    ]
+    [r] = run([gate(name="all", metric="pass_rate", scorer="fmt", min=1)], items)
+    assert r.failing_items == ("s1/a", "s2/a")  # several suites: suite/sample_id
+    [r] = run([gate(name="one", metric="pass_rate", scorer="fmt", min=1, suite="s2")], items)
+    assert r.failing_items == ("a",) and r.observed == 0.5
+    [r] = run([gate(name="tag", metric="pass_rate", scorer="fmt", min=0.5, tag="hard")], items)
+    assert r.observed == 0.5 and r.passed is True
+
+
+def test_regressions_vs_baseline():
+    items = two_model_items([True, True, False, True], [True, False, True, False])
+    [r] = run([gate(name="noreg", metric="regressions", scorer="fmt")], items)
+    assert r.threshold == 0 and r.observed == 2 and r.outcome == "fail"
+    assert r.failing_items == ("x1", "x3")
+    assert "1 the other way" in r.detail
+    [r] = run([gate(name="noreg", metric="regressions", scorer="fmt", max=2)], items)
+    assert r.passed is True
+
+
+def test_regressions_every_validator_and_judges_ignored():
+    items = [
+        item("base", "a", {"v1": ok(True), "v2": ok(True), "judge.correctness": ok(None, value=5)}),
+        item("cand", "a", {"v1": ok(True), "v2": ok(False), "judge.correctness": ok(None, value=5)}),
+        item("base", "b", {"v1": ok(True), "v2": ok(True)}),
+        item("cand", "b", {"v1": ok(True), "v2": ok(True)}),
+    ]
+    [r] = run([gate(name="noreg", metric="regressions")], items)
+    assert r.failing_items == ("a",) and r.observed == 1
+
+
+def test_regressions_never_mix_suite_versions():
+    items = [item("base", "a", {"fmt": ok(True)}, version="v1"), item("cand", "a", {"fmt": ok(False)}, version="v2")]
+    [r] = run([gate(name="noreg", metric="regressions", scorer="fmt")], items)
+    assert r.outcome == "no_decision" and r.passed is None and "share no item" in r.detail
+
+
+def test_regressions_significant_mcnemar():
+    # 3 regressions, 0 fixes: McNemar exact p = 0.25 -> not significant at 0.05 -> warn (not blocking)
+    items = two_model_items([True] * 10, [False] * 3 + [True] * 7)
+    [r] = run([gate(name="noreg", metric="regressions", scorer="fmt", significant=0.05)], items)
+    assert r.outcome == "warn" and not G.blocks(r)
+    assert r.p_value == pytest.approx(0.25)
+    assert r.failing_items == ("x0", "x1", "x2")
+    # 8 regressions, 0 fixes: p = 2 * 0.5**8 = 0.0078 -> significant -> fail
+    items = two_model_items([True] * 10, [False] * 8 + [True] * 2)
+    [r] = run([gate(name="noreg", metric="regressions", scorer="fmt", significant=0.05)], items)
+    assert r.outcome == "fail" and r.p_value == pytest.approx(2 * 0.5**8)
+
+
+def test_no_decision_when_ci_straddles_threshold():
+    # 6/10 pass; 95% CI roughly [0.3, 0.9] straddles 0.7
+    items = two_model_items([True] * 10, [True] * 6 + [False] * 4)
+    [r] = run([gate(name="fmt", metric="pass_rate", scorer="fmt", min=0.7, ci=0.95)], items)
+    assert r.outcome == "no_decision" and r.passed is None and G.blocks(r)
+    assert "straddles" in r.detail and r.failing_items == ("x6", "x7", "x8", "x9")
+    [r] = run([gate(name="fmt", metric="pass_rate", scorer="fmt", min=0.7, ci=0.95, on_no_decision="warn")], items)
+    assert r.outcome == "warn" and r.passed is None and not G.blocks(r)
+    [r] = run([gate(name="fmt", metric="pass_rate", scorer="fmt", min=0.7, ci=0.95, on_no_decision="pass")], items)
+    assert r.outcome == "pass" and r.passed is True
+    # without ci the point estimate decides
+    [r] = run([gate(name="fmt", metric="pass_rate", scorer="fmt", min=0.7)], items)
+    assert r.outcome == "fail"
+    # a clear case decides even with ci: 100/100 vs min 0.7
+    many = two_model_items([True] * 100, [True] * 100)
+    assert run([gate(name="fmt", metric="pass_rate", scorer="fmt", min=0.7, ci=0.95)], many)[0].outcome == "pass"
+
+
+def test_mean_within_judge_noise_is_no_decision():
+    items = [item("cand", f"i{k}", {"judge.correctness": ok(None, value=v, std=1.5, repeats=3)}) for k, v in enumerate([3, 4, 5, 4])]
+    # mean 4.0; judge noise band = 1.96 * sqrt(4 * 1.5**2 / 3) / 4 = 0.85 -> min 3.5 is within it
+    [r] = run([gate(name="q", metric="mean", scorer="judge.correctness", min=3.5)], items)
+    assert r.outcome == "no_decision" and "judges' own noise" in r.detail
+    [r] = run([gate(name="q", metric="mean", scorer="judge.correctness", min=2.0)], items)
+    assert r.outcome == "pass" and r.observed == 4.0
+    quiet = [item("cand", f"i{k}", {"judge.correctness": ok(None, value=v, std=0.0, repeats=3)}) for k, v in enumerate([3, 4, 5, 4])]
+    assert run([gate(name="q", metric="mean", scorer="judge.correctness", min=3.9)], quiet)[0].outcome == "pass"
+
+
+def test_mean_fail_names_lowest_items():
+    items = [item("cand", f"i{k}", {"judge.correctness": ok(None, value=v)}) for k, v in enumerate([5, 1, 2, 5])]
+    [r] = run([gate(name="q", metric="mean", scorer="judge.correctness", min=3.5)], items)
+    assert r.outcome == "fail" and r.observed == 3.25 and r.failing_items == ("i1", "i2")
+
+
+def test_mean_vs_baseline_wilcoxon():
+    from scipy import stats
+
+    base_v = [3, 3, 2, 4, 3, 2, 3, 3, 2, 3]
+    cand_v = [4, 5, 3, 5, 4, 4, 5, 4, 3, 4]
+    items = []
+    for k, (b, c) in enumerate(zip(base_v, cand_v)):
+        items.append(item("base", f"i{k}", {"judge.q": ok(None, value=b)}))
+        items.append(item("cand", f"i{k}", {"judge.q": ok(None, value=c)}))
+    [r] = run([gate(name="better", metric="mean", scorer="judge.q", vs="baseline", min=0.5, significant=0.05)], items)
+    expected = stats.wilcoxon([c - b for b, c in zip(base_v, cand_v)]).pvalue
+    assert r.observed == pytest.approx(1.3) and r.p_value == pytest.approx(expected) and r.outcome == "pass"
+    # not significant on 3 items -> a min gate must fail
+    [r] = run([gate(name="better", metric="mean", scorer="judge.q", vs="baseline", min=0.5, significant=0.05)], items[:6])
+    assert r.outcome == "fail" and "not a significant improvement" in r.detail
+
+
+def test_win_rate_and_sign_test():
+    from scipy import stats
+
+    vals = [1, 1, 1, 1, 1, 1, 1, 1, 0.5, 0]  # 8 wins, 1 tie, 1 loss
+    items = [item("cand", f"i{k}", {"judge.pairwise": ok(None, value=v)}) for k, v in enumerate(vals)]
+    [r] = run([gate(name="beats", metric="win_rate", judge="pairwise", min=0.5, significant=0.05)], items)
+    assert r.observed == pytest.approx(0.85)
+    assert r.p_value == pytest.approx(stats.binomtest(8, 9, 0.5).pvalue)
+    assert r.outcome == "pass"
+    [r] = run([gate(name="beats", metric="win_rate", judge="pairwise", min=0.9)], items)
+    assert r.outcome == "fail" and r.failing_items == ("i9",)
+    # 3 wins, 1 loss: win rate >= 0.5 but the sign test cannot show it
+    [r] = run([gate(name="beats", metric="win_rate", judge="pairwise", min=0.5, significant=0.05)], items[6:])
+    assert r.outcome == "fail" and "not significantly better" in r.detail
+
+
+def test_adapter_applied():
+    same = [item(m, f"i{k}", {}, output=f"o{k}") for m in ("base", "cand") for k in range(3)]
+    [r] = run([gate(name="adapter", metric="adapter_applied")], same)
+    assert r.outcome == "fail" and r.failing_items == ("i0", "i1", "i2") and "not applied" in r.detail
+    diff = same[:3] + [item("cand", "i0", {}, output="different"), *same[4:]]
+    [r] = run([gate(name="adapter", metric="adapter_applied")], diff)
+    assert r.outcome == "pass" and "differ" in r.detail
+    # no adapter: nothing to check
+    models = {**MODELS, "cand": {**MODELS["cand"], "adapter": None}}
+    [r] = run([gate(name="adapter", metric="adapter_applied")], same, models=models)
+    assert r.passed is True and "no adapter" in r.detail
+
+
+def test_human_unshippable_without_review_results():
+    [r] = run([gate(name="humans", metric="human_unshippable", max=2)], two_model_items([True], [True]))
+    assert r.passed is None and "no review results" in r.detail
+
+
+def test_missing_scorer_is_no_decision_not_crash():
+    [r] = run([gate(name="fmt", metric="pass_rate", scorer="nope", min=0.5)], two_model_items([True], [True]))
+    assert r.outcome == "no_decision" and "'nope'" in r.detail
+
+
+def test_last_accepted_from_history(tmp_path):
+    store = Store(tmp_path / "store.db")
+    try:
+        # an older accepted run in which "cand" passed everything
+        old = store.begin_run(name="nightly", config_path=None, config={}, out_dir=None)
+        store.save_run_items(old, [item("cand", f"x{i}", {"fmt": ok(True)}, run_id=old) for i in range(3)])
+        store.finish_run(old, {"run_id": old, "candidates": ["cand"]}, "passed")
+        now_items = two_model_items([True] * 3, [True, False, True])
+        g = gate(name="vs-accepted", metric="regressions", scorer="fmt", vs="last_accepted")
+        # nothing accepted yet (a project's first run): a warning that says how to accept, not a block
+        [r] = run([g], now_items, store=store, run_name="nightly")
+        assert r.outcome == "warn" and not G.blocks(r) and "evalkit accept" in r.detail and "\x00" not in r.detail
+        store.set_accepted(old)
+        [r] = run([g], now_items, store=store, run_name="nightly", run_id="current")
+        assert r.outcome == "fail" and r.failing_items == ("x1",) and old in r.detail
+    finally:
+        store.close()
+
+
+def test_config_parses_gates_and_all_passed():
+    cfg = config_with([
+        {"name": "fmt", "metric": "pass_rate", "scorer": "fmt", "min": 0, "ci": 0.9, "on_no_decision": "warn"},
+        {"name": "noreg", "metric": "regressions"},
+    ])
+    assert cfg.gates[0].min == 0 and cfg.gates[0].ci == 0.9 and cfg.gates[1].max == 0
+    rs = run(cfg.gates, two_model_items([True, True], [True, True]))
+    assert G.all_passed(rs) and [r.outcome for r in rs] == ["pass", "pass"]
+    d = rs[1].as_dict()
+    assert set(d) >= {"name", "model", "metric", "passed", "outcome", "observed", "threshold", "detail", "failing_items"}
+
+
+def test_judge_stage_noise_band_and_marks():
+    """The judge stage's band across repeats (summary['judges']) undecides a gate whose threshold is inside it."""
+    items = [item("cand", f"i{k}", {"judge.correctness": ok(None, value=v, judge="default", repeats=3)}) for k, v in enumerate([4, 4, 3, 5])]
+    judge_stats = {"default": {"no_decision_within_noise": True, "noise": {"cand": {"judge.correctness": {"low": 3.8, "high": 4.2}}}}}
+    g = gate(name="q", metric="mean", scorer="judge.correctness", min=3.9)
+    [r] = G.evaluate_gates([g], items=items, models=MODELS, baseline="base", candidates=["cand"], judge_stats=judge_stats)
+    assert r.outcome == "no_decision" and "3.8 to 4.2" in r.detail
+    g = gate(name="q", metric="mean", scorer="judge.correctness", min=3.5)
+    [r] = G.evaluate_gates([g], items=items, models=MODELS, baseline="base", candidates=["cand"], judge_stats=judge_stats)
+    assert r.outcome == "pass"
+
+
+def test_rubric_named_judge_scores_are_not_validators():
+    # a rubric named "strict" scores as "strict.correctness" with details.judge; a pairwise judge
+    # named "beats" scores under its rubric name with details.winner
+    base = item("base", "a", {"fmt": ok(True), "strict.correctness": ok(None, value=5, judge="strict")})
+    cand = item("cand", "a", {"fmt": ok(True), "strict.correctness": ok(None, value=1, judge="strict"),
+                              "head2head": ok(None, value=1.0, judge="beats", winner="candidate")})
+    [r] = run([gate(name="noreg", metric="regressions")], [base, cand])
+    assert r.outcome == "pass" and r.observed == 0
+    [r] = run([gate(name="w", metric="win_rate", judge="beats", min=0.5)], [base, cand])
+    assert r.outcome == "pass" and r.observed == 1.0 and "head2head" in r.detail
+
+
+def test_human_unshippable_through_blinded_review(tmp_path):
+    """The gate reads evalkit.review's unblinded results for the run (the items carry its id)."""
+    from evalkit.review import create_session, unblind
+    from tests.review.conftest import BASE, CAND, make_run
+    from tests.review.test_unblind import answer
+
+    with Store(tmp_path / "store.db") as st:
+        run_id = make_run(st, 10)
+        items = st.run_items(run_id)
+        models = st.get_run(run_id).summary["models"]
+        g = gate(name="spot", metric="human_unshippable", max=2)
+        [r] = G.evaluate_gates([g], items=items, models=models, baseline=BASE, candidates=[CAND], store=st)
+        assert r.outcome == "no_decision" and "no review results" in r.detail
+        sid = create_session(st, run_id, n=10, seed=3).session.session_id
+        answer(st, sid, "alice", [("b_better", False, True)] * 2 + [("a_better", True, True)] * 8)
+        unblind(st, sid)
+        [r] = G.evaluate_gates([g], items=items, models=models, baseline=BASE, candidates=[CAND], store=st)
+        assert r.outcome == "fail" and r.model == CAND and len(r.failing_items) == 2  # 2 of 10 > 2 per 20
+        [r] = G.evaluate_gates([gate(name="spot", metric="human_unshippable", max=4)], items=items, models=models, baseline=BASE, candidates=[CAND], store=st)
+        assert r.outcome == "pass"
+
+
+def test_options_a_metric_would_ignore_are_config_errors(tmp_path):
+    from evalkit.config import load_eval_config
+    from evalkit.errors import ConfigError
+
+    bad = {
+        "significant: 0.05": "{name: g, metric: pass_rate, scorer: fmt, min: 0.5, significant: 0.05}",
+        "'ci' applies": "{name: g, metric: regressions, ci: 0.95}",
+        "'vs' compares": "{name: g, metric: pass_rate, scorer: fmt, min: 0.5, vs: baseline}",
+    }
+    for expect, line in bad.items():
+        p = tmp_path / "eval.yaml"
+        p.write_text(f"models:\n  base: {{backend: hf, path: /m}}\nbaseline: base\nsuites: [s]\ngates:\n  - {line}\n")
+        with pytest.raises(ConfigError) as e:
+            load_eval_config(p)
+        msg = e.value.one_line()
+        assert msg.startswith(f"{p}:6:"), msg
+        assert (expect if expect != "significant: 0.05" else "'significant' needs a paired comparison") in msg
