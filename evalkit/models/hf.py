@@ -1,0 +1,306 @@
+"""The hf backend: transformers + peft, several LoRA adapters on one loaded base.
+
+One ``HFBackend`` serves every ModelSpec of a group that shares a base checkpoint (see
+``models.group_key``): the base is loaded once, each distinct adapter is loaded beside it with peft
+(``PeftModel.from_pretrained`` for the first, ``load_adapter`` for the rest), and each batch runs
+with its own adapter active (requests are grouped by adapter; the base runs with adapters
+disabled). Prompts go through the tokenizer's chat template with ``add_generation_prompt=True``,
+the same template training used. Decoding is greedy when temperature is 0.
+
+Batches are left-padded with an attention mask, and transformers derives position ids from the
+mask, so a prompt gives the same tokens alone or in a batch (tested in float32).
+
+``latency_s`` of a completion is its share of the batch's wall time (batch time / batch size), so
+latencies add up to the time spent generating.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import BackendUnavailable, ConfigError
+from ..types import Completion, GenerationParams, ModelSpec
+from .base import GenerationRequest, ProgressFn
+
+__all__ = ["HFBackend"]
+
+BASE_ADAPTER = "__base__"  # the name a request without adapter runs under
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    index: int  # position in the caller's request list
+    adapter: str  # adapter name, or BASE_ADAPTER
+    params: GenerationParams
+    ids: tuple[int, ...]
+
+
+class HFBackend:
+    """A transformers model (optionally 4-bit) with zero or more peft adapters, for specs that share
+    one base ``path``. Options read from ``spec.options``: ``dtype`` (auto|float32|bfloat16|float16),
+    ``load_in_4bit``, ``batch_size`` (default 8), ``device`` (default: cuda when available, else cpu).
+    """
+
+    def __init__(self, specs: Sequence[ModelSpec]):
+        if not specs:
+            raise ValueError("HFBackend needs at least one ModelSpec")
+        paths = {s.path for s in specs}
+        if len(paths) != 1 or None in paths:
+            raise ValueError(f"HFBackend serves specs that share one base path, got {sorted(map(str, paths))}")
+        self.specs = tuple(specs)
+        self.path = Path(str(specs[0].path)).expanduser()
+        opts = dict(specs[0].options)
+        self.dtype_name = str(opts.get("dtype") or "auto")
+        if self.dtype_name not in _DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got '{self.dtype_name}'", where=f"models.{specs[0].name}.dtype")
+        self.load_in_4bit = bool(opts.get("load_in_4bit", False))
+        self.batch_size = int(opts.get("batch_size") or 8)
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be at least 1", where=f"models.{specs[0].name}.batch_size")
+        self._device_opt = opts.get("device")
+        self._adapter_names: dict[str, str] = {}  # resolved adapter dir -> peft adapter name
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._load()
+
+    # ---------------------------------------------------------------- loading
+
+    def _load(self) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            from ..errors import missing_extra
+
+            raise missing_extra("the hf backend", "hf", e) from None
+
+        if not (self.path / "config.json").is_file():
+            what = "directory not found" if not self.path.is_dir() else "no config.json in checkpoint directory"
+            raise BackendUnavailable(f"cannot load hf model: {what}", where=self.path)
+        self.device = self._device_opt or ("cuda" if torch.cuda.is_available() else "cpu")
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.path)
+        except Exception as e:  # noqa: BLE001 - any loader failure is "cannot load", with the cause
+            raise BackendUnavailable(f"cannot load tokenizer: {_short(e)}", where=self.path) from e
+        if not getattr(tokenizer, "chat_template", None):
+            raise BackendUnavailable("the tokenizer has no chat template (tokenizer_config.json / chat_template.jinja)", where=self.path)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+
+        kwargs: dict[str, Any] = {"dtype": self.dtype_name if self.dtype_name == "auto" else getattr(torch, self.dtype_name)}
+        if self.load_in_4bit:
+            from transformers import BitsAndBytesConfig
+
+            compute = torch.bfloat16 if self.dtype_name in ("auto", "float32") else getattr(torch, self.dtype_name)
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=compute,
+            )
+            kwargs["device_map"] = self.device
+        try:
+            model = AutoModelForCausalLM.from_pretrained(self.path, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            raise BackendUnavailable(f"cannot load model: {_short(e)}", where=self.path) from e
+        if not self.load_in_4bit:
+            model.to(self.device)
+
+        adapters: list[str] = []
+        for spec in self.specs:
+            if spec.adapter:
+                key = str(Path(spec.adapter).expanduser().resolve())
+                if key not in self._adapter_names:
+                    self._adapter_names[key] = f"a{len(self._adapter_names)}"
+                    adapters.append(key)
+        if adapters:
+            try:
+                from peft import PeftModel
+            except ImportError as e:  # pragma: no cover
+                from ..errors import missing_extra
+
+                raise missing_extra("LoRA adapters on the hf backend", "hf", e) from None
+            for i, adir in enumerate(adapters):
+                if not (Path(adir) / "adapter_config.json").is_file():
+                    raise BackendUnavailable("cannot load adapter: no adapter_config.json", where=adir)
+                name = self._adapter_names[adir]
+                try:
+                    if i == 0:
+                        model = PeftModel.from_pretrained(model, adir, adapter_name=name)
+                    else:
+                        model.load_adapter(adir, adapter_name=name)
+                except Exception as e:  # noqa: BLE001 - e.g. an adapter trained on another base
+                    raise BackendUnavailable(f"cannot load adapter on base {self.path}: {_short(e)}", where=adir) from e
+        model.eval()
+        self.model = model
+        self._eos_ids = _eos_ids(model, tokenizer)
+        self._max_positions = getattr(model.config, "max_position_embeddings", None)
+
+    def adapter_name(self, spec: ModelSpec) -> str:
+        """The peft adapter name a spec runs under (``__base__`` for no adapter)."""
+        if not spec.adapter:
+            return BASE_ADAPTER
+        key = str(Path(spec.adapter).expanduser().resolve())
+        if key not in self._adapter_names:
+            raise ValueError(f"adapter {spec.adapter} was not loaded by this backend (spec {spec.name})")
+        return self._adapter_names[key]
+
+    # ---------------------------------------------------------------- generation
+
+    def prompt_ids(self, messages: Sequence[Any]) -> list[int]:
+        """The token ids a prompt is generated from: chat template + generation prompt."""
+        msgs = [m.as_dict() if hasattr(m, "as_dict") else dict(m) for m in messages]
+        text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        # The template already holds bos/role markers: add nothing else (as vLLM does for chat).
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None) -> list[Completion]:
+        if self.model is None:
+            raise RuntimeError("HFBackend is closed")
+        results: list[Completion | None] = [None] * len(requests)
+        prepared: list[_Prepared] = []
+        for i, req in enumerate(requests):
+            ids = self.prompt_ids(req.messages)
+            if self._max_positions and len(ids) >= self._max_positions:
+                results[i] = Completion(
+                    text="",
+                    tokens_in=len(ids),
+                    error=f"prompt is {len(ids)} tokens; the model's context is {self._max_positions}",
+                )
+                continue
+            prepared.append(_Prepared(i, self.adapter_name(req.model), req.model.generation, tuple(ids)))
+        if progress and len(prepared) < len(requests):
+            progress(len(requests) - len(prepared))
+
+        # Group by (adapter, generation params); inside a group, similar lengths share a batch.
+        groups: dict[tuple[str, GenerationParams], list[_Prepared]] = {}
+        for p in prepared:
+            groups.setdefault((p.adapter, p.params), []).append(p)
+        for (adapter, params), items in groups.items():
+            items = sorted(items, key=lambda p: len(p.ids))
+            for start in range(0, len(items), self.batch_size):
+                batch = items[start : start + self.batch_size]
+                for p, completion in zip(batch, self._generate_batch(adapter, params, batch)):
+                    results[p.index] = completion
+                if progress:
+                    progress(len(batch))
+        return [r for r in results if r is not None]
+
+    def _generate_batch(self, adapter: str, params: GenerationParams, batch: list[_Prepared]) -> list[Completion]:
+        import contextlib
+
+        import torch
+        from transformers import GenerationConfig
+
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p.ids) for p in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, p in enumerate(batch):  # left padding: every prompt ends where generation starts
+            input_ids[row, width - len(p.ids) :] = torch.tensor(p.ids, dtype=torch.long)
+            attention[row, width - len(p.ids) :] = 1
+
+        # A fresh GenerationConfig: only what the spec asks for, never the checkpoint's defaults
+        # (a repetition_penalty in generation_config.json would silently change outputs).
+        sampling = params.temperature > 0
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": sampling,
+            "eos_token_id": list(self._eos_ids),
+            "pad_token_id": pad,
+        }
+        if sampling:
+            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.stop:
+            gen_kwargs["stop_strings"] = list(params.stop)
+        config = GenerationConfig(**gen_kwargs)
+
+        if adapter == BASE_ADAPTER:
+            ctx = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else contextlib.nullcontext()
+        else:
+            self.model.set_adapter(adapter)
+            ctx = contextlib.nullcontext()
+        if sampling:
+            torch.manual_seed(params.seed)
+        device = getattr(self.model, "device", self.device)
+        t0 = time.perf_counter()
+        with torch.inference_mode(), ctx:
+            out = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                generation_config=config,
+                tokenizer=self.tokenizer if params.stop else None,
+            )
+        elapsed = time.perf_counter() - t0
+        new_tokens = out[:, width:].tolist()
+        return [
+            self._completion(row_ids, len(p.ids), params, elapsed / len(batch))
+            for p, row_ids in zip(batch, new_tokens)
+        ]
+
+    def _completion(self, new_ids: list[int], tokens_in: int, params: GenerationParams, latency: float) -> Completion:
+        ended = False
+        for k, t in enumerate(new_ids):
+            if t in self._eos_ids:
+                new_ids, ended = new_ids[: k + 1], True
+                break
+        if not ended:  # rows that stopped early (stop string) are padded to the batch's length
+            pad = self.tokenizer.pad_token_id
+            while new_ids and new_ids[-1] == pad:
+                new_ids = new_ids[:-1]
+        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in params.stop if s) if i >= 0), default=-1)
+        if cut >= 0:
+            text, ended = text[:cut], True
+        return Completion(
+            text=text,
+            finish_reason="stop" if ended else "length",
+            tokens_in=tokens_in,
+            tokens_out=len(new_ids),
+            latency_s=latency,
+        )
+
+    def close(self) -> None:
+        if self.model is None:
+            return
+        cuda = str(getattr(self, "device", "cpu")).startswith("cuda")
+        self.model = None
+        self.tokenizer = None
+        gc.collect()
+        if cuda:
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> "HFBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    """Every id that ends a turn: the generation config's eos ids plus the tokenizer's eos."""
+    ids: list[int] = []
+    cfg = getattr(model, "generation_config", None)
+    eos = getattr(cfg, "eos_token_id", None) if cfg is not None else None
+    if isinstance(eos, int):
+        ids.append(eos)
+    elif eos:
+        ids.extend(int(i) for i in eos)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return tuple(ids)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]

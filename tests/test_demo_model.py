@@ -1,0 +1,190 @@
+"""evalkit's own tiny base model recipe: tokenizer, chat template, synthetic data, build, cache."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import pytest
+
+from evalkit import demo_model
+from evalkit.demo_model import (
+    EXTRACTION_SCHEMA,
+    SPECIAL_TOKENS,
+    build_base,
+    build_tokenizer,
+    demo_base,
+    extraction_examples,
+    general_examples,
+)
+
+CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Repeat: cat"},
+    {"role": "assistant", "content": "cat"},
+    {"role": "user", "content": "Uppercase: dog"},
+    {"role": "assistant", "content": "DOG"},
+]
+
+
+@pytest.fixture(scope="module")
+def saved_tokenizer(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    path = tmp_path_factory.mktemp("tok")
+    build_tokenizer().save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def test_tokenizer_round_trips_through_save_and_autotokenizer(saved_tokenizer):
+    tok = saved_tokenizer
+    text = string.printable.replace("\x0b", "").replace("\x0c", "").replace("\r", "") + ' {"name": "Ada", "age": 36}'
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text)  # one token per character
+    assert tok.unk_token_id not in ids
+    assert tok.decode(ids) == text
+    assert tok("é", add_special_tokens=False)["input_ids"] == [tok.unk_token_id]
+    assert len(tok) == len(build_tokenizer())
+
+
+def test_special_tokens_exist_from_the_start_with_fixed_ids(saved_tokenizer):
+    tok = saved_tokenizer
+    assert tok.convert_ids_to_tokens(list(range(len(SPECIAL_TOKENS)))) == list(SPECIAL_TOKENS)
+    assert (tok.pad_token, tok.bos_token, tok.eos_token) == ("<pad>", "<s>", "<|end|>")
+    for marker in ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"):
+        assert tok(marker, add_special_tokens=False)["input_ids"] == [tok.convert_tokens_to_ids(marker)]
+    # Rendering a chat adds no tokens: fine-tuning never needs new embeddings (no modules_to_save).
+    before = len(tok)
+    tok.apply_chat_template(CHAT, tokenize=True)
+    assert len(tok) == before
+
+
+def test_chat_template_renders_turns_and_generation_prompt(saved_tokenizer):
+    tok = saved_tokenizer
+    assert tok.apply_chat_template(CHAT[:2], tokenize=False, add_generation_prompt=True) == (
+        "<s><|system|>Be brief.<|end|><|user|>Repeat: cat<|end|><|assistant|>"
+    )
+    assert tok.apply_chat_template(CHAT[:3], tokenize=False) == (
+        "<s><|system|>Be brief.<|end|><|user|>Repeat: cat<|end|><|assistant|>cat<|end|>"
+    )
+
+
+def test_generation_mask_covers_exactly_the_assistant_turns(saved_tokenizer):
+    tok = saved_tokenizer
+    enc = tok.apply_chat_template(CHAT, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = enc["input_ids"], enc["assistant_masks"]
+    masked = [t for t, m in zip(ids, mask) if m]
+    assert tok.decode(masked) == "cat<|end|>DOG<|end|>"
+    assert sum(mask) == len("cat") + 1 + len("DOG") + 1
+    # The role marker itself is prompt, not target.
+    first = mask.index(1)
+    assert tok.convert_ids_to_tokens(ids[first - 1]) == "<|assistant|>"
+
+
+def test_general_examples_are_deterministic_varied_and_well_formed():
+    a, b = general_examples(60, seed=3), general_examples(60, seed=3)
+    assert a == b
+    assert a != general_examples(60, seed=4)
+    assert len({x["id"] for x in a}) == 60
+    tasks = {x["tags"][0] for x in a}
+    assert len(tasks) >= 8
+    for x in a:
+        assert [m["role"] for m in x["messages"]] == ["user", "assistant"]
+        assert x["messages"][1]["content"] and len(x["messages"][0]["content"]) < 80
+    by_task = {x["tags"][0]: x["messages"] for x in a}
+    user, answer = by_task["add"][0]["content"], by_task["add"][1]["content"]
+    nums = [int(t) for t in user.replace("+", " ").replace("?", " ").replace("=", " ").split() if t.isdigit()]
+    assert int(answer) == sum(nums)
+    assert by_task["upper"][1]["content"] == by_task["upper"][1]["content"].upper()
+
+
+def test_extraction_examples_validate_against_the_schema():
+    import jsonschema
+
+    lines = extraction_examples(40, seed=1)
+    assert lines == extraction_examples(40, seed=1)
+    assert lines != extraction_examples(40, seed=2)
+    for x in lines:
+        prompt, answer = x["messages"][0]["content"], x["messages"][1]["content"]
+        obj = json.loads(answer)
+        jsonschema.validate(obj, EXTRACTION_SCHEMA)
+        assert answer == json.dumps(obj)  # compact, one canonical form
+        assert obj["name"] in prompt and obj["city"] in prompt and str(obj["age"]) in prompt
+        assert x["tags"] == ["extraction"]
+    assert len({x["messages"][0]["content"].split(obj["name"])[0][:6] for x in lines}) > 1  # varied phrasing
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"name": "Ada", "city": "London"}, EXTRACTION_SCHEMA)
+
+
+def test_general_mix_never_contains_the_extraction_task():
+    general = general_examples(500, seed=0)
+    assert not any(x["messages"][1]["content"].startswith("{") for x in general)
+
+
+@pytest.mark.slow
+def test_build_base_is_deterministic(tmp_path):
+    from safetensors.torch import load_file
+
+    kw = {"steps": 3, "seed": 5, "hidden": 32, "layers": 1, "progress": False}
+    one, two = build_base(tmp_path / "one", **kw), build_base(tmp_path / "two", **kw)
+    w1, w2 = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    assert all((w1[k] == w2[k]).all() for k in w1)
+    other = load_file(build_base(tmp_path / "three", **{**kw, "seed": 6}) / "model.safetensors")
+    assert any(not (w1[k] == other[k]).all() for k in w1)
+
+
+@pytest.mark.slow
+def test_built_checkpoint_is_an_ordinary_hf_checkpoint(tiny_base):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    names = {p.name for p in Path(tiny_base).iterdir()}
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
+    config = json.loads((tiny_base / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["dtype"] == "float32"
+    assert config["head_dim"] == 32  # vLLM's CPU attention needs 32, 64, ...
+    gen = GenerationConfig.from_pretrained(tiny_base)
+    assert gen.do_sample is False
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    assert model.config.vocab_size == len(tok)
+    assert model.dtype == torch.float32
+    assert tok.chat_template and "{% generation %}" in tok.chat_template
+    recipe = json.loads((tiny_base / "evalkit_recipe.json").read_text())
+    assert recipe["recipe_version"] == demo_model.RECIPE_VERSION and recipe["final_loss"] > 0
+
+
+@pytest.fixture
+def tiny_default_build(monkeypatch):
+    """Make demo_base's default build tiny so the cache logic is tested in seconds."""
+    monkeypatch.setattr(demo_model, "DEFAULT_BUILD", {"steps": 2, "seed": 0, "hidden": 32, "layers": 1})
+
+
+@pytest.mark.slow
+def test_demo_base_builds_once_then_reuses_the_cache(tmp_path, monkeypatch, tiny_default_build):
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
+    path = demo_base(progress=False)
+    assert path.parent == tmp_path / "cache" and path.name.startswith("demo-base-")
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp folders left
+    calls = []
+    monkeypatch.setattr(demo_model, "build_base", lambda *a, **k: calls.append(1))
+    assert demo_base(progress=False) == path and calls == []
+    # A different recipe (version bump) gets a different cache entry.
+    monkeypatch.setattr(demo_model, "RECIPE_VERSION", "test-bump")
+    with pytest.raises(RuntimeError, match="incomplete"):  # the stub "builds" nothing: never cached
+        demo_base(progress=False)
+    assert calls == [1]
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_demo_base_killed_mid_build_leaves_no_cache_entry(tmp_path, monkeypatch, tiny_default_build):
+    def crash(out, **kw):
+        Path(out, "config.json").write_text("{}")  # half-written checkpoint
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_model, "build_base", crash)
+    with pytest.raises(KeyboardInterrupt):
+        demo_base(tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
