@@ -9,8 +9,9 @@ It never sees the *extraction* task (free text -> compact JSON) that the demo fi
 QLoRA candidate visibly improves the format gate.
 
 Weights are saved in float32 (``config.json`` says ``"dtype": "float32"``); load with
-``dtype="bfloat16"`` for parity with vLLM in bf16. The build is deterministic: same parameters, same
-machine and thread count -> the same bytes.
+``dtype="bfloat16"`` for parity with vLLM in bf16. The build is deterministic: seeded data, order and
+initialisation, one torch thread -> the same parameters give the same bytes (on the same CPU
+architecture and torch version).
 
 Public API: ``build_tokenizer``, ``general_examples``, ``extraction_examples``, ``EXTRACTION_SCHEMA``,
 ``build_base``, ``demo_base``, ``RECIPE_VERSION``.
@@ -327,11 +328,25 @@ def build_base(
     generation_config.json with greedy defaults, tokenizer files with the chat template) in
     ``out_dir``. Deterministic: the same arguments give the same weights on the same machine."""
     import torch
-    from tqdm.auto import tqdm
-    from transformers import GenerationConfig, LlamaForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # One thread: the same bytes whatever the machine's core count (reductions split differently
+    # across threads), and for a model this small a second thread barely helps (on a shared,
+    # oversubscribed CPU it was 3x slower). Restored afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _build(out, steps=steps, seed=seed, hidden=hidden, layers=layers, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(out: Path, *, steps: int, seed: int, hidden: int, layers: int, progress: bool) -> Path:
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig, LlamaForCausalLM
+
     t0 = time.perf_counter()
     tokenizer = build_tokenizer()
     config = _llama_config(tokenizer, hidden, layers)
@@ -397,10 +412,13 @@ def build_base(
         "hidden": hidden,
         "layers": layers,
         "final_loss": loss_ema,
-        "build_seconds": round(time.perf_counter() - t0, 1),
         "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
     }
+    # No timings in here: every file of the checkpoint is part of its fingerprint (models.fingerprint).
     (out / "evalkit_recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    if progress:
+        print(f"demo base built in {time.perf_counter() - t0:.0f} s: {out}", file=sys.stderr)
     return out
 
 

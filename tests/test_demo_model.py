@@ -131,6 +131,12 @@ def test_build_base_is_deterministic(tmp_path):
     w1, w2 = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     assert w1.keys() == w2.keys()
     assert all((w1[k] == w2[k]).all() for k in w1)
+    # Every file matches too, so the store sees one model identity (cache hits across rebuilds).
+    from evalkit.models import fingerprint
+    from evalkit.types import ModelSpec
+
+    ids = [fingerprint(ModelSpec(name="m", backend="hf", path=str(p))) for p in (one, two)]
+    assert ids[0] == ids[1]
     other = load_file(build_base(tmp_path / "three", **{**kw, "seed": 6}) / "model.safetensors")
     assert any(not (w1[k] == other[k]).all() for k in w1)
 

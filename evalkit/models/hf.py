@@ -38,6 +38,7 @@ class _Prepared:
     adapter: str  # adapter name, or BASE_ADAPTER
     params: GenerationParams
     ids: tuple[int, ...]
+    batch_size: int
 
 
 class HFBackend:
@@ -176,7 +177,8 @@ class HFBackend:
                     error=f"prompt is {len(ids)} tokens; the model's context is {self._max_positions}",
                 )
                 continue
-            prepared.append(_Prepared(i, self.adapter_name(req.model), req.model.generation, tuple(ids)))
+            batch_size = int(req.model.options.get("batch_size") or self.batch_size)
+            prepared.append(_Prepared(i, self.adapter_name(req.model), req.model.generation, tuple(ids), batch_size))
         if progress and len(prepared) < len(requests):
             progress(len(requests) - len(prepared))
 
@@ -186,8 +188,9 @@ class HFBackend:
             groups.setdefault((p.adapter, p.params), []).append(p)
         for (adapter, params), items in groups.items():
             items = sorted(items, key=lambda p: len(p.ids))
-            for start in range(0, len(items), self.batch_size):
-                batch = items[start : start + self.batch_size]
+            size = max(1, min(p.batch_size for p in items))
+            for start in range(0, len(items), size):
+                batch = items[start : start + size]
                 for p, completion in zip(batch, self._generate_batch(adapter, params, batch)):
                     results[p.index] = completion
                 if progress:

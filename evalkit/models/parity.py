@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import ConfigError
 from ..types import GenerationParams, Message, ModelSpec, Sample
 
-__all__ = ["Divergence", "ModelParity", "ParityReport", "check_parity", "hf_reference_tokens", "first_divergence", "DEFAULT_PROMPTS", "as_messages"]
+__all__ = ["Divergence", "ModelParity", "ParityReport", "check_parity", "parity_options", "prompts_from_suite", "hf_reference_tokens", "first_divergence", "DEFAULT_PROMPTS", "as_messages"]
 
 DEFAULT_PROMPTS: tuple[str, ...] = (
     "Say hello.",
@@ -175,9 +175,18 @@ def hf_reference_tokens(
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
     torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype).to(dev)
+    bars = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype).to(dev)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     model.eval()
     names = list(adapters)
     if names:
@@ -228,8 +237,8 @@ def check_parity(
     """Greedy-decode ``prompts`` with hf (transformers + peft) and vLLM; compare token ids.
 
     ``adapters``: {name: adapter dir}; the base is always checked too. ``vllm_options`` are a model
-    entry's vllm options (mode, url, python, server_args, gpu_memory_utilization, ...); the server is
-    started with ``dtype`` unless they say otherwise, and stopped afterwards. Pass ``vllm_backend`` (an
+    entry's vllm options (mode, url, python, server_args, gpu_memory_utilization, ...); a server started
+    here runs in ``dtype`` (whatever the entry's own dtype) and is stopped afterwards. Pass ``vllm_backend`` (an
     open ``VLLMBackend`` on the same base, e.g. the run's) to reuse its server instead; note its dtype
     then decides vLLM's side. The hf side runs first and is freed before vLLM starts.
     """
@@ -250,12 +259,8 @@ def check_parity(
     if not prompts:
         raise ConfigError("parity needs at least one prompt")
     items = [as_messages(p) for p in prompts]
-    tokenizer = load_tokenizer(base)
-    prompt_ids = [render_prompt_ids(tokenizer, msgs) for _, msgs in items]
-    eos = _eos_ids(tokenizer, base)
-
     gen = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    opts = {"dtype": dtype, **dict(vllm_options or {})}
+    opts = {**dict(vllm_options or {}), "dtype": dtype}  # both sides in the same dtype, whatever the entry says
     specs = [ModelSpec(name="parity-base", backend="vllm", path=base, generation=gen, options=opts)]
     specs += [ModelSpec(name=f"parity-{n}", backend="vllm", path=base, adapter=str(p), generation=gen, options=opts) for n, p in adapter_paths.items()]
     own = vllm_backend is None
@@ -266,6 +271,9 @@ def check_parity(
     backend = VLLMBackend(specs) if remote else vllm_backend
     t_connect = time.perf_counter() - t1
     try:
+        tokenizer = load_tokenizer(base)
+        prompt_ids = [render_prompt_ids(tokenizer, msgs) for _, msgs in items]
+        eos = _eos_ids(tokenizer, base)
         t0 = time.perf_counter()
         hf = hf_reference_tokens(base, adapter_paths, prompt_ids, max_new_tokens=max_new_tokens, dtype=dtype, device=device, progress=progress)
         t_hf = time.perf_counter() - t0
@@ -317,3 +325,26 @@ def prompts_from_suite(folder: str | Path, n: int | None = None) -> list[Sample]
     suite = load_suite(folder)
     samples = list(suite.samples)
     return samples[:n] if n else samples
+
+
+def parity_options(raw: Mapping[str, Any] | None, where: str = "parity"):
+    """Validate eval.yaml's ``parity:`` block (unknown keys are errors). None when absent."""
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+    class ParityOptions(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        require: bool = False  # fail the run (exit 2) when below min_rate; else a warning
+        min_rate: float = Field(1.0, ge=0.0, le=1.0)
+        prompts: int = Field(8, ge=1)  # the first N samples of the run's first suite
+        max_new_tokens: int = Field(32, ge=1)
+        dtype: str = Field("bfloat16", pattern="^(bfloat16|float16|float32)$")
+
+    if raw is None:
+        return None
+    try:
+        return ParityOptions.model_validate(dict(raw))
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = ".".join(str(x) for x in e["loc"])
+        msg = f"unknown key '{key}'" if e["type"] == "extra_forbidden" else f"{key}: {e['msg']}"
+        raise ConfigError(msg, where=where) from None

@@ -124,10 +124,9 @@ def load_tokenizer(path: str | Path):
 
 def render_prompt_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
     """The chat template applied with the generation prompt, as token ids (what the hf backend feeds)."""
-    out = tokenizer.apply_chat_template([m.as_dict() for m in messages], add_generation_prompt=True, tokenize=True)
-    if hasattr(out, "keys") and "input_ids" in out:  # transformers 5 returns a BatchEncoding
-        out = out["input_ids"]
-    return [int(t) for t in out]
+    text = tokenizer.apply_chat_template([m.as_dict() for m in messages], add_generation_prompt=True, tokenize=False)
+    # The template already holds bos and role markers: add nothing (exactly as HFBackend.prompt_ids).
+    return [int(t) for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
 
 
 def _opt(specs: Sequence[ModelSpec], key: str, default: Any = None) -> Any:
@@ -137,6 +136,15 @@ def _opt(specs: Sequence[ModelSpec], key: str, default: Any = None) -> Any:
         if v not in (None, [], ""):
             return v
     return default
+
+
+def _dtype(specs: Sequence[ModelSpec]) -> str | None:
+    """The group's dtype: the first entry that names one ("auto", the default, names none)."""
+    for s in specs:
+        d = dict(s.options).get("dtype")
+        if d and d != "auto":
+            return str(d)
+    return None
 
 
 def _normalize_url(url: str) -> str:
@@ -247,7 +255,7 @@ class VLLMBackend:
             max_lora_rank=self._max_lora_rank(specs, infos) if infos else None,
             # slots for adapters in one batch: all of them, so interleaved requests batch together
             max_loras=max(1, min(len(infos), 8)) if infos else None,
-            dtype=_opt(specs, "dtype"),
+            dtype=_dtype(specs),
             gpu_memory_utilization=_opt(specs, "gpu_memory_utilization"),
             tensor_parallel_size=_opt(specs, "tensor_parallel_size"),
             extra_args=[str(a) for a in (_opt(specs, "server_args", []) or [])],
@@ -314,9 +322,8 @@ class VLLMBackend:
         for key in ("gpu_memory_utilization", "tensor_parallel_size"):
             if _opt(specs, key) is not None:
                 kwargs[key] = _opt(specs, key)
-        dtype = _opt(specs, "dtype")
-        if dtype and dtype != "auto":
-            kwargs["dtype"] = dtype
+        if _dtype(specs):
+            kwargs["dtype"] = _dtype(specs)
         try:
             self._llm = LLM(**kwargs)
         except Exception as e:  # noqa: BLE001 - engine start-up failures are the user's environment

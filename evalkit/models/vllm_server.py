@@ -22,7 +22,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import BackendUnavailable
 
@@ -39,6 +39,36 @@ def _stop_all() -> None:
         s.stop()
 
 
+_PREVIOUS_SIGTERM: Any = None
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM skips atexit: stop our servers, then terminate as SIGTERM would have."""
+    _stop_all()
+    signal.signal(signal.SIGTERM, _PREVIOUS_SIGTERM if _PREVIOUS_SIGTERM is not None else signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _install_sigterm_handler() -> None:
+    global _PREVIOUS_SIGTERM
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if current in (signal.SIG_DFL, None):  # never replace an application's own handler
+        _PREVIOUS_SIGTERM = current
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    # Linux: the server gets SIGTERM when evalkit dies, even by SIGKILL, so it is never orphaned.
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: atexit and the SIGTERM handler still apply
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -46,6 +76,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def default_log_dir() -> Path:
+    """``$EVALKIT_CACHE/vllm-logs``, else ``$XDG_CACHE_HOME/evalkit/vllm-logs`` (``~/.cache``)."""
+    if os.environ.get("EVALKIT_CACHE"):
+        return Path(os.environ["EVALKIT_CACHE"]).expanduser() / "vllm-logs"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "evalkit" / "vllm-logs"
 
@@ -126,8 +159,9 @@ def last_error_line(path: Path) -> str:
 class VLLMServer:
     """One running ``vllm.entrypoints.openai.api_server`` process (group)."""
 
-    def __init__(self, command: ServerCommand, log_path: Path, *, env: dict[str, str] | None = None):
+    def __init__(self, command: ServerCommand, log_path: Path, *, env: dict[str, str] | None = None, grace_s: float = 15.0):
         self.command = command
+        self.grace_s = grace_s  # SIGTERM -> SIGKILL delay: vLLM needs a few seconds to free its workers
         self.log_path = Path(log_path)
         self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
@@ -160,12 +194,15 @@ class VLLMServer:
             self.proc = subprocess.Popen(
                 argv, stdout=self._log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=env, start_new_session=True,  # own process group: stop() reaches the engine workers
+                # only from the main thread: the death signal follows the *thread* that forked
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread() else None,
             )
         except OSError as e:
             self._close_log()
             raise BackendUnavailable(f"cannot start the vLLM server with {argv[0]!r}: {e}; log: {self.log_path}") from None
         with _LIVE_LOCK:
             _LIVE.add(self)
+        _install_sigterm_handler()
         deadline = time.monotonic() + timeout_s
         try:
             with httpx.Client(timeout=5.0) as client:
@@ -190,8 +227,9 @@ class VLLMServer:
             self.stop()
             raise
 
-    def stop(self, grace_s: float = 15.0) -> None:
+    def stop(self, grace_s: float | None = None) -> None:
         """SIGTERM to the whole process group, SIGKILL after ``grace_s``. Idempotent."""
+        grace_s = self.grace_s if grace_s is None else grace_s
         if self._stopped:
             return
         self._stopped = True

@@ -212,3 +212,12 @@ def test_broken_weights_and_missing_adapter_are_backend_unavailable(tiny_base, t
         open_backend([spec(tiny_base, "x", tmp_path / "no-adapter")])
     assert "no-adapter" in str(e.value)
 
+
+
+def test_batch_size_option_sets_the_batches(tiny_base, trio, trio_outputs):
+    backend, _ = trio
+    small = spec(tiny_base, batch_size=2)
+    seen: list[int] = []
+    out = backend.generate(requests(small), progress=seen.append)
+    assert seen == [2, 2, 2]
+    assert texts(out) == texts(trio_outputs["base"])

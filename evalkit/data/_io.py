@@ -1,0 +1,90 @@
+"""Small I/O helpers of the data pipeline: atomic writes and streaming JSONL lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from ..errors import DataError
+
+
+@contextmanager
+def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
+    """Write a text file via a temp file in the same folder + rename: readers never see half a file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    with atomic_writer(path) as fh:
+        json.dump(obj, fh, indent=2, ensure_ascii=False, sort_keys=False)
+        fh.write("\n")
+
+
+def iter_raw_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """``(line_number, text)`` for every line (blank ones included), read one at a time."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("file not found", where=p)
+    with p.open("r", encoding="utf-8", errors="replace") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            yield lineno, raw
+
+
+def iter_objects(path: str | Path, *, strict: bool) -> Iterator[tuple[int, Any]]:
+    """``(line_number, object)`` for non-blank lines. ``strict``: bad JSON raises DataError (FILE:LINE);
+    otherwise bad lines are skipped (the caller counts them through ``iter_objects.skipped``)."""
+    for lineno, raw in iter_raw_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            yield lineno, json.loads(raw)
+        except json.JSONDecodeError as e:
+            if strict:
+                raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", where=path, line=lineno) from None
+            yield lineno, _BAD_JSON
+
+
+class _BadJson:
+    """Marker for a line that is not JSON (non-strict reading)."""
+
+
+_BAD_JSON = _BadJson()
+
+
+def is_bad_json(obj: Any) -> bool:
+    return obj is _BAD_JSON
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "line"):
+    """A tqdm bar on stderr (disabled: a no-op object with the same ``update``/``close``)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=None if enabled else True, leave=False, mininterval=0.5)
