@@ -1,4 +1,4 @@
-"""A vLLM server as the judge: the CPU build serving a tiny random Llama, asked for verdicts with the
+"""A vLLM server as the judge: the CPU build serving the tiny, barely trained demo-recipe Llama, asked for verdicts with the
 JSON-schema response format. The model knows nothing, so what this shows is the plumbing: the
 OpenAI-compatible path, vLLM's structured output forcing schema-valid verdicts (or, where it
 cannot, every item recorded as a judge error), and the cache."""
@@ -24,12 +24,13 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_vllm_server_as_judge(tmp_path):
+def test_vllm_server_as_judge(tiny_base, tmp_path):
     from evalkit.models.vllm_server import ServerCommand, VLLMServer
-    from tests.models.test_vllm_server import SERVER, build_tiny
+    from tests.models.test_vllm_server import SERVER
 
-    tiny = build_tiny(tmp_path / "tiny")
-    cmd = ServerCommand(model=str(tiny["base"]), dtype=SERVER["dtype"], extra_args=list(SERVER["server_args"]))
+    # JSON grammar without free whitespace: a barely trained model otherwise pads until max_tokens
+    args = [*SERVER["server_args"], "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
+    cmd = ServerCommand(model=str(tiny_base), dtype=SERVER["dtype"], extra_args=args)
     server = VLLMServer(cmd, tmp_path / "vllm.log").start(timeout_s=400)
     try:
         # the tiny model's tokenizer is character-level and its context 512: a short rubric
@@ -40,7 +41,7 @@ def test_vllm_server_as_judge(tmp_path):
         )
         judge = JudgeEntry(
             rubric=str(rubric),
-            model=ModelEntry(backend="vllm", path=str(tiny["base"]), url=server.url, timeout_s=120, max_retries=1),
+            model=ModelEntry(backend="vllm", path=str(tiny_base), url=server.url, timeout_s=120, max_retries=1),
             concurrency=4,
         )
         its = [JudgeInput("cand", "s", Sample(f"s{i}", (Message("user", f"q{i}"),)), f"a{i}") for i in range(4)]
