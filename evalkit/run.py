@@ -87,6 +87,8 @@ def _chunk_size(spec: ModelSpec) -> int:
     opts = dict(spec.options)
     if spec.backend in ("openai", "anthropic"):
         return max(8, int(opts.get("concurrency") or 8) * 2)
+    if spec.backend == "vllm":  # the server batches continuously: keep it fed, commit every chunk
+        return max(64, int(opts.get("concurrency") or 8) * 8)
     return max(1, int(opts.get("batch_size") or 8)) * 2
 
 
@@ -204,15 +206,17 @@ def _candidate_manifests(specs: Sequence[ModelSpec], suites: Sequence[Suite]) ->
     """candidate.json of each adapter (from `evalkit train`), and warnings for suite items it trained on."""
     manifests: dict[str, Any] = {}
     warnings: list[str] = []
-    from .train.manifest import items_in_training_data, load_candidate
+    from .train.manifest import candidate_record, items_in_training_data, load_candidate
 
     for spec in specs:
-        if not spec.adapter:
+        # an adapter from `evalkit train`, or a checkpoint from `evalkit merge` (it copies candidate.json)
+        where = spec.adapter or (spec.path if spec.backend in ("hf", "vllm") else None)
+        if not where or not Path(where).is_dir():
             continue
-        cand = load_candidate(spec.adapter)
+        cand = load_candidate(where)
         if not cand:
             continue
-        manifests[spec.name] = cand
+        manifests[spec.name] = candidate_record(cand)
         for suite in suites:
             hits = items_in_training_data(cand, suite.samples)
             if hits:
@@ -222,6 +226,44 @@ def _candidate_manifests(specs: Sequence[ModelSpec], suites: Sequence[Suite]) ->
                     f"(the scores on them measure memory, not generalisation): {shown}"
                 )
     return manifests, warnings
+
+
+def _parity(cfg: EvalConfig, config_path: Path, specs: Sequence[ModelSpec], suites: Sequence[Suite],
+            progress: bool, warnings: list[str]) -> list[dict[str, Any]] | None:
+    """eval.yaml `parity:`: hf vs vllm on the same prompts, per vLLM base, before any vLLM number is trusted.
+
+    Below `min_rate` a run with `require: true` stops (exit 2, nothing generated); otherwise it warns.
+    """
+    from .models.parity import check_parity, parity_options
+
+    opts = parity_options(cfg.parity, where=str(config_path))
+    if opts is None:
+        return None
+    by_base: dict[str, list[ModelSpec]] = defaultdict(list)
+    for s in specs:
+        if s.backend == "vllm" and s.path:
+            by_base[s.path].append(s)
+    if not by_base:
+        warnings.append("parity: no vllm model in this run; nothing to check")
+        return None
+    prompts = list(suites[0].samples[: opts.prompts])
+    reports = []
+    for base, group in by_base.items():
+        adapters = {s.name: s.adapter for s in group if s.adapter}
+        server = next((s for s in group if not s.adapter), group[0])
+        report = check_parity(base, adapters, prompts, max_new_tokens=opts.max_new_tokens, dtype=opts.dtype,
+                              vllm_options=dict(server.options), progress=progress)
+        for line in report.lines():
+            print(line, file=sys.stderr)
+        reports.append({**report.as_dict(), "min_rate_required": opts.min_rate, "passed": report.passed(opts.min_rate)})
+        if not report.passed(opts.min_rate):
+            worst = min(report.models, key=lambda m: m.rate)
+            msg = (f"parity: vLLM agrees with transformers on {worst.rate:.0%} of prompts for '{worst.model}' "
+                   f"(base {base}), below min_rate {opts.min_rate:.0%}")
+            if opts.require:
+                raise UserError(f"{msg}; the vLLM numbers are not trusted (parity.require)", where=str(config_path))
+            warnings.append(msg)
+    return reports
 
 
 def _heldout_warnings(suites: Sequence[Suite]) -> list[str]:
@@ -320,6 +362,7 @@ def run_eval(
     baseline = cfg.baseline
     candidates = cfg.candidate_names()
     warnings = _heldout_warnings(suites)
+    parity = _parity(cfg, config_path, specs, suites, progress, warnings)
 
     store = Store(_resolve(config_dir, cfg.store) if cfg.store and store_path is None else (store_path or default_store_path()))
     try:
@@ -417,6 +460,7 @@ def run_eval(
             "errors": {"generation": n_gen_errors, "scorer": n_score_errors, "judge": judge_errors},
             "warnings": warnings,
             "judges": judge_stats,
+            "parity": parity,
             "timing": {"generate_s": round(gen_s, 3), "score_s": round(score_s, 3)},
         }
         store.save_run_items(run_id, items)

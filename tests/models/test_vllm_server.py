@@ -139,10 +139,16 @@ def test_evalkit_run_against_the_server_url_mode(served, tiny, tmp_path):
         f"  cand_b: {{{entry}, adapter: '{tiny['b']}'}}\n"
         "baseline: base\nsuites: [suites/smoke]\ngeneration: {max_new_tokens: 8, temperature: 0}\nstore: store.db\n"
         "gates:\n  - {name: short, metric: pass_rate, scorer: max_chars, min: 1.0}\n"
+        "parity: {prompts: 4, max_new_tokens: 8, dtype: float32, min_rate: 0.75}\n"
     )
     out = tmp_path / "out"
     assert main(["run", str(tmp_path / "eval.yaml"), "--out", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
+    # the parity check ran before generation, against the same server, for the base and both adapters
+    [par] = summary["parity"]
+    assert par["base"] == str(tiny["base"]) and par["passed"] and par["min_rate_required"] == 0.75
+    assert [m["model"] for m in par["models"]] == ["base", "cand_a", "cand_b"]
+    assert all(m["n"] == len(PROMPTS) for m in par["models"]) and par["min_model_rate"] >= 0.75
     assert summary["calls"]["generations_made"] == 3 * len(PROMPTS) and summary["errors"]["generation"] == 0
     assert not [w for w in summary["warnings"] if "no effect" in w]  # the adapter-applied check passes
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]

@@ -319,3 +319,44 @@ def test_server_does_not_outlive_a_killed_evalkit(tmp_path, sig):
     finally:
         if owner.poll() is None:
             owner.kill()
+
+
+@pytest.mark.parametrize("require", [True, False])
+def test_run_parity_block_require_stops_or_warns(tmp_path, capsys, monkeypatch, require):
+    """eval.yaml `parity:` below min_rate: with require, exit 2 before anything is generated (no store
+    rows, no outputs); without it, a warning and the run goes on (here to the unreachable server)."""
+    import evalkit.models.parity as parity_mod
+
+    base = tmp_path / "base"
+    base.mkdir()
+    adapter = _adapter(tmp_path)
+    seen = {}
+
+    def fake_check(base_path, adapters, prompts, **kw):  # the real one needs a model and a server
+        seen.update(base=base_path, adapters=dict(adapters), prompts=[p.id for p in prompts], **kw)
+        return ParityReport(base=str(base_path), dtype=kw["dtype"], max_new_tokens=kw["max_new_tokens"], models=(
+            ModelParity("base", None, 2, 2, 2), ModelParity("cand", str(adapter), 2, 1, 1)))
+
+    monkeypatch.setattr(parity_mod, "check_parity", fake_check)
+    suite = tmp_path / "suites" / "s"
+    suite.mkdir(parents=True)
+    (suite / "suite.yaml").write_text("name: s\nsamples: samples.jsonl\nscorers: [{max_chars: 10}]\n")
+    (suite / "samples.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "messages": [{"role": "user", "content": "hi"}]}) + "\n" for i in range(3)))
+    entry = f"backend: vllm, path: '{base}', url: 'http://127.0.0.1:9'"
+    (tmp_path / "eval.yaml").write_text(
+        f"models:\n  base: {{{entry}}}\n  cand: {{{entry}, adapter: '{adapter}'}}\nbaseline: base\n"
+        f"suites: [suites/s]\nstore: store.db\nparity: {{require: {str(require).lower()}, min_rate: 0.9, prompts: 2, dtype: float32}}\n"
+    )
+    code = main(["run", str(tmp_path / "eval.yaml"), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert seen["prompts"] == ["q0", "q1"] and seen["adapters"] == {"cand": str(adapter)} and seen["dtype"] == "float32"
+    assert seen["vllm_options"]["url"] == "http://127.0.0.1:9"
+    assert code == 2
+    if require:
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: ") and "eval.yaml" in last and "50%" in last and "'cand'" in last and "parity.require" in last
+        assert not (tmp_path / "out").exists() and not (tmp_path / "store.db").exists()
+    else:  # only a warning: the run goes on past the check to generation, and meets the unreachable server
+        assert "cand" in err and "1/2 token-identical" in err
+        last = err.strip().splitlines()[-1]
+        assert "unreachable" in last and "127.0.0.1:9" in last and "parity" not in last
