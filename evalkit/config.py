@@ -137,7 +137,7 @@ class EvalConfig(Strict):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     gates: list[GateSpec] = Field(default_factory=list)
     judges: list[JudgeEntry] = Field(default_factory=list)
-    store: str | None = None  # default: .evalkit/store.db beside eval.yaml
+    store: str | None = None  # default: .evalkit/store.db in the current folder; relative paths resolve beside eval.yaml
     adapter_check: Literal["warn", "off"] = "warn"
     parity: dict[str, Any] | None = None  # vLLM parity check options (vllm stage)
     name: str | None = None

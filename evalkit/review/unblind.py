@@ -1,7 +1,7 @@
 """Unblinding: turn page-side verdicts into model verdicts, then win rate, "would not ship" counts,
 agreement between reviewers, and agreement between humans and the pairwise judge.
 
-Aggregation rules (documented in docs/review.md):
+Aggregation rules (documented in README.md, *Blinded review*):
 - Several reviewers on one pair: the item's verdict is the majority verdict; no unique majority is a tie.
 - An output is "would not ship" when at least half of the reviewers who answered for it said so.
 - Win rate: wins / (wins + losses) of model A over model B (ties and "both bad" are not decisive),
