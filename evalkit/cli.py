@@ -59,7 +59,10 @@ def run_cmd(
 
     Exit code 0: all gates passed. 1: a gate failed. 2: bad input or config.
 
-    Example:  evalkit run suites/demo/eval.yaml --out reports/run1
+    Example:  evalkit run eval.yaml --out reports/run1
+
+    After `evalkit demo`, its eval.yaml reruns with no model calls:
+    evalkit run ~/.cache/evalkit/demo/eval.yaml --out reports/again
     """
     from .run import run_eval
 
@@ -75,7 +78,6 @@ def run_cmd(
 def demo_cmd(
     out: Path = typer.Option(Path("reports/demo"), "--out", "-o", help="Folder for the demo's reports."),
     work: Optional[Path] = typer.Option(None, "--work", help="Folder for the demo's models and store (default: ~/.cache/evalkit/demo)."),
-    quick: bool = typer.Option(False, "--quick", help="A smaller, faster demo (fewer steps and samples), for smoke tests."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ) -> None:
     """The offline demo: build a tiny base model, fine-tune a candidate, evaluate, gate, report.
@@ -85,7 +87,7 @@ def demo_cmd(
     """
     from .demo import run_demo
 
-    code = run_demo(out=out, work=work, quick=quick, progress=not no_progress)
+    code = run_demo(out=out, work=work, progress=not no_progress)
     raise typer.Exit(code)
 
 

@@ -84,6 +84,12 @@ def write_heldout_suite(dest: Path, test_file: Path, manifest: Path | None) -> P
 
 
 def demo_eval_config(base: Path, adapter: Path, suites: list[Path], store: Path) -> dict[str, Any]:
+    """The demo's eval.yaml: what a team would gate a format fine-tune on.
+
+    format: the candidate must produce schema-valid JSON on the held-out split (the base cannot);
+    general-regressions: the general items the base gets right must stay right (at most 2 may flip);
+    adapter-applied: the candidate's outputs must differ from the base's (the silent no-op).
+    """
     return {
         "name": "demo",
         "models": {
@@ -97,7 +103,6 @@ def demo_eval_config(base: Path, adapter: Path, suites: list[Path], store: Path)
         "store": str(store),
         "gates": [
             {"name": "format", "metric": "pass_rate", "scorer": "json_schema", "suite": "demo-heldout", "min": 0.8},
-            {"name": "exact-fields", "metric": "pass_rate", "scorer": "exact_match", "suite": "demo-heldout", "min": 0.5},
             {"name": "general-regressions", "metric": "regressions", "scorer": "exact_match", "suite": "demo-regression",
              "tag": "general", "vs": "baseline", "max": 2},
             {"name": "adapter-applied", "metric": "adapter_applied"},
@@ -105,51 +110,70 @@ def demo_eval_config(base: Path, adapter: Path, suites: list[Path], store: Path)
     }
 
 
+# The candidate's recipe: QLoRA on 320 extraction examples, 30% general examples mixed in against
+# forgetting, 174 steps. Measured on 2 CPU cores: ~1 s a step; schema-valid JSON on the held-out
+# split goes from 0% (base) to 95%, while the candidate forgets half of the general tasks the base
+# got right; the regression gate names those items. That cost is the point of the demo: it is
+# what a format fine-tune of a small model really does, and what the gates are for. (Gentler
+# recipes forget less and learn less: the README's table.)
+DEMO_TRAIN: dict[str, Any] = {
+    "quantize": "nf4",
+    "epochs": 6,
+    "batch_size": 16,
+    "lr": 5e-3,
+    "max_seq_len": 256,
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+    "patience": None,
+}
+DEMO_MIX_FRACTION = 0.3
+
+
+def _regression_suite(work: Path) -> Path:
+    """The committed suites/demo-regression when running from a checkout, else the same suite written
+    by the recipe into the work folder (an installed package has no suites/ folder)."""
+    committed = Path(__file__).resolve().parents[1] / "suites" / "demo-regression"
+    if (committed / "suite.yaml").is_file():
+        return committed
+    return write_regression_suite(work / "suites" / "demo-regression")
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_demo(*, out: Path, work: Path | None = None, quick: bool = False, progress: bool = True) -> int:
+def run_demo(*, out: Path, work: Path | None = None, progress: bool = True) -> int:
     from .data.split import split_dataset
-    from .demo_model import demo_base, extraction_examples, general_examples
+    from .demo_model import cache_root, demo_base, extraction_examples, general_examples
     from .run import run_eval
     from .train import TrainConfig, train
 
     t0 = time.perf_counter()
-    cache_root = Path(os.environ.get("EVALKIT_CACHE", Path.home() / ".cache" / "evalkit"))
-    work = Path(work) if work else cache_root / ("demo-quick" if quick else "demo")
+    work = Path(work) if work else cache_root() / "demo"
     work.mkdir(parents=True, exist_ok=True)
 
     _say("[1/5] demo base model (built once by evalkit's recipe, then cached)")
     base = demo_base(progress=progress)
 
     _say("[2/5] data: the format task, split with a frozen held-out test set")
-    n_task = 120 if quick else 400
     data = work / "data"
-    _write_jsonl(data / "extract.jsonl", extraction_examples(n_task, seed=DEMO_SEED))
-    _write_jsonl(data / "general.jsonl", general_examples(200 if quick else 600, seed=DEMO_SEED + 7))
+    _write_jsonl(data / "extract.jsonl", extraction_examples(400, seed=DEMO_SEED))
+    _write_jsonl(data / "general.jsonl", general_examples(600, seed=DEMO_SEED + 7))
     split = split_dataset(data / "extract.jsonl", data / "split", ratios=(0.8, 0.1, 0.1), seed=DEMO_SEED, force=True)
 
     _say("[3/5] QLoRA candidate (4-bit NF4 base + LoRA), trained on the CPU")
-    adapter_dir = work / "candidate"
     cfg = TrainConfig(
         base=str(base),
         train=str(split.files["train"]),
         val=str(split.files["val"]),
-        mix={"file": str(data / "general.jsonl"), "fraction": 0.2},
-        quantize="nf4",
-        epochs=1 if quick else 2,
-        batch_size=16,
-        lr=2e-3,
-        max_seq_len=256,
+        mix={"file": str(data / "general.jsonl"), "fraction": DEMO_MIX_FRACTION},
         seed=DEMO_SEED,
+        **DEMO_TRAIN,
     )
-    result = train(cfg, adapter_dir, progress=progress, reuse=True)  # an identical earlier candidate is reused
+    result = train(cfg, work / "candidate", progress=progress, reuse=True)  # an identical earlier candidate is reused
 
     _say("[4/5] evaluate base and candidate: regression suite + held-out split")
-    suites_dir = work / "suites"
-    reg = write_regression_suite(suites_dir / "demo-regression", n_general=20 if quick else 40, n_format=6 if quick else 10)
-    held = write_heldout_suite(suites_dir / "demo-heldout", split.files["test"], split.manifest_path)
+    reg = _regression_suite(work)
+    held = write_heldout_suite(work / "suites" / "demo-heldout", split.files["test"], split.manifest_path)
     eval_yaml = work / "eval.yaml"
     eval_yaml.write_text(yaml.safe_dump(demo_eval_config(base, result.adapter_dir, [reg, held], work / "store.db"), sort_keys=False))
     run = run_eval(eval_yaml, out, progress=progress)
@@ -157,7 +181,12 @@ def run_demo(*, out: Path, work: Path | None = None, quick: bool = False, progre
     _say("[5/5] verdict")
     print(run.console_summary)
     print(_comparison_table(run.summary))
-    print(f"\nThe gate run exits {run.exit_code} (evalkit run {eval_yaml} --out DIR); demo wall time {time.perf_counter() - t0:.0f} s")
+    print(
+        "\nWhat the gates show: the candidate learned the format the base cannot produce (format gate),"
+        "\nand the regression suite names the general tasks fine-tuning broke (general-regressions gate)."
+    )
+    print(f"The gate run exits {run.exit_code} (rerun it: evalkit run {eval_yaml} --out DIR); "
+          f"demo wall time {time.perf_counter() - t0:.0f} s")
     print(f"Open {Path(out) / 'report.html'} in a browser.")
     return 0
 
