@@ -166,19 +166,23 @@ def _item_quality(item: RunItem) -> float | None:
     return sum(parts) / len(parts) if parts else None
 
 
+def _paired(items: Sequence[RunItem], baseline: str | None, candidates: Sequence[str]):
+    """(candidate item, baseline item) for every candidate item whose sample the baseline also ran."""
+    if not baseline:
+        return
+    base = {(it.suite, it.suite_version, it.sample_id): it for it in items if it.model == baseline}
+    for it in items:
+        if it.model in candidates:
+            b = base.get((it.suite, it.suite_version, it.sample_id))
+            if b is not None:
+                yield it, b
+
+
 def worst_regressions(items: Sequence[RunItem], baseline: str | None, candidates: Sequence[str], limit: int = 10) -> list[dict[str, Any]]:
     """Items where a candidate does worse than the baseline, worst first, with everything to show
     them side by side: prompt, reference, both outputs, and which scorers flipped."""
-    if not baseline:
-        return []
-    base = {(it.suite, it.suite_version, it.sample_id): it for it in items if it.model == baseline}
     rows: list[dict[str, Any]] = []
-    for it in items:
-        if it.model not in candidates:
-            continue
-        b = base.get((it.suite, it.suite_version, it.sample_id))
-        if b is None:
-            continue
+    for it, b in _paired(items, baseline, candidates):
         qc, qb = _item_quality(it), _item_quality(b)
         if qc is None or qb is None or qc >= qb:
             continue
@@ -204,16 +208,8 @@ def worst_regressions(items: Sequence[RunItem], baseline: str | None, candidates
 
 def tag_deltas(items: Sequence[RunItem], baseline: str | None, candidates: Sequence[str]) -> list[dict[str, Any]]:
     """Per tag: the candidate's all-validators pass rate minus the baseline's, on paired items."""
-    if not baseline:
-        return []
-    base = {(it.suite, it.suite_version, it.sample_id): it for it in items if it.model == baseline}
     acc: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
-    for it in items:
-        if it.model not in candidates:
-            continue
-        b = base.get((it.suite, it.suite_version, it.sample_id))
-        if b is None:
-            continue
+    for it, b in _paired(items, baseline, candidates):
         pc, pb = _item_pass(it), _item_pass(b)
         if pc is None or pb is None:
             continue

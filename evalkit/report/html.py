@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from ..store import RunItem, Store
 from . import analysis, svg
-from .markdown import verdict_line
+from .markdown import plain_num, verdict_line
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -32,18 +32,7 @@ def _env():
     return env
 
 
-def _num(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, (int, float)):
-        if isinstance(v, float) and math.isnan(v):
-            return "–"
-        if float(v).is_integer() and abs(v) >= 1:
-            return str(int(v))
-        return f"{v:.3g}"
-    return str(v)
+_num = plain_num  # the template escapes; Markdown's own cell escaping is not wanted here
 
 
 def _pct(v: Any) -> str:

@@ -22,7 +22,8 @@ def cell(text: Any) -> str:
     return s.replace("|", "\\|").replace("\r", " ").replace("\n", " ").replace("`", "'")
 
 
-def num(v: Any) -> str:
+def plain_num(v: Any) -> str:
+    """A number for people: integers as such, else 3 significant digits; None and NaN as a dash."""
     if v is None:
         return "–"
     if isinstance(v, bool):
@@ -33,7 +34,12 @@ def num(v: Any) -> str:
         if float(v).is_integer() and abs(v) >= 1:
             return str(int(v))
         return f"{v:.3g}"
-    return cell(v)
+    return str(v)
+
+
+def num(v: Any) -> str:
+    """``plain_num``, safe inside a Markdown table cell."""
+    return cell(plain_num(v))
 
 
 def verdict_line(summary: dict[str, Any]) -> str:

@@ -5,12 +5,12 @@ No heavy imports here: this module is what the CLI and tests use to check data b
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..data._io import file_sha256
 from ..data.jsonl import iter_jsonl, parse_messages
 from ..errors import DataError
 from ..types import stable_hash
@@ -42,12 +42,6 @@ def read_conversations(path: str | Path, *, what: str = "training") -> list[Conv
     return out
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def prompt_hash(conv: Sequence[dict[str, str]]) -> str:
