@@ -29,13 +29,24 @@ def noop_adapter(tiny_base, tmp_path_factory):
 
 
 def test_hf_run_several_adapters_one_base(tmp_path, tiny_base, tiny_adapters, noop_adapter, monkeypatch):
+    import shutil
+
+    from evalkit.data.suites import load_suite
+
     monkeypatch.chdir(tmp_path)
-    write_suite(tmp_path)
+    suite = load_suite(write_suite(tmp_path))
+    # adapter a as `evalkit train` leaves it: with a candidate.json whose training data held item q1
+    a_dir = shutil.copytree(tiny_adapters["a"], tmp_path / "cand-a")
+    q1 = next(s for s in suite.samples if s.id == "q1")
+    (a_dir / "candidate.json").write_text(json.dumps({
+        "kind": "evalkit.candidate", "base": {"path": str(tiny_base)}, "config": {"lr": 0.001},
+        "data": {"train": {"sha256": "f" * 64}, "train_prompt_hashes": [q1.prompt_hash(), "0" * 16]},
+    }))
     cfg = tmp_path / "eval.yaml"
     cfg.write_text(
         "models:\n"
         f"  base: {{backend: hf, path: '{tiny_base}', batch_size: 4}}\n"
-        f"  a: {{backend: hf, path: '{tiny_base}', adapter: '{tiny_adapters['a']}'}}\n"
+        f"  a: {{backend: hf, path: '{tiny_base}', adapter: '{a_dir}'}}\n"
         f"  b: {{backend: hf, path: '{tiny_base}', adapter: '{tiny_adapters['b']}'}}\n"
         f"  noop: {{backend: hf, path: '{tiny_base}', adapter: '{noop_adapter}'}}\n"
         "baseline: base\nsuites: [suites/tiny]\ngeneration: {max_new_tokens: 12}\n"
@@ -53,6 +64,12 @@ def test_hf_run_several_adapters_one_base(tmp_path, tiny_base, tiny_adapters, no
         outs.setdefault(it["model"], []).append(it["output"])
     assert outs["a"] != outs["base"] and outs["b"] != outs["base"] and outs["a"] != outs["b"]
     assert outs["noop"] == outs["base"]
+    # the candidate's provenance is recorded (without the bulky hashes), and the overlap named
+    rec = summary["models"]["a"]["candidate"]
+    assert rec["config"] == {"lr": 0.001} and rec["data"]["train_prompt_hashes_count"] == 2
+    assert "train_prompt_hashes" not in rec["data"] and summary["models"]["b"]["candidate"] is None
+    [overlap] = [w for w in summary["warnings"] if "training data" in w]
+    assert "model 'a': 1 item(s) of suite 'tiny'" in overlap and overlap.endswith(": q1")
     assert summary["calls"]["generations_made"] == 16
     # identities differ per adapter, so their caches never mix
     ids = {m: summary["models"][m]["model_id"] for m in ("base", "a", "b", "noop")}
