@@ -402,7 +402,10 @@ def _build(out: Path, *, steps: int, seed: int, hidden: int, layers: int, progre
         pad_token_id=tokenizer.pad_token_id,
         max_new_tokens=64,
     )
-    model.save_pretrained(out, safe_serialization=True)
+    from .models.hf_bars import library_progress_bars
+
+    with library_progress_bars(progress):  # transformers' "Writing model shards"
+        model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     recipe = {
         "recipe": "evalkit.demo_model",

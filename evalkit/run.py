@@ -20,6 +20,7 @@ from .config import EvalConfig, ModelEntry, load_eval_config
 from .data.suites import load_suite
 from .errors import ConfigError, UserError
 from .models import GenerationRequest, fingerprint, group_key, open_backend
+from .models.hf_bars import library_progress_bars
 from .scoring.validators import build_validator
 from .store import RunItem, Store
 from .types import Completion, GateResult, GenerationParams, ModelSpec, Sample, Score, Suite, stable_hash
@@ -370,7 +371,8 @@ def run_eval(
         run_id = store.begin_run(name=cfg.name or config_path.stem, config_path=str(config_path), config=config_dump, out_dir=str(out_dir))
 
         # 2. Generate (cached, resumable).
-        completions, made, cached, gen_s = generate_all(store, specs, suites, progress=progress)
+        with library_progress_bars(progress or not any(s.backend == "hf" for s in specs)):
+            completions, made, cached, gen_s = generate_all(store, specs, suites, progress=progress)
 
         # 3. Score with validators.
         t_score = time.perf_counter()

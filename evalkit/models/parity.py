@@ -175,18 +175,12 @@ def hf_reference_tokens(
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM
 
-    from transformers.utils import logging as hf_logging
+    from .hf_bars import library_progress_bars
 
     torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    bars = hf_logging.is_progress_bar_enabled()
-    if not progress:
-        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar
-    try:
+    with library_progress_bars(progress):  # transformers' "Loading weights" bar
         model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype).to(dev)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     model.eval()
     names = list(adapters)
     if names:

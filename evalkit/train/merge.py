@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ConfigError, UserError, missing_extra
+from ..models.hf_bars import library_progress_bars
 from .data import read_conversations
 from .manifest import load_candidate, write_candidate
 
@@ -195,69 +196,65 @@ def merge(
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
         raise missing_extra("evalkit merge", "hf", e) from None
-    if not progress:
-        import transformers
+    with library_progress_bars(progress):  # transformers' "Loading weights" / "Writing model shards"
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch_dtype = getattr(torch, dtype_name)
+        say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
 
-        transformers.utils.logging.disable_progress_bar()
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype = getattr(torch, dtype_name)
-    say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
-
-    tok = AutoTokenizer.from_pretrained(str(base_dir))
-    prompts = _check_prompts(candidate, check_prompts) if check_prompts > 0 else []
-    say(f"loading {base_dir} ({dtype_name}) + adapter {adapter}")
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch_dtype, device_map={"": device})
-    model = PeftModel.from_pretrained(model, str(adapter))
-    model.eval()
-    adapter_out = _generate(model, tok, prompts, max_new_tokens) if prompts else []
-    base_out: list[tuple[int, ...]] = []
-    if prompts:
-        with model.disable_adapter():
-            base_out = _generate(model, tok, prompts, max_new_tokens)
-    say("merging (merge_and_unload) and saving")
-    merged = model.merge_and_unload()
-    out.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    del merged, model
-    merged_out: list[tuple[int, ...]] = []
-    if prompts:
-        say(f"checking {len(prompts)} prompts against the merged checkpoint reloaded from {out}")
-        reloaded = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch_dtype, device_map={"": device})
-        reloaded.eval()
-        merged_out = _generate(reloaded, tok, prompts, max_new_tokens)
-        del reloaded
-    checks = tuple(
-        PromptCheck(
-            prompt=p[-1]["content"],
-            adapter_text=tok.decode(list(a), skip_special_tokens=True),
-            merged_text=tok.decode(list(m), skip_special_tokens=True),
-            adapter_tokens=a,
-            merged_tokens=m,
+        tok = AutoTokenizer.from_pretrained(str(base_dir))
+        prompts = _check_prompts(candidate, check_prompts) if check_prompts > 0 else []
+        say(f"loading {base_dir} ({dtype_name}) + adapter {adapter}")
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch_dtype, device_map={"": device})
+        model = PeftModel.from_pretrained(model, str(adapter))
+        model.eval()
+        adapter_out = _generate(model, tok, prompts, max_new_tokens) if prompts else []
+        base_out: list[tuple[int, ...]] = []
+        if prompts:
+            with model.disable_adapter():
+                base_out = _generate(model, tok, prompts, max_new_tokens)
+        say("merging (merge_and_unload) and saving")
+        merged = model.merge_and_unload()
+        out.mkdir(parents=True, exist_ok=True)
+        merged.save_pretrained(str(out))
+        tok.save_pretrained(str(out))
+        del merged, model
+        merged_out: list[tuple[int, ...]] = []
+        if prompts:
+            say(f"checking {len(prompts)} prompts against the merged checkpoint reloaded from {out}")
+            reloaded = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch_dtype, device_map={"": device})
+            reloaded.eval()
+            merged_out = _generate(reloaded, tok, prompts, max_new_tokens)
+            del reloaded
+        checks = tuple(
+            PromptCheck(
+                prompt=p[-1]["content"],
+                adapter_text=tok.decode(list(a), skip_special_tokens=True),
+                merged_text=tok.decode(list(m), skip_special_tokens=True),
+                adapter_tokens=a,
+                merged_tokens=m,
+            )
+            for p, a, m in zip(prompts, adapter_out, merged_out)
         )
-        for p, a, m in zip(prompts, adapter_out, merged_out)
-    )
-    result = MergeResult(
-        out_dir=out,
-        base=str(base_dir),
-        adapter_dir=adapter,
-        dtype=dtype_name,
-        checks=checks,
-        adapter_changes_output=sum(a != b for a, b in zip(adapter_out, base_out)),
-    )
-    if candidate is not None:
-        # Keep the provenance with the merged checkpoint, so an eval of it still knows its training data.
-        merged_cand = dict(candidate)
-        merged_cand["merged"] = {
-            "from_adapter": str(adapter.resolve()),
-            "adapter_hash": candidate.get("adapter", {}).get("hash"),
-            "dtype": dtype_name,
-            "prompts_checked": result.prompts_checked,
-            "identical": result.identical,
-            "token_agreement": result.token_agreement,
-            "adapter_changes_output": result.adapter_changes_output,
-        }
-        write_candidate(out, merged_cand)
-    return result
+        result = MergeResult(
+            out_dir=out,
+            base=str(base_dir),
+            adapter_dir=adapter,
+            dtype=dtype_name,
+            checks=checks,
+            adapter_changes_output=sum(a != b for a, b in zip(adapter_out, base_out)),
+        )
+        if candidate is not None:
+            # Keep the provenance with the merged checkpoint, so an eval of it still knows its training data.
+            merged_cand = dict(candidate)
+            merged_cand["merged"] = {
+                "from_adapter": str(adapter.resolve()),
+                "adapter_hash": candidate.get("adapter", {}).get("hash"),
+                "dtype": dtype_name,
+                "prompts_checked": result.prompts_checked,
+                "identical": result.identical,
+                "token_agreement": result.token_agreement,
+                "adapter_changes_output": result.adapter_changes_output,
+            }
+            write_candidate(out, merged_cand)
+        return result

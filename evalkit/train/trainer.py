@@ -11,7 +11,6 @@ torch / transformers / peft / trl are imported inside functions so ``evalkit --h
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
@@ -27,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 from .. import __version__
 from ..errors import ConfigError, UserError, missing_extra
+from ..models.hf_bars import library_progress_bars
 from .config import VLLM_LORA_RANKS, TrainConfig, load_train_config
 from .data import TrainingData, prepare_data, prompt_hash
 from .manifest import CANDIDATE_FILE, MANIFEST_VERSION, git_commit, library_versions, load_candidate, write_candidate
@@ -529,28 +529,8 @@ def train(
         raise missing_extra("evalkit train", "train", e) from None
 
     started = time.time()
-    with _library_progress_bars(progress):
+    with library_progress_bars(progress):
         return _train_loaded(cfg, out, data, base_dir, base_hash, started, progress=progress, warn=_warn, notes=notes)
-
-
-@contextlib.contextmanager
-def _library_progress_bars(show: bool):
-    """datasets' and transformers' own bars (tokenizing, loading weights) follow ``progress``, then are restored."""
-    import datasets
-    import transformers
-
-    hf_logging = transformers.utils.logging
-    was = (datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled())
-    if not show:
-        datasets.disable_progress_bars()
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was[0]:
-            datasets.enable_progress_bars()
-        if was[1]:
-            hf_logging.enable_progress_bar()
 
 
 def _train_loaded(
