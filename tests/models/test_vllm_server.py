@@ -101,7 +101,8 @@ def test_third_adapter_loaded_at_run_time_without_restart(served, tiny):
     assert all(o.completion.error is None for o in outs)
     n = len(PROMPTS)
     assert any(outs[i].token_ids != outs[n + i].token_ids for i in range(n))
-    assert "Loaded new LoRA adapter" in backend.log_path.read_text() or "added successfully" in backend.log_path.read_text()
+    # the server's own log shows the run-time load (its message lines may trail the access log)
+    assert '"POST /v1/load_lora_adapter HTTP/1.1" 200' in backend.log_path.read_text()
 
 
 def test_parity_with_transformers_and_peft(served, tiny):
