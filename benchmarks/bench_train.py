@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import statistics
-import string
 import subprocess
 import sys
 import tempfile
@@ -43,27 +42,16 @@ MODES = ("evalkit-qlora", "evalkit-lora16", "evalkit-qlora-gc", "tutorial-qlora"
 
 def build_model(out: Path, hidden: int, layers: int, seed: int = 0) -> int:
     import torch
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    special = ["<pad>", "<unk>", "<s>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
-    vocab = {t: i for i, t in enumerate(special + list(dict.fromkeys(string.printable)))}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="<|end|>",
-        additional_special_tokens=special[4:],
-    )
-    tok.chat_template = (
-        "{% for m in messages %}{% if m.role == 'assistant' %}<|assistant|>{% generation %}{{ m.content }}<|end|>"
-        "{% endgeneration %}{% else %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-    )
+    from evalkit.demo_model import build_tokenizer
+
+    tok = build_tokenizer()  # evalkit's character tokenizer, chat template with {% generation %}
     cfg = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=hidden, intermediate_size=int(hidden * 2.75) // 64 * 64,
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=int(hidden * 2.75) // 64 * 64,
         num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 256),
-        max_position_embeddings=1024, pad_token_id=0, bos_token_id=2, eos_token_id=3, tie_word_embeddings=False,
+        max_position_embeddings=1024, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg).to(torch.bfloat16)
