@@ -13,7 +13,11 @@ from typing import Optional
 
 import typer
 
+from ._fs import out_dir_option
+
 from . import __version__
+from .config import MAX_NEW_TOKENS_LIMIT
+from ._text import redact_userinfo, terminal_safe
 from .errors import UserError
 
 app = typer.Typer(
@@ -46,10 +50,10 @@ def _root(
 @app.command("run")
 def run_cmd(
     config: Path = typer.Argument(..., help="eval.yaml: models, baseline, candidates, suites, generation, gates, judges."),
-    out: Path = typer.Option(Path("reports/latest"), "--out", "-o", help="Folder for summary.json, items.jsonl, report.md, report.html, junit.xml."),
-    store: Optional[Path] = typer.Option(None, "--store", help="SQLite store (default: eval.yaml's store: key, else .evalkit/store.db in the current folder)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N samples of each suite (a smoke run)."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override generation.max_new_tokens."),
+    out: Path = typer.Option(Path("reports/latest"), "--out", "-o", callback=out_dir_option, help="Folder for summary.json, items.jsonl, report.md, report.html, junit.xml."),
+    store: Optional[str] = typer.Option(None, "--store", help="SQLite store (default: eval.yaml's store: key, else .evalkit/store.db in the current folder)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N samples of each suite (a smoke run)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, max=MAX_NEW_TOKENS_LIMIT, help="Override generation.max_new_tokens (every model's)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars (they go to stderr)."),
 ) -> None:
     """Evaluate every model on every suite, score, gate and write reports.
@@ -76,7 +80,7 @@ def run_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("reports/demo"), "--out", "-o", help="Folder for the demo's reports."),
+    out: Path = typer.Option(Path("reports/demo"), "--out", "-o", callback=out_dir_option, help="Folder for the demo's reports."),
     work: Optional[Path] = typer.Option(None, "--work", help="Folder for the demo's models and store (default: ~/.cache/evalkit/demo)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ) -> None:
@@ -118,22 +122,44 @@ def main(argv: list[str] | None = None) -> int:
         # click returns (not raises) typer.Exit's code when standalone_mode is off
         return rv if isinstance(rv, int) else 0
     except UserError as e:
-        typer.echo(f"error: {e.one_line()}", err=True)
+        # the message may quote untrusted text (an API error body, a file's content): no control
+        # characters reach the terminal, no credentials in a URL
+        typer.echo(f"error: {terminal_safe(redact_userinfo(e.one_line()), one_line=True)}", err=True)
         return 2
     except typer.Exit as e:
         return e.exit_code
     except KeyboardInterrupt:
         typer.echo("interrupted: results so far are in the store; rerun to resume", err=True)
         return 130
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.exceptions.UsageError):
-            e.show()
-            return 2
-        if isinstance(e, click.exceptions.Abort):
+    except Exception as e:
+        usage, aborts = _click_exception_types()
+        if isinstance(e, usage):
+            # a mistyped command or option: click's usual "No such option ... Did you mean" lines
+            e.show()  # type: ignore[attr-defined]
+            return 2  # bad input, whatever click's own code for it
+        if isinstance(e, aborts):
             return 130
         raise
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """The usage-error and abort classes of the click typer really uses.
+
+    typer 0.29 vendors click as ``typer._click``: its exceptions are other classes than
+    ``click.exceptions``'s, so both are caught (older typers use the plain click).
+    """
+    usage: list[type] = []
+    aborts: list[type] = []
+    for name in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(mod, "ClickException"):
+            usage.append(mod.ClickException)  # UsageError, BadParameter, NoSuchOption, FileError ...
+        if hasattr(mod, "Abort"):
+            aborts.append(mod.Abort)
+    return tuple(usage), tuple(aborts)
 
 
 def entry() -> None:

@@ -5,8 +5,10 @@ Unknown keys are errors (``extra="forbid"``). Precedence: defaults < file < CLI 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,8 +22,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+MAX_NEW_TOKENS_LIMIT = 1 << 20  # far above any model's context; 1e30 or .inf is a typo, not a request
+
+
 class GenerationConfig(Strict):
-    max_new_tokens: int = Field(128, ge=1)
+    max_new_tokens: int = Field(128, ge=1, le=MAX_NEW_TOKENS_LIMIT)
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 0
@@ -59,6 +64,30 @@ class ModelEntry(Strict):
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        # the message never repeats the value: it may be a real key typed in the wrong place
+        if v is not None and not _ENV_NAME.match(v):
+            if looks_like_secret(v):
+                raise ValueError("this looks like an API key, not an environment variable name: put the key in a variable (export MY_KEY=...) and write api_key_env: MY_KEY")
+            raise ValueError("must be the name of an environment variable (letters, digits and _), e.g. OPENAI_API_KEY")
+        return v
+
+    @field_validator("base_url", "url")
+    @classmethod
+    def _one_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_http_url(v)
+        return v
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str] | None) -> list[str] | None:
+        for u in v or []:
+            check_http_url(u)
+        return v
+
     @model_validator(mode="after")
     def _check_backend_fields(self) -> "ModelEntry":
         if self.backend in ("hf", "vllm") and not self.path:
@@ -90,6 +119,8 @@ class GateSpec(Strict):
     # "no decision" when the bootstrap CI (at this confidence) of the observed value straddles the
     # threshold; what happens then is ``on_no_decision``. Unset: the point estimate decides.
     ci: float | None = Field(None, gt=0, lt=1)
+    # comparisons (regressions, vs): fewer scored pairs than this is "no decision", never a pass
+    min_pairs: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "GateSpec":
@@ -109,7 +140,76 @@ class GateSpec(Strict):
             raise ValueError("'significant' needs a paired comparison: metric regressions, win_rate, or mean with 'vs'")
         if self.ci is not None and self.metric not in ("pass_rate", "mean", "win_rate"):
             raise ValueError(f"'ci' applies to pass_rate, mean and win_rate gates (not {self.metric})")
+        lo, hi = _METRIC_RANGES.get(self.metric, (None, None))
+        for key, t in (("min", self.min), ("max", self.max)):
+            if t is None:
+                continue
+            if t != t or t in (float("inf"), float("-inf")):
+                raise ValueError(f"'{key}' must be a finite number")
+            if (lo is not None and t < lo) or (hi is not None and t > hi):
+                rng = f"[{lo:g}, {hi:g}]" if hi is not None else f"at least {lo:g}"
+                raise ValueError(f"'{key}: {t:g}' is outside the range of {self.metric} ({rng})")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min: {self.min:g}' is above 'max: {self.max:g}': no value could pass")
         return self
+
+
+# What each metric's observed value can be; a threshold outside it is a typo (``min: 5`` on a rate).
+_METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "pass_rate": (0.0, 1.0),
+    "win_rate": (0.0, 1.0),
+    "error_rate": (0.0, 1.0),
+    "adapter_applied": (0.0, 1.0),
+    "regressions": (0.0, None),
+    "human_unshippable": (0.0, None),
+}
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_PREFIXES = ("sk-", "sk_", "sess-", "key-", "xai-", "gsk_", "hf_", "AIza")
+
+
+def looks_like_secret(value: str) -> bool:
+    """A value typed where a variable name belongs that is probably the key itself."""
+    v = value.strip()
+    if v.startswith(_SECRET_PREFIXES):
+        return True
+    return len(v) >= 24 and not _ENV_NAME.match(v)
+
+
+def check_http_url(url: str) -> None:
+    """A server address must be http(s)://host[:port][/path]; anything else fails before a run starts."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError as e:
+        raise ValueError(f"not a valid URL ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not a valid server URL: expected http://HOST[:PORT][/PATH] or https://...")
+    if any(c.isspace() for c in url):
+        raise ValueError("not a valid server URL: it contains whitespace")
+    del port
+
+
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def store_location(value: str) -> str:
+    """The SQLite file a ``store:`` value names; a URL evalkit cannot open is an error.
+
+    As in SQLAlchemy, ``sqlite:///rel.db`` is a relative and ``sqlite:////abs.db`` an absolute
+    path; a plain path is a file path. Any other scheme
+    (postgresql://, mysql://, ...) is refused with the supported forms, never taken as a folder name.
+    """
+    m = _URL_SCHEME.match(value)
+    if not m:
+        return value
+    scheme = m.group(1).lower()
+    if scheme == "sqlite":
+        rest = value[len(m.group(0)):]
+        if not rest.startswith("/") or len(rest) < 2:
+            raise ValueError("a SQLite store URL is sqlite:///relative.db or sqlite:////absolute.db")
+        return rest[1:]
+    raise ValueError(f"unsupported store URL scheme '{scheme}': supported are a file path or sqlite:///PATH (SQLite)")
 
 
 class JudgeEntry(Strict):
@@ -133,7 +233,7 @@ class EvalConfig(Strict):
     models: dict[str, ModelEntry]
     baseline: str | None = None
     candidates: list[str] | None = None
-    suites: list[str]
+    suites: list[str] = Field(min_length=1)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     gates: list[GateSpec] = Field(default_factory=list)
     judges: list[JudgeEntry] = Field(default_factory=list)
@@ -141,6 +241,11 @@ class EvalConfig(Strict):
     adapter_check: Literal["warn", "off"] = "warn"
     parity: dict[str, Any] | None = None  # vLLM parity check options (vllm stage)
     name: str | None = None
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: str | None) -> str | None:
+        return None if v is None else store_location(v)
 
     @field_validator("models")
     @classmethod
@@ -195,12 +300,26 @@ class SuiteConfig(Strict):
 # --- YAML with line numbers -------------------------------------------------------------------
 
 
+class DuplicateKey(Exception):
+    def __init__(self, key: str, first: int, second: int):
+        super().__init__(key)
+        self.key, self.first, self.second = key, first, second
+
+
 def _key_lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    """Map every key path (as pydantic reports it) to its 1-based line in the file."""
+    """Map every key path (as pydantic reports it) to its 1-based line in the file.
+
+    Raises DuplicateKey for a key that appears twice in one mapping (PyYAML keeps the last silently).
+    """
     out = {} if out is None else out
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
         for k, v in node.value:
             key = k.value
+            if isinstance(key, str) and k.tag != "tag:yaml.org,2002:merge":
+                if key in seen:
+                    raise DuplicateKey(key, seen[key], k.start_mark.line + 1)
+                seen[key] = k.start_mark.line + 1
             out[path + (key,)] = k.start_mark.line + 1
             _key_lines(v, path + (key,), out)
     elif isinstance(node, yaml.SequenceNode):
@@ -215,7 +334,7 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError("file not found", where=p)
-    text = p.read_text(encoding="utf-8")
+    text = read_utf8(p)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -223,8 +342,27 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
         raise ConfigError(f"invalid YAML: {e.problem or e}", where=p, line=line) from None
-    lines = _key_lines(node) if node is not None else {}
+    except yaml.YAMLError as e:  # e.g. a reader error on a control character
+        raise ConfigError(f"invalid YAML: {e}", where=p) from None
+    try:
+        lines = _key_lines(node) if node is not None else {}
+    except DuplicateKey as d:
+        raise ConfigError(f"key '{d.key}' appears twice (lines {d.first} and {d.second}); remove one", where=p, line=d.second) from None
     return data, lines
+
+
+def read_utf8(path: Path) -> str:
+    """A text file that must be UTF-8, without NUL bytes; the error names the line of the first bad byte."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); save the file as UTF-8", where=path, line=line) from None
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise ConfigError("contains a NUL byte; this is a text file", where=path, line=raw.count(b"\n", 0, nul) + 1)
+    return text
 
 
 def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:

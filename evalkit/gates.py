@@ -48,6 +48,40 @@ def item_label(item: RunItem, several_suites: bool) -> str:
     return f"{item.suite}/{item.sample_id}" if several_suites else item.sample_id
 
 
+def unknown_names(
+    gate: GateSpec,
+    *,
+    suites: dict[str, tuple[set[str], set[str]]],
+    judge_scores: set[str],
+    pairwise_judges: set[str],
+) -> str | None:
+    """Why ``gate`` names a suite, tag, scorer or judge the run does not have, or None.
+
+    ``suites``: suite name -> (its validators' names, its samples' tags). Checked before any model is
+    called: a typo (``scorer: json_vaild``) would otherwise end in an undecided gate, which
+    ``on_no_decision: warn`` turns into a pass.
+    """
+    if gate.suite is not None and gate.suite not in suites:
+        return f"gate '{gate.name}': suite '{gate.suite}' is not in this run (suites: {', '.join(sorted(suites))})"
+    scope = [gate.suite] if gate.suite else list(suites)
+    if gate.tag is not None:
+        tags = set().union(*(suites[n][1] for n in scope))
+        if gate.tag not in tags:
+            known = ", ".join(sorted(tags)) or "none"
+            return f"gate '{gate.name}': no sample{' of suite ' + gate.suite if gate.suite else ''} carries tag '{gate.tag}' (tags: {known})"
+    if gate.metric == "win_rate":
+        judge = gate.judge or gate.scorer or "pairwise"
+        if not any(judge == n or f"judge.{judge}" == n or n.startswith(f"{judge}.") for n in pairwise_judges):
+            known = ", ".join(sorted(pairwise_judges)) or "none configured"
+            return f"gate '{gate.name}': no pairwise judge named '{judge}' (pairwise judges: {known})"
+    elif gate.scorer is not None:
+        validators = set().union(*(suites[n][0] for n in scope))
+        if gate.scorer not in validators and gate.scorer not in judge_scores:
+            known = ", ".join(sorted(validators | judge_scores)) or "none"
+            return f"gate '{gate.name}': no scorer named '{gate.scorer}'{' in suite ' + gate.suite if gate.suite else ''} (scorers: {known})"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluation
 
@@ -191,10 +225,19 @@ def _undecided(
     why: str,
     failing: Sequence[str] = (),
     p_value: float | None = None,
+    *,
+    missing_data: bool = False,
 ) -> GateResult:
-    """A gate the data cannot decide; ``on_no_decision`` says what that means for the run."""
+    """A gate the data cannot decide; ``on_no_decision`` says what that means for the run.
+
+    ``missing_data``: undecided because outputs or scores are missing (failed generations, errored
+    scorers or judges), not because the statistics are close. That always blocks: a broken run must
+    never pass through ``on_no_decision: warn`` or ``pass``.
+    """
     policy = gate.on_no_decision
-    if policy == "pass":
+    if missing_data:
+        outcome, passed, tail = "no_decision", None, " (blocks the run: the data is missing, whatever on_no_decision says)"
+    elif policy == "pass":
         outcome, passed, tail = "pass", True, " (counted as a pass: on_no_decision is 'pass')"
     elif policy == "warn":
         outcome, passed, tail = "warn", None, " (a warning: on_no_decision is 'warn')"
@@ -262,6 +305,31 @@ def is_pairwise_score(name: str, score: dict[str, Any]) -> bool:
     return "winner" in d or bool(d.get("pairwise")) or name == "pairwise" or name.endswith(".pairwise")
 
 
+def _broken(item: RunItem, scorer: str | None) -> str | None:
+    """Why an item cannot be scored because something failed (generation, scorer, judge), or None.
+
+    An item a scorer does not apply to (``tags:`` on the scorer) is not broken, only out of scope.
+    """
+    if item.error:
+        return "generation failed"
+    if scorer is None:
+        bad = [n for n, s in item.scores.items() if not is_judge_score(n, s) and s.get("error")]
+        return f"'{bad[0]}' errored" if bad else None
+    s = _score(item, scorer)
+    if s is not None and s.get("error"):
+        return f"'{scorer}' errored"
+    return None
+
+
+def _error_note(items: Sequence[RunItem], scorer: str | None) -> str:
+    reasons: dict[str, int] = {}
+    for it in items:
+        why = _broken(it, scorer)
+        if why:
+            reasons[why] = reasons.get(why, 0) + 1
+    return "".join(f"; {n} {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+
+
 def _all_validators_pass(item: RunItem) -> bool | None:
     """"Every validator passes" for one item: judge scores ignored, errored scores make it unscored."""
     vals = [s for name, s in item.scores.items() if not is_judge_score(name, s)]
@@ -293,7 +361,7 @@ def _pass_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     scored = [(it, v) for it, v in verdicts if v is not None]
     unscored = len(verdicts) - len(scored)
     if not scored:
-        return _undecided(gate, model, None, _threshold(gate), f"no item of {model}{_scope(gate)} was scored by '{scorer}' ({len(sel)} items, {unscored} unscored)")
+        return _undecided(gate, model, None, _threshold(gate), f"no item of {model}{_scope(gate)} was scored by '{scorer}' ({len(sel)} items, {unscored} unscored{_error_note(sel, scorer)})", missing_data=True)
     rate = sum(1 for _, v in scored if v) / len(scored)
     failing = [item_label(it, several) for it, v in scored if not v]
     note = f"; {unscored} unscored items excluded" if unscored else ""
@@ -377,7 +445,7 @@ def _mean(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     vals = [(it, v) for it, v in pairs if v is not None]
     unscored = len(pairs) - len(vals)
     if not vals:
-        return _undecided(gate, model, None, _threshold(gate), f"no item of {model}{_scope(gate)} has a '{scorer}' value ({len(sel)} items, {unscored} unscored)")
+        return _undecided(gate, model, None, _threshold(gate), f"no item of {model}{_scope(gate)} has a '{scorer}' value ({len(sel)} items, {unscored} unscored{_error_note(sel, scorer)})", missing_data=True)
     mean = sum(v for _, v in vals) / len(vals)
     # the items that pull the mean the wrong way, worst first
     if gate.min is not None:
@@ -403,7 +471,7 @@ def _error_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     sel = _select(gate, ctx.items, model)
     several = len({it.suite for it in sel}) > 1
     if not sel:
-        return _undecided(gate, model, None, _threshold(gate), f"{model} has no items{_scope(gate)}")
+        return _undecided(gate, model, None, _threshold(gate), f"{model} has no items{_scope(gate)}", missing_data=True)
     if gate.scorer:
         errs = [it for it in sel if it.error or (_score(it, gate.scorer) or {}).get("error")]
         what = f"'{gate.scorer}' errors"
@@ -483,7 +551,7 @@ def _regressions(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
         return _undecided(gate, model, None, _threshold(gate), f"cannot count regressions of {model}: {ref}")
     pairs, missing = _pairs(gate, model, ref, ctx)
     if not pairs:
-        return _undecided(gate, model, None, _threshold(gate), f"{model} and {ref.label} share no item{_scope(gate)} on the same suite version")
+        return _undecided(gate, model, None, _threshold(gate), f"{model} and {ref.label} share no item{_scope(gate)} on the same suite version", missing_data=True)
     several = len({c.suite for c, _ in pairs}) > 1
     judge_of: Callable[[RunItem], bool | None] = (lambda it: _scored_passed(it, gate.scorer)) if gate.scorer else _all_validators_pass  # type: ignore[arg-type]
     what = f"'{gate.scorer}'" if gate.scorer else "every validator"
@@ -491,9 +559,15 @@ def _regressions(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     cand_pass: list[bool] = []
     regressed: list[str] = []
     fixed = 0
+    broken: dict[str, int] = {}  # why a pair could not be compared -> count
     for c, r in pairs:
         pc, pr = judge_of(c), judge_of(r)
         if pc is None or pr is None:
+            for side, it in ((model, c), (ref.label, r)):
+                why = _broken(it, gate.scorer)
+                if why:
+                    broken[f"{why} on {side}"] = broken.get(f"{why} on {side}", 0) + 1
+                    break
             continue
         ref_pass.append(pr)
         cand_pass.append(pc)
@@ -503,9 +577,25 @@ def _regressions(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
             fixed += 1
     n = len(ref_pass)
     count = float(len(regressed))
-    note = (f"; {len(pairs) - n} pairs unscored" if len(pairs) > n else "") + (f"; {missing} items not in {ref.label}" if missing else "")
+    n_broken = sum(broken.values())
+    why_broken = ", ".join(f"{k}: {v}" for k, v in sorted(broken.items(), key=lambda kv: -kv[1]))
+    if n < gate.min_pairs:
+        return _undecided(
+            gate, model, None, _threshold(gate),
+            f"only {n} of {len(pairs)} pairs of {model} and {ref.label}{_scope(gate)} could be compared by {what} "
+            f"(min_pairs {gate.min_pairs})" + (f"; unscored: {why_broken}" if why_broken else ""),
+            missing_data=True,
+        )
+    note = (f"; {len(pairs) - n} pairs unscored" if len(pairs) > n else "") + (f" ({why_broken})" if why_broken else "") + (f"; {missing} items not in {ref.label}" if missing else "")
     what_s = f"{len(regressed)} of {n} items{_scope(gate)} pass {what} on {ref.label} and fail on {model} ({fixed} the other way)"
     ok = _threshold_ok(gate, count)
+    if ok and n_broken and not _threshold_ok(gate, count + n_broken):
+        # the pairs that failed to score could each be a regression: the gate cannot say "no regression"
+        return _undecided(
+            gate, model, count, _threshold(gate),
+            f"{what_s}, but {n_broken} pairs could not be scored ({why_broken}) and could hide regressions beyond {_bound_text(gate)}",
+            regressed, missing_data=True,
+        )
     p_value = None
     if gate.significant is not None:
         t = stats.mcnemar_exact(ref_pass, cand_pass)
@@ -543,8 +633,8 @@ def _mean_vs(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
         a.append(vr)
         b.append(vc)
         labels.append(item_label(c, several))
-    if not a:
-        return _undecided(gate, model, None, _threshold(gate), f"{model} and {ref.label} share no item{_scope(gate)} scored by '{scorer}'")
+    if len(a) < gate.min_pairs:
+        return _undecided(gate, model, None, _threshold(gate), f"{model} and {ref.label} share {len(a)} item(s){_scope(gate)} scored by '{scorer}' (min_pairs {gate.min_pairs}){_error_note(_select(gate, ctx.items, model) + [r for _, r in pairs], scorer)}", missing_data=True)
     diff = sum(y - x for x, y in zip(a, b)) / len(a)
     worse = [lab for lab, x, y in sorted(zip(labels, a, b), key=lambda t: t[2] - t[1]) if y < x]
     note = f"; {missing} items not in {ref.label}" if missing else ""
@@ -590,11 +680,11 @@ def _win_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     several = len({it.suite for it in sel}) > 1
     key = next((k for k in (_judge_key(it.scores, judge) for it in sel) if k), None)
     if key is None:
-        return _undecided(gate, model, None, _threshold(gate), f"no pairwise judge score '{judge}' on {model}'s items{_scope(gate)}")
+        return _undecided(gate, model, None, _threshold(gate), f"no pairwise judge score '{judge}' on {model}'s items{_scope(gate)}", missing_data=True)
     vals = [(it, _value(it, key)) for it in sel]
     scored = [(it, v) for it, v in vals if v is not None]
-    if not scored:
-        return _undecided(gate, model, None, _threshold(gate), f"every '{key}' verdict on {model}{_scope(gate)} is an error")
+    if len(scored) < gate.min_pairs:
+        return _undecided(gate, model, None, _threshold(gate), f"{len(scored)} of {len(vals)} '{key}' verdicts on {model}{_scope(gate)} are usable (min_pairs {gate.min_pairs}); the rest are errors", missing_data=True)
     rate = sum(v for _, v in scored) / len(scored)
     wins = sum(1 for _, v in scored if v > 0.5)
     losses = sum(1 for _, v in scored if v < 0.5)
@@ -641,7 +731,7 @@ def _adapter_applied(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     pairs = [(it, index.get((it.suite, it.suite_version, it.sample_id))) for it in sel]
     pairs = [(c, b) for c, b in pairs if b is not None and c.output is not None and b.output is not None]
     if not pairs:
-        return _undecided(gate, model, None, None, f"{model} and {base} have no item with outputs on both")
+        return _undecided(gate, model, None, None, f"{model} and {base} have no item with outputs on both", missing_data=True)
     same = [item_label(c, several) for c, b in pairs if c.output == b.output]
     share_diff = 1.0 - len(same) / len(pairs)
     if len(same) == len(pairs):

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import __version__
-from .config import EvalConfig, ModelEntry, load_eval_config
+from ._fs import check_output_dir
+from ._text import encodable, redact_secrets, redact_url
+from .config import EvalConfig, GateSpec, ModelEntry, load_eval_config, read_yaml
 from .data.suites import load_suite
 from .errors import ConfigError, UserError
-from .models import GenerationRequest, fingerprint, group_key, open_backend
+from .models import GenerationRequest, checkpoint_dtype, fingerprint, group_key, open_backend
 from .models.hf_bars import library_progress_bars
 from .scoring.validators import build_validator
 from .store import RunItem, Store
@@ -60,8 +62,16 @@ def _resolve(base: Path, p: str | None) -> str | None:
 
 
 def model_spec(name: str, entry: ModelEntry, cfg: EvalConfig, config_dir: Path) -> ModelSpec:
-    """One place that turns a model entry into a ModelSpec (paths resolved, weights fingerprinted)."""
+    """One place that turns a model entry into a ModelSpec (paths resolved, weights fingerprinted).
+
+    A local model's ``dtype: auto`` becomes its checkpoint's dtype here, so every backend serving one
+    base computes in the same dtype (and the run records which).
+    """
     options = entry.model_dump(exclude={"backend", "path", "model", "adapter", "base_url", "api_key_env", "generation"})
+    if entry.backend in ("hf", "vllm") and options.get("dtype") in (None, "auto"):
+        path = _resolve(config_dir, entry.path)
+        if path and Path(path).is_dir():
+            options["dtype"] = checkpoint_dtype(path)
     spec = ModelSpec(
         name=name,
         backend=entry.backend,
@@ -99,8 +109,27 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="gen", disable=not enabled, file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
+def api_secrets(specs: Sequence[ModelSpec], entries: Iterable[ModelEntry] = ()) -> list[str]:
+    """The values of the API keys this run uses: redacted from everything stored and written."""
+    import os
+
+    names = {s.api_key_env for s in specs if s.api_key_env} | {e.api_key_env for e in entries if e.api_key_env}
+    defaults = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+    names |= {defaults[s.backend] for s in specs if s.backend in defaults and not s.api_key_env}
+    return [v for v in (os.environ.get(n, "") for n in names) if len(v) >= 8]
+
+
+def _clean(c: Completion, secrets: Sequence[str]) -> Completion:
+    """A completion as it may be stored: no API key in its text or error."""
+    if not secrets:
+        return c
+    text = redact_secrets(c.text, secrets) if c.text else c.text
+    err = redact_secrets(c.error, secrets) if c.error else c.error
+    return c if (text is c.text and err is c.error) else dataclasses.replace(c, text=text, error=err)
+
+
 def generate_all(
-    store: Store, specs: Sequence[ModelSpec], suites: Sequence[Suite], *, progress: bool
+    store: Store, specs: Sequence[ModelSpec], suites: Sequence[Suite], *, progress: bool, secrets: Sequence[str] = ()
 ) -> tuple[dict[str, Completion], int, int, float]:
     """Generate every (model, sample) output not in the store yet; commit after every chunk.
 
@@ -135,13 +164,11 @@ def generate_all(
                 outs = backend.generate(reqs, progress=bar.update)
                 if len(outs) != len(reqs):
                     raise RuntimeError(f"backend returned {len(outs)} completions for {len(reqs)} requests")
+                outs = [_clean(c, secrets) for c in outs]
                 store.put_generations([(k, prompts[k][0].model_id, prompts[k][1].prompt_hash(), c) for k, c in zip(chunk, outs)])
                 for k, c in zip(chunk, outs):
                     made += 1
-                    if c.error is None:
-                        done[k] = c
-                    else:
-                        done[k] = c  # recorded for this run's report; not served from the cache next time
+                    done[k] = c  # an error is recorded for this run's report, never served from the cache
         finally:
             bar.close()
             backend.close()
@@ -201,6 +228,37 @@ def _adapter_warnings(specs: Sequence[ModelSpec], items: Sequence[RunItem]) -> l
                     f"the adapter {spec.adapter} appears to have no effect (not applied, or not trained)"
                 )
     return warnings
+
+
+def _dtype_warnings(specs: Sequence[ModelSpec]) -> list[str]:
+    """Entries on one base checkpoint that compute in different dtypes give different outputs."""
+    by_base: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for s in specs:
+        if s.backend in ("hf", "vllm") and s.path:
+            by_base[s.path][str(dict(s.options).get("dtype"))].append(f"{s.name} ({s.backend})")
+    out = []
+    for base, dtypes in by_base.items():
+        if len(dtypes) > 1:
+            shown = "; ".join(f"{d}: {', '.join(names)}" for d, names in sorted(dtypes.items()))
+            out.append(f"models on base {base} compute in different dtypes ({shown}): their outputs are not comparable "
+                       "token for token; set one dtype for all of them")
+    return out
+
+
+def check_gates_against_run(gates: Sequence[GateSpec], suites: Sequence[Suite], judge_scores: set[str],
+                            pairwise: set[str], config_path: Path) -> None:
+    """Every suite, tag, scorer and judge a gate names exists in this run (before any model is called)."""
+    from .gates import unknown_names
+
+    known = {s.name: ({sc.name for sc in s.scorers}, {t for x in s.samples for t in x.tags}) for s in suites}
+    for i, g in enumerate(gates):
+        why = unknown_names(g, suites=known, judge_scores=judge_scores, pairwise_judges=pairwise)
+        if why:
+            try:
+                _, lines = read_yaml(config_path)
+            except ConfigError:
+                lines = {}
+            raise ConfigError(why, where=config_path, line=lines.get(("gates", i)))
 
 
 def _candidate_manifests(specs: Sequence[ModelSpec], suites: Sequence[Suite]) -> tuple[dict[str, Any], list[str]]:
@@ -331,8 +389,19 @@ def run_eval(
     t_start = time.perf_counter()
     config_path = Path(config_path)
     cfg = load_eval_config(config_path)
-    if overrides and overrides.get("generation_max_new_tokens"):
-        cfg.generation.max_new_tokens = int(overrides["generation_max_new_tokens"])
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1 (got {limit})")
+    if overrides and overrides.get("generation_max_new_tokens") is not None:
+        from .config import MAX_NEW_TOKENS_LIMIT
+
+        mnt = int(overrides["generation_max_new_tokens"])
+        if not 1 <= mnt <= MAX_NEW_TOKENS_LIMIT:
+            raise ConfigError(f"--max-new-tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT} (got {mnt})")
+        cfg.generation.max_new_tokens = mnt
+        for entry in cfg.models.values():
+            if entry.generation is not None:
+                entry.generation.max_new_tokens = mnt
+    check_output_dir(out_dir)
     config_dir = config_path.resolve().parent
 
     # 1. Read and check everything before any model runs.
@@ -355,24 +424,34 @@ def run_eval(
         ]
         for suite in suites
     }
+    judge_scores: set[str] = set()
+    pairwise: set[str] = set()
     if cfg.judges:
-        from .scoring.judges import judge_config_errors
+        from .scoring.judges import judge_config_errors, judge_score_kinds
 
         judge_config_errors(cfg.judges, config_dir, config_path)
+        judge_scores, pairwise = judge_score_kinds(cfg.judges, config_dir)
+    check_gates_against_run(cfg.gates, suites, judge_scores, pairwise, config_path)
     specs = [model_spec(name, entry, cfg, config_dir) for name, entry in cfg.models.items()]
     baseline = cfg.baseline
     candidates = cfg.candidate_names()
-    warnings = _heldout_warnings(suites)
+    warnings = _heldout_warnings(suites) + _dtype_warnings(specs)
+    secrets = api_secrets(specs, [m for j in cfg.judges for m in ([j.model] if j.model else []) + list(j.models or [])])
     parity = _parity(cfg, config_path, specs, suites, progress, warnings)
 
     store = Store(_resolve(config_dir, cfg.store) if cfg.store and store_path is None else (store_path or default_store_path()))
+    run_id: str | None = None
     try:
-        config_dump = cfg.model_dump(mode="json")
+        config_dump = _redacted_config(cfg.model_dump(mode="json"))
         run_id = store.begin_run(name=cfg.name or config_path.stem, config_path=str(config_path), config=config_dump, out_dir=str(out_dir))
 
         # 2. Generate (cached, resumable).
         with library_progress_bars(progress or not any(s.backend == "hf" for s in specs)):
-            completions, made, cached, gen_s = generate_all(store, specs, suites, progress=progress)
+            completions, made, cached, gen_s = generate_all(store, specs, suites, progress=progress, secrets=secrets)
+        lossy = sum(1 for c in completions.values() if c.text and not encodable(c.text))
+        if lossy:
+            warnings.append(f"{lossy} output(s) hold characters UTF-8 cannot encode (lone surrogates): stored losslessly, "
+                            "shown as U+FFFD in the reports, escaped (\\udXXX) in items.jsonl")
 
         # 3. Score with validators.
         t_score = time.perf_counter()
@@ -429,7 +508,8 @@ def run_eval(
         models_info = {
             s.name: {
                 "backend": s.backend, "path": s.path, "model": s.model, "adapter": s.adapter, "model_id": s.model_id,
-                "base_url": s.base_url,
+                "base_url": redact_url(s.base_url) if s.base_url else None,
+                "dtype": dict(s.options).get("dtype") if s.backend in ("hf", "vllm") else None,
                 "role": "baseline" if s.name == baseline else ("candidate" if s.name in candidates else "other"),
                 "candidate": manifests.get(s.name),
             }
@@ -474,5 +554,21 @@ def run_eval(
         out = Path(out_dir)
         write_reports(out, summary, items, store=store)
         return RunResult(run_id, summary["exit_code"], summary, out, console_summary(summary) + f"\nreports: {out}")
+    except BaseException as e:
+        if run_id is not None:
+            # the run stops here (missing key, unreachable server, Ctrl-C, a bug): record why, so
+            # `runs list` does not show it running forever; a rerun resumes from the store
+            reason = e.one_line() if isinstance(e, UserError) else ("interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}")
+            store.fail_run(run_id, redact_secrets(reason, secrets), status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        raise
     finally:
         store.close()
+
+
+def _redacted_config(dump: Any) -> Any:
+    """The run's config as the store keeps it: URLs without credentials."""
+    if isinstance(dump, dict):
+        return {k: (redact_url(v) if isinstance(v, str) and k in ("base_url", "url", "store") else _redacted_config(v)) for k, v in dump.items()}
+    if isinstance(dump, list):
+        return [redact_url(v) if isinstance(v, str) and "://" in v else _redacted_config(v) for v in dump]
+    return dump

@@ -8,6 +8,7 @@ and comparisons read the store, never live objects, so they can be rebuilt later
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 import uuid
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from ._text import encodable, redact_url
 from .errors import UserError
 from .types import Completion
 
@@ -47,7 +49,10 @@ CREATE TABLE IF NOT EXISTS runs (
   config TEXT,
   summary TEXT,
   out_dir TEXT,
-  accepted INTEGER NOT NULL DEFAULT 0
+  accepted INTEGER NOT NULL DEFAULT 0,
+  owner TEXT,
+  heartbeat REAL,
+  reason TEXT
 );
 CREATE TABLE IF NOT EXISTS run_items (
   run_id TEXT NOT NULL,
@@ -67,18 +72,78 @@ CREATE INDEX IF NOT EXISTS run_items_by_run ON run_items(run_id);
 """
 
 
+def _txt(value: str | None) -> str | bytes | None:
+    """Untrusted text for a TEXT column, losslessly: text UTF-8 cannot encode (a lone surrogate from a
+    model) is kept as its surrogatepass bytes (a BLOB), which :func:`_untxt` turns back into the str."""
+    if value is None or encodable(value):
+        return value
+    return value.encode("utf-8", "surrogatepass")
+
+
+def _untxt(value: Any) -> Any:
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
+
+
+def _json(obj: Any) -> str:
+    """JSON for a column; escapes (\\ud800) where raw UTF-8 cannot carry a character: still lossless."""
+    text = json.dumps(obj, ensure_ascii=False, default=str)
+    return text if encodable(text) else json.dumps(obj, ensure_ascii=True, default=str)
+
+
+HEARTBEAT_S = 5.0  # a running run refreshes its heartbeat at most this often (on every commit)
+STALE_AFTER_S = 600.0  # a run on another host with no heartbeat for this long is shown as interrupted
+
+
 @dataclass(frozen=True)
 class RunRecord:
     run_id: str
     name: str | None
     created: float
     finished: float | None
-    status: str  # running | passed | failed | error
+    status: str  # running | passed | failed | interrupted
     config_path: str | None
     config: dict[str, Any]
     summary: dict[str, Any] | None
     out_dir: str | None
     accepted: bool
+    owner: str | None = None  # host:pid of the process that ran it
+    heartbeat: float | None = None
+    reason: str | None = None  # why a run failed or stopped before writing its reports
+
+
+def _owner() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _effective_status(status: str, owner: str | None, heartbeat: float | None) -> tuple[str, str | None]:
+    """A run stored as ``running`` whose process is gone (killed, crashed) is ``interrupted``."""
+    if status != "running" or not owner:
+        return status, None
+    import socket
+
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        if not _process_alive(int(pid)):
+            return "interrupted", f"process {pid} on {host} is gone (killed or crashed); rerun to resume"
+        return status, None
+    if heartbeat is not None and time.time() - heartbeat > STALE_AFTER_S:
+        return "interrupted", f"no heartbeat from {owner} for {int(time.time() - heartbeat)} s; rerun to resume"
+    return status, None
 
 
 @dataclass(frozen=True)
@@ -96,9 +161,32 @@ class RunItem:
     scores: dict[str, dict[str, Any]]  # scorer -> Score.as_dict()
 
 
+def _store_file(location: str | Path) -> Path:
+    """The SQLite file of a store value (a path or sqlite:///...); other URL schemes are refused."""
+    from .config import store_location
+
+    text = str(location)
+    # Path() folds "postgresql://h/db" into "postgresql:/h/db": catch that form too
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*):/", text)
+    if m and not text.startswith(m.group(0) + "/") and m.group(1).lower() != "sqlite":
+        text = f"{m.group(1)}://{text[len(m.group(0)):]}"
+    try:
+        return Path(store_location(text))
+    except ValueError as e:
+        raise UserError(f"store: {e}", where=redact_url(text)) from None
+
+
+def open_existing_store(path: str | Path | None) -> "Store":
+    """The store a read command (report, runs, review, export) works on: it must exist already."""
+    p = _store_file(path or Path(".evalkit") / "store.db")
+    if not p.is_file():
+        raise UserError("no store here; run `evalkit run eval.yaml` first, or pass --store PATH", where=p)
+    return Store(p)
+
+
 class Store:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = _store_file(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -106,8 +194,18 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=30000")
             self.db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as e:
             raise UserError(f"cannot open the store: {e}", where=self.path) from None
+        self._active_run: str | None = None
+        self._last_beat = 0.0
+
+    def _migrate(self) -> None:
+        """Stores written by older evalkits gain the columns added since (nothing is lost)."""
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}
+        for col, kind in (("owner", "TEXT"), ("heartbeat", "REAL"), ("reason", "TEXT")):
+            if col not in cols:
+                self.db.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -128,7 +226,7 @@ class Store:
             chunk = keys[i : i + 500]
             q = f"SELECT key, text, finish_reason, tokens_in, tokens_out, latency_s FROM generations WHERE error IS NULL AND key IN ({','.join('?' * len(chunk))})"
             for k, text, fr, ti, to, lat in self.db.execute(q, chunk):
-                out[k] = Completion(text=text, finish_reason=fr, tokens_in=ti or 0, tokens_out=to or 0, latency_s=lat or 0.0)
+                out[k] = Completion(text=_untxt(text), finish_reason=fr, tokens_in=ti or 0, tokens_out=to or 0, latency_s=lat or 0.0)
         return out
 
     def put_generations(self, rows: Sequence[tuple[str, str, str, Completion]]) -> None:
@@ -138,10 +236,11 @@ class Store:
             self.db.executemany(
                 "INSERT OR REPLACE INTO generations VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (k, mid, ph, c.text, c.finish_reason, c.tokens_in, c.tokens_out, c.latency_s, c.error, now)
+                    (k, mid, ph, _txt(c.text), c.finish_reason, c.tokens_in, c.tokens_out, c.latency_s, _txt(c.error), now)
                     for k, mid, ph, c in rows
                 ],
             )
+            self._beat()
 
     # --- judgments (the judge stage owns the payload format) ----------------------------------
 
@@ -161,19 +260,39 @@ class Store:
         with self._tx():
             self.db.executemany(
                 "INSERT OR REPLACE INTO judgments VALUES (?,?,?,?)",
-                [(k, j, json.dumps(p, ensure_ascii=False), now) for k, j, p in rows],
+                [(k, j, _json(p), now) for k, j, p in rows],
             )
+            self._beat()
 
     # --- runs ---------------------------------------------------------------------------------
 
     def begin_run(self, *, name: str | None, config_path: str | None, config: dict[str, Any], out_dir: str | None) -> str:
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        now = time.time()
         with self._tx():
             self.db.execute(
-                "INSERT INTO runs (run_id, name, created, status, config_path, config, out_dir) VALUES (?,?,?,?,?,?,?)",
-                (run_id, name, time.time(), "running", config_path, json.dumps(config, default=str), out_dir),
+                "INSERT INTO runs (run_id, name, created, status, config_path, config, out_dir, owner, heartbeat) VALUES (?,?,?,?,?,?,?,?,?)",
+                (run_id, name, now, "running", config_path, _json(config), out_dir, _owner(), now),
             )
+        self._active_run, self._last_beat = run_id, now
         return run_id
+
+    def _beat(self) -> None:
+        """Refresh the active run's heartbeat (inside the caller's transaction)."""
+        now = time.time()
+        if self._active_run is not None and now - self._last_beat >= HEARTBEAT_S:
+            self.db.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ?", (now, self._active_run))
+            self._last_beat = now
+
+    def fail_run(self, run_id: str, reason: str, status: str = "failed") -> None:
+        """A run that stopped before its reports: ``failed`` (or ``interrupted``) with the reason."""
+        with self._tx():
+            self.db.execute(
+                "UPDATE runs SET status = ?, reason = ?, finished = ? WHERE run_id = ? AND status = 'running'",
+                (status, reason, time.time(), run_id),
+            )
+        if self._active_run == run_id:
+            self._active_run = None
 
     def save_run_items(self, run_id: str, items: Sequence[RunItem]) -> None:
         with self._tx():
@@ -183,8 +302,8 @@ class Store:
                 [
                     (
                         run_id, it.model, it.model_id, it.suite, it.suite_version, it.sample_id,
-                        json.dumps(it.sample, ensure_ascii=False), it.generation_key, it.output, it.error,
-                        json.dumps(it.scores, ensure_ascii=False),
+                        _json(it.sample), it.generation_key, _txt(it.output), _txt(it.error),
+                        _json(it.scores),
                     )
                     for it in items
                 ],
@@ -194,21 +313,25 @@ class Store:
         with self._tx():
             self.db.execute(
                 "UPDATE runs SET summary = ?, status = ?, finished = ? WHERE run_id = ?",
-                (json.dumps(summary, ensure_ascii=False, default=str), status, time.time(), run_id),
+                (_json(summary), status, time.time(), run_id),
             )
+        if self._active_run == run_id:
+            self._active_run = None
 
     def update_summary(self, run_id: str, summary: dict[str, Any]) -> None:
         with self._tx():
-            self.db.execute("UPDATE runs SET summary = ? WHERE run_id = ?", (json.dumps(summary, ensure_ascii=False, default=str), run_id))
+            self.db.execute("UPDATE runs SET summary = ? WHERE run_id = ?", (_json(summary), run_id))
 
     def _row_to_run(self, row) -> RunRecord:
-        run_id, name, created, finished, status, cpath, config, summary, out_dir, accepted = row
+        run_id, name, created, finished, status, cpath, config, summary, out_dir, accepted, owner, heartbeat, reason = row
+        status, why = _effective_status(status, owner, heartbeat)
         return RunRecord(
             run_id, name, created, finished, status, cpath,
             json.loads(config) if config else {}, json.loads(summary) if summary else None, out_dir, bool(accepted),
+            owner, heartbeat, reason or why,
         )
 
-    _RUN_COLS = "run_id, name, created, finished, status, config_path, config, summary, out_dir, accepted"
+    _RUN_COLS = "run_id, name, created, finished, status, config_path, config, summary, out_dir, accepted, owner, heartbeat, reason"
 
     def get_run(self, run_id: str) -> RunRecord:
         """A run by id, or by a unique prefix of its id; ``latest`` is the newest finished run."""
@@ -240,7 +363,7 @@ class Store:
             (run_id,),
         ).fetchall()
         return [
-            RunItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9], json.loads(r[10]))
+            RunItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], _untxt(r[8]), _untxt(r[9]), json.loads(r[10]))
             for r in rows
         ]
 

@@ -24,7 +24,7 @@ SCHEMA = {
 }
 
 
-def make_suite(root: Path, n: int = 6, name: str = "extract") -> Path:
+def make_suite(root: Path, n: int = 6, name: str = "extract", tags: bool = False) -> Path:
     d = root / "suites" / name
     d.mkdir(parents=True)
     (d / "schema.json").write_text(json.dumps(SCHEMA))
@@ -35,7 +35,10 @@ def make_suite(root: Path, n: int = 6, name: str = "extract") -> Path:
     with (d / "samples.jsonl").open("w") as fh:
         for i in range(n):
             ref = json.dumps({"name": f"P{i}", "age": 20 + i})
-            fh.write(json.dumps({"id": f"s{i}", "messages": [{"role": "user", "content": f"Name: P{i}; Age: {20 + i}"}, {"role": "assistant", "content": ref}]}) + "\n")
+            line = {"id": f"s{i}", "messages": [{"role": "user", "content": f"Name: P{i}; Age: {20 + i}"}, {"role": "assistant", "content": ref}]}
+            if tags:
+                line["tags"] = ["short" if i % 2 else "long"]
+            fh.write(json.dumps(line) + "\n")
     return d
 
 

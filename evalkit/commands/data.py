@@ -7,6 +7,10 @@ from typing import List, Optional
 
 import typer
 
+from .._fs import out_dir_option, out_file_option
+
+from .._text import terminal_safe
+
 data_app = typer.Typer(
     name="data",
     help=(
@@ -27,7 +31,7 @@ def validate_cmd(
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Report examples longer than this (tokens of --tokenizer, else whitespace tokens)."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="A Hugging Face tokenizer folder (e.g. the base model's); its chat template is applied when it has one."),
     prompts: bool = typer.Option(False, "--prompts", help="Eval items: allow examples that end with the user turn (training examples must end with an assistant turn)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write problems and summaries as JSON to this file."),
+    json_out: Optional[Path] = typer.Option(None, "--json", callback=out_file_option, help="Also write problems and summaries as JSON to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print problems only, no summary."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
@@ -47,10 +51,10 @@ def validate_cmd(
 
     result = validate_files(files, max_tokens=max_tokens, tokenizer=tokenizer, require_assistant=not prompts, progress=not no_progress)
     for p in result.problems:
-        typer.echo(str(p))
+        typer.echo(terminal_safe(p, one_line=True))
     if not quiet:
         for s in result.summaries:
-            typer.echo(s.render(), err=bool(result.problems))
+            typer.echo(terminal_safe(s.render()), err=bool(result.problems))
         typer.echo(
             f"{len(result.problems)} problem(s) in {len(files)} file(s)" if result.problems else f"ok: {len(files)} file(s), no problems",
             err=bool(result.problems),
@@ -63,7 +67,7 @@ def validate_cmd(
 @data_app.command("convert")
 def convert_cmd(
     src: Path = typer.Argument(..., help="Input JSONL (Alpaca, ShareGPT, prompt/completion, or chat)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL (written atomically)."),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_file_option, help="Output JSONL (written atomically)."),
     source_format: str = typer.Option("auto", "--from", help="auto (detected from the first line), alpaca, sharegpt, prompt-completion, chat."),
     target_format: str = typer.Option("chat", "--to", help="chat (default), or alpaca, sharegpt, prompt-completion to go back."),
     system: Optional[str] = typer.Option(None, "--system", help="Set this system prompt on every example (replacing any it has)."),
@@ -92,7 +96,7 @@ def convert_cmd(
 @data_app.command("split")
 def split_cmd(
     src: Path = typer.Argument(..., help="Chat JSONL dataset."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for train.jsonl, val.jsonl, test.jsonl and split.json (the manifest)."),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_dir_option, help="Folder for train.jsonl, val.jsonl, test.jsonl and split.json (the manifest)."),
     ratios: str = typer.Option("0.8,0.1,0.1", "--ratios", help="train,val,test fractions, e.g. 0.8,0.1,0.1 or 90/5/5 (a 0 skips that file)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same dataset, seed and ratios give the same split."),
     stratify: bool = typer.Option(False, "--stratify", help="Keep each tag combination's share the same in every split."),
@@ -127,7 +131,7 @@ def audit_cmd(
     base: Optional[Path] = typer.Option(None, "--base", help="Base model folder: greedy-generate a sample of prompts and flag examples it already answers."),
     base_limit: int = typer.Option(100, "--base-limit", min=1, help="How many examples (a seeded random sample) --base checks."),
     base_max_new_tokens: int = typer.Option(256, "--base-max-new-tokens", min=1, help="Tokens generated per --base prompt."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for audit.md and audit.json."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=out_dir_option, help="Folder for audit.md and audit.json."),
     json_only: bool = typer.Option(False, "--json", help="Print the JSON report instead of Markdown."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when any check finds something (for CI)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
@@ -164,7 +168,7 @@ def audit_cmd(
             fh.write(report.to_json() + "\n")
         with atomic_writer(out / "audit.md") as fh:
             fh.write(md + "\n")
-    typer.echo(report.to_json() if json_only else md)
+    typer.echo(report.to_json() if json_only else terminal_safe(md))
     if out:
         typer.echo(f"wrote {out / 'audit.md'} and {out / 'audit.json'}", err=True)
     raise typer.Exit(1 if (strict and report.findings) else 0)

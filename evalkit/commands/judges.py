@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from .._text import terminal_safe
+
 judges_app = typer.Typer(
     help=(
         "LLM-as-judge rubrics (judges/*.yaml).\n\n"
@@ -61,36 +63,39 @@ def check_cmd(
 @judges_app.command("show")
 def show_cmd(
     key: str = typer.Argument(..., help="A judgment key (from an item's score details: judgment_keys)."),
-    store: Path = typer.Option(Path(".evalkit/store.db"), "--store", help="The SQLite store of the run."),
+    store: Optional[str] = typer.Option(None, "--store", help="The SQLite store of the run (default: .evalkit/store.db)."),
 ) -> None:
     """Print one stored judgment: the rendered prompt, the raw reply(s), the verdict or the error.
 
     Example:  evalkit judges show 7b731235dc493966bc1a731a187e9cf8 --store .evalkit/store.db
     """
     from ..errors import UserError
-    from ..store import Store
+    from ..store import open_existing_store
 
-    if not store.is_file():
-        raise UserError("store not found", where=store)
-    with Store(store) as st:
+    with open_existing_store(store) as st:
         got = st.get_judgments([key])
     if key not in got:
         raise UserError(f"no judgment with key '{key}' in the store", where=store)
     p = got[key]
-    typer.echo(f"judge {p.get('judge')} ({p.get('judge_model', {}).get('backend')}:{p.get('judge_model', {}).get('model')}), "
+    _echo(f"judge {p.get('judge')} ({p.get('judge_model', {}).get('backend')}:{p.get('judge_model', {}).get('model')}), "
                f"repeat {p.get('repeat')}, order {p.get('order') or '-'}, structured output: {p.get('structured')}, "
                f"tokens {p.get('tokens_in')}/{p.get('tokens_out')}")
-    typer.echo("--- system ---")
-    typer.echo(p.get("system") or "")
-    typer.echo("--- user ---")
-    typer.echo(p.get("prompt") or "")
+    _echo("--- system ---")
+    _echo(p.get("system") or "")
+    _echo("--- user ---")
+    _echo(p.get("prompt") or "")
     for i, a in enumerate(p.get("attempts") or [], 1):
-        typer.echo(f"--- reply {i} ---")
-        typer.echo(a.get("raw") if a.get("raw") is not None else "(no reply)")
+        _echo(f"--- reply {i} ---")
+        _echo(a.get("raw") if a.get("raw") is not None else "(no reply)")
         if a.get("error"):
-            typer.echo(f"(error: {a['error']})")
-    typer.echo("--- verdict ---")
-    typer.echo(json.dumps(p.get("verdict"), indent=2) if p.get("verdict") is not None else f"none: {p.get('error')}")
+            _echo(f"(error: {a['error']})")
+    _echo("--- verdict ---")
+    _echo(json.dumps(p.get("verdict"), indent=2) if p.get("verdict") is not None else f"none: {p.get('error')}")
+
+
+def _echo(text: object) -> None:
+    """Judge prompts and replies are untrusted text: no escape sequence reaches the terminal."""
+    typer.echo(terminal_safe(text))
 
 
 def register(app: typer.Typer) -> None:

@@ -10,9 +10,13 @@ from typing import Optional
 
 import typer
 
+from .._fs import out_dir_option, out_file_option
+
+from .._text import terminal_safe
+
 from ..errors import UserError
 
-STORE_HELP = "SQLite store holding the runs (default: .evalkit/store.db in the current directory)."
+STORE_HELP = "The store holding the runs: a SQLite file path or sqlite:///PATH (default: .evalkit/store.db in the current directory)."
 
 runs_app = typer.Typer(
     name="runs",
@@ -22,13 +26,10 @@ runs_app = typer.Typer(
 )
 
 
-def _open_store(path: Optional[Path]):
-    from ..store import Store
+def _open_store(path: Optional[str]):
+    from ..store import open_existing_store
 
-    p = path or Path(".evalkit/store.db")
-    if not p.is_file():
-        raise UserError("no store here; run `evalkit run eval.yaml` first, or pass --store PATH", where=p)
-    return Store(p)
+    return open_existing_store(path)
 
 
 def _finished(store, run: str):
@@ -40,7 +41,7 @@ def _finished(store, run: str):
 
 @runs_app.command("list")
 def list_cmd(
-    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
     limit: int = typer.Option(20, "--limit", "-n", min=1, help="Show the newest N runs."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ) -> None:
@@ -53,7 +54,7 @@ def list_cmd(
     if as_json:
         for r in runs:
             s = r.summary or {}
-            typer.echo(json.dumps({"run_id": r.run_id, "name": r.name, "created": r.created, "status": r.status, "accepted": r.accepted,
+            typer.echo(json.dumps({"run_id": r.run_id, "name": r.name, "created": r.created, "status": r.status, "reason": r.reason, "accepted": r.accepted,
                                    "passed": s.get("passed"), "candidates": s.get("candidates"), "gates": len(s.get("gates") or [])}))
         return
     if not runs:
@@ -71,8 +72,9 @@ def list_cmd(
             r.status,
             f"{len(gates) - failed}/{len(gates)}" if gates else "-",
             ",".join(s.get("candidates") or []),
+            terminal_safe(r.reason or "", one_line=True)[:100] if r.status in ("failed", "interrupted") and not s else "",
         ))
-    head = ("run (* accepted)", "created", "name", "status", "gates ok", "candidates")
+    head = ("run (* accepted)", "created", "name", "status", "gates ok", "candidates", "why")
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     for row in (head, *rows):
         typer.echo("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
@@ -81,7 +83,7 @@ def list_cmd(
 @runs_app.command("show")
 def show_cmd(
     run: str = typer.Argument("latest", help="Run id, a unique prefix of one, or 'latest'."),
-    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Print a stored run's verdict and gate table (what `evalkit run` printed).
 
@@ -96,7 +98,7 @@ def show_cmd(
 
 def accept_cmd(
     run: str = typer.Argument(..., help="Run id, a unique prefix of one, or 'latest'."),
-    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
     undo: bool = typer.Option(False, "--undo", help="Remove the mark instead."),
     force: bool = typer.Option(False, "--force", help="Accept a run whose gates failed."),
 ) -> None:
@@ -115,8 +117,8 @@ def accept_cmd(
 
 def report_cmd(
     run: str = typer.Argument("latest", help="Run id, a unique prefix of one, or 'latest'."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for summary.json, items.jsonl, report.md, report.html, junit.xml."),
-    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_dir_option, help="Folder for summary.json, items.jsonl, report.md, report.html, junit.xml."),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
     regate: bool = typer.Option(
         False, "--regate",
         help="Evaluate the run's gates again from its stored config (picks up blinded-review results and a newer accepted run) and save the new verdict.",
@@ -168,7 +170,7 @@ def _regate(st, rec, items, summary):
 def compare_cmd(
     run_a: str = typer.Argument(..., help="The earlier run (A): id, prefix, or 'latest'."),
     run_b: str = typer.Argument(..., help="The later run (B): id, prefix, or 'latest'."),
-    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
     model_a: Optional[str] = typer.Option(None, "--model-a", help="Model of run A to compare (default: every model name both runs have)."),
     model_b: Optional[str] = typer.Option(None, "--model-b", help="Model of run B to compare (default: the same name as --model-a)."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
@@ -190,9 +192,9 @@ def compare_cmd(
 
 def export_cmd(
     run: str = typer.Argument("latest", help="Run id, a unique prefix of one, or 'latest'."),
-    out: Path = typer.Option(..., "--out", "-o", help="File to write: .csv, .parquet or .jsonl."),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_file_option, help="File to write: .csv, .parquet or .jsonl."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv | parquet | jsonl (default: from the file's suffix)."),
-    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Export a run's items (one row per model x suite x sample, a value/passed/error column per
     scorer, prompt, reference and output) through pandas.

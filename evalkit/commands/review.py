@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from .._fs import out_file_option
+
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -28,16 +30,13 @@ review_app = typer.Typer(
     rich_markup_mode=None,
 )
 
-STORE_HELP = "SQLite store holding the run (default: .evalkit/store.db in the current directory)."
+STORE_HELP = "The store holding the run: a SQLite file path or sqlite:///PATH (default: .evalkit/store.db in the current directory)."
 
 
-def _open_store(path: Optional[Path]) -> "Store":
-    from ..store import Store
+def _open_store(path: Optional[str]) -> "Store":
+    from ..store import open_existing_store
 
-    p = path or Path(".evalkit/store.db")
-    if not p.is_file():
-        raise UserError("no store here; run `evalkit run eval.yaml` first, or pass --store PATH", where=p)
-    return Store(p)
+    return open_existing_store(path)
 
 
 @review_app.command("new")
@@ -54,7 +53,7 @@ def new_cmd(
     prefer_different: bool = typer.Option(
         True, "--prefer-different/--any", help="Take items whose two outputs differ first (default), or sample from all."
     ),
-    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Start a blinded session: sample N items of RUN and pair the two models' outputs.
 
@@ -90,7 +89,7 @@ def serve_cmd(
     port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0: any free port)."),
     reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Your name; without it the page asks for one."),
     open_browser: bool = typer.Option(False, "--open/--no-open", help="Open the page in the default browser."),
-    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Serve the review page for SESSION on 127.0.0.1 until Ctrl-C.
 
@@ -126,8 +125,8 @@ def unblind_cmd(
     session: str = typer.Argument(..., help="Session id (or a unique prefix)."),
     max_unshippable: float = typer.Option(2, "--max-unshippable", help="'Would not ship' outputs allowed per --per items."),
     per: int = typer.Option(20, "--per", help="The item count --max-unshippable refers to (scaled to the items reviewed)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full result (per-item verdicts included) here."),
-    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    json_out: Optional[Path] = typer.Option(None, "--json", callback=out_file_option, help="Also write the full result (per-item verdicts included) here."),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Reveal the key: win rate with CI, 'would not ship' counts against the threshold, agreement
     between reviewers, and Cohen's kappa between humans and the pairwise judge (when the run has one).
@@ -152,9 +151,9 @@ def unblind_cmd(
 @review_app.command("export")
 def export_cmd(
     session: str = typer.Argument(..., help="Session id (or a unique prefix)."),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write."),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_file_option, help="CSV file to write."),
     reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Fill in this reviewer's answers so far."),
-    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Write the session as a CSV for a spreadsheet, still blinded (token, prompt, reference,
     output_a, output_b, and empty verdict / a_would_ship / b_would_ship / note / reviewer columns).
@@ -177,7 +176,7 @@ def import_cmd(
     session: str = typer.Argument(..., help="Session id (or a unique prefix)."),
     file: Path = typer.Argument(..., help="CSV made by `evalkit review export` and filled in."),
     reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Reviewer for rows whose 'reviewer' column is empty."),
-    store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Read verdicts from a filled-in CSV (rows are checked first; an error names file:line).
 
@@ -193,7 +192,7 @@ def import_cmd(
 
 
 @review_app.command("list")
-def list_cmd(store: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP)) -> None:
+def list_cmd(store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP)) -> None:
     """List review sessions, newest first, with progress per reviewer.
 
     \b

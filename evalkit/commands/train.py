@@ -7,10 +7,12 @@ from typing import Optional
 
 import typer
 
+from .._fs import out_dir_option
+
 
 def train_cmd(
     config: Path = typer.Argument(..., help="train.yaml: base, train/val data, mix, quantize, lora, lr, epochs, ..."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the adapter and candidate.json (default: runs/<candidate name>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=out_dir_option, help="Folder for the adapter and candidate.json (default: runs/<candidate name>)."),
     force: bool = typer.Option(False, "--force", help="Replace an adapter already in --out."),
     reuse: bool = typer.Option(False, "--reuse", help="If --out holds a run with the same config, base and data, keep it and train nothing."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="Override quantize: nf4 (QLoRA) or none (plain LoRA)."),
@@ -51,7 +53,7 @@ def train_cmd(
 
 def merge_cmd(
     adapter: Path = typer.Argument(..., help="Adapter directory written by `evalkit train` (or any peft LoRA adapter)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the merged checkpoint (model + tokenizer)."),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_dir_option, help="Folder for the merged checkpoint (model + tokenizer)."),
     base: Optional[Path] = typer.Option(None, "--base", help="Full-precision base checkpoint (default: the one in candidate.json)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (the base's own dtype), bfloat16, float16 or float32. Never 4-bit."),
     check: int = typer.Option(4, "--check", help="Prompts on which merged and adapter greedy outputs are compared (0: skip)."),

@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from .._fs import out_file_option
+
 from ..errors import UserError
 
 
@@ -36,7 +38,7 @@ def check_parity_cmd(
     python: Optional[str] = typer.Option(None, "--python", help="Python interpreter of the environment vLLM lives in (default: this one)."),
     server_arg: List[str] = typer.Option([], "--server-arg", help="Extra argument for the vLLM server, e.g. --server-arg=--max-model-len=2048; repeat."),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="vLLM's share of GPU memory (on the CPU build: of RAM for the KV cache; 0.1-0.4)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full report (every mismatch) as JSON here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", callback=out_file_option, help="Also write the full report (every mismatch) as JSON here."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ) -> None:
     """Run the same prompts greedily through hf (transformers + peft) and vLLM, for the base and each

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from .._fs import default_file_mode
 from ..errors import DataError
 
 
@@ -18,6 +19,7 @@ def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.fchmod(fd, default_file_mode())
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             yield fh
@@ -38,14 +40,45 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         fh.write("\n")
 
 
-def iter_raw_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """``(line_number, text)`` for every line (blank ones included), read one at a time."""
+class BadLine(str):
+    """What ``iter_raw_lines(..., strict=False)`` yields for a line that is not UTF-8 text: the problem."""
+
+
+def line_problem(raw: bytes) -> str | None:
+    """Why one raw line is not text evalkit accepts (strict UTF-8, no NUL byte), or None."""
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        return f"NUL byte at column {nul + 1}; JSONL is text"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); save the file as UTF-8"
+    return None
+
+
+def iter_raw_lines(path: str | Path, *, strict: bool = True) -> Iterator[tuple[int, str]]:
+    """``(line_number, text)`` for every line (blank ones included), read one at a time.
+
+    Every command reads data the same way: strict UTF-8, no NUL bytes. A line that breaks this raises
+    DataError naming FILE:LINE (``strict``), or is yielded as a :class:`BadLine` holding the problem
+    (``validate``, which reports every problem in one pass). Nothing is silently replaced.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError("file not found", where=p)
-    with p.open("r", encoding="utf-8", errors="replace") as fh:
+    with p.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
-            yield lineno, raw
+            try:
+                if b"\x00" in raw:
+                    raise ValueError
+                text = raw.decode("utf-8")
+            except (UnicodeDecodeError, ValueError):
+                problem = line_problem(raw) or "unreadable line"
+                if strict:
+                    raise DataError(problem, where=p, line=lineno) from None
+                yield lineno, BadLine(problem)
+                continue
+            yield lineno, text
 
 
 def iter_objects(path: str | Path, *, strict: bool) -> Iterator[tuple[int, Any]]:

@@ -12,17 +12,16 @@ from ..types import ROLES, Message, Sample, stable_hash
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, object)`` for every non-blank line; a bad line raises DataError."""
+    from ._io import iter_raw_lines
+
     p = Path(path)
-    if not p.is_file():
-        raise DataError("file not found", where=p)
-    with p.open("r", encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield lineno, json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", where=p, line=lineno) from None
+    for lineno, raw in iter_raw_lines(p):
+        if not raw.strip():
+            continue
+        try:
+            yield lineno, json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", where=p, line=lineno) from None
 
 
 def parse_messages(raw: Any) -> tuple[Message, ...]:

@@ -54,8 +54,10 @@ def _parse_scorer(entry: Any, idx: int, suite_yaml: Path, lines: dict) -> Scorer
 def _load_json_file(path: Path, referrer: Path, line: int | None) -> Any:
     if not path.is_file():
         raise ConfigError(f"file not found: {path}", where=referrer, line=line)
+    from ..config import read_utf8
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_utf8(path))
     except json.JSONDecodeError as e:
         raise DataError(f"invalid JSON: {e.msg}", where=path, line=e.lineno) from None
 

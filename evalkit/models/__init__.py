@@ -15,7 +15,7 @@ from ..errors import ConfigError, UserError, missing_extra
 from ..types import ModelSpec
 from .base import Backend, GenerationRequest, ProgressFn
 
-__all__ = ["Backend", "GenerationRequest", "ProgressFn", "open_backend", "group_key", "fingerprint", "register_backend"]
+__all__ = ["Backend", "GenerationRequest", "ProgressFn", "open_backend", "group_key", "fingerprint", "register_backend", "checkpoint_dtype"]
 
 _FACTORIES: dict[str, Callable[[Sequence[ModelSpec]], Backend]] = {}
 
@@ -106,6 +106,36 @@ def _hash_dir(path: Path, *, full: bool) -> str:
                 fh.seek(-(1 << 20), os.SEEK_END)
                 h.update(fh.read(1 << 20))
     return h.hexdigest()[:16]
+
+
+_KNOWN_DTYPES = {"float32": "float32", "float": "float32", "bfloat16": "bfloat16", "float16": "float16", "half": "float16"}
+
+
+def checkpoint_dtype(path: str | Path) -> str:
+    """The dtype a checkpoint's config.json declares (``dtype`` or the older ``torch_dtype``).
+
+    Without one, float32: what transformers computes in. Every backend serving the base gets this
+    dtype, so hf and vLLM do the same arithmetic by default (vLLM on its own picks bfloat16 for a
+    float32 checkpoint, and greedy outputs then differ).
+    """
+    import json
+
+    conf = Path(path) / "config.json"
+    try:
+        data = json.loads(conf.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "float32"
+    for key in ("dtype", "torch_dtype"):
+        v = data.get(key) if isinstance(data, dict) else None
+        if isinstance(v, str) and v.removeprefix("torch.") in _KNOWN_DTYPES:
+            return _KNOWN_DTYPES[v.removeprefix("torch.")]
+    text_conf = data.get("text_config") if isinstance(data, dict) else None
+    if isinstance(text_conf, dict):
+        for key in ("dtype", "torch_dtype"):
+            v = text_conf.get(key)
+            if isinstance(v, str) and v.removeprefix("torch.") in _KNOWN_DTYPES:
+                return _KNOWN_DTYPES[v.removeprefix("torch.")]
+    return "float32"
 
 
 def fingerprint(spec: ModelSpec) -> str:

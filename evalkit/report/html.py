@@ -29,7 +29,19 @@ def _env():
     )
     env.filters["num"] = _num
     env.filters["pct"] = _pct
+    env.filters["clip"] = clip
     return env
+
+
+CLIP_CHARS = 20_000
+
+
+def clip(text: Any, limit: int = CLIP_CHARS) -> str:
+    """Long untrusted text cut for the page (a 1 MB output would bloat the report); items.jsonl keeps it whole."""
+    s = "" if text is None else str(text)
+    if len(s) <= limit:
+        return s
+    return s[:limit] + f"\n… [{len(s) - limit:,} more characters not shown; the full text is in items.jsonl]"
 
 
 _num = plain_num  # the template escapes; Markdown's own cell escaping is not wanted here

@@ -94,6 +94,16 @@ class _Handler(BaseHTTPRequestHandler):
         host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
         return host in ("127.0.0.1", "localhost", "::1")
 
+    def _same_origin(self, origin: str) -> bool:
+        """The page's own origin: scheme, loopback host *and* this server's port (another local
+        server on another port is another origin)."""
+        try:
+            o = urlsplit(origin)
+            port = o.port or (443 if o.scheme == "https" else 80)
+        except ValueError:
+            return False
+        return o.scheme == "http" and o.hostname in ("127.0.0.1", "localhost", "::1") and port == self.server.server_address[1]
+
     # --- GET --------------------------------------------------------------------------------
 
     def do_GET(self) -> None:  # noqa: N802 (stdlib name)
@@ -145,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._host_ok():
             return self._error(HTTPStatus.FORBIDDEN, "this server answers on 127.0.0.1 only")
         origin = self.headers.get("Origin")
-        if origin and urlsplit(origin).hostname not in ("127.0.0.1", "localhost", "::1"):
+        if origin and not self._same_origin(origin):
             return self._error(HTTPStatus.FORBIDDEN, "cross-origin requests are refused")
         if urlsplit(self.path).path != "/api/verdict":
             return self._error(HTTPStatus.NOT_FOUND, "not found")

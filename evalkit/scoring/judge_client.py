@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Literal, Mapping
 
+from .._text import redact_secrets, redact_url, redact_userinfo
 from ..config import ModelEntry
 from ..errors import BackendUnavailable, ConfigError, missing_extra
 
@@ -44,7 +45,7 @@ class JudgeModel:
         return f"{self.backend}:{self.model}"
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model, "base_url": self.base_url}
+        return {"backend": self.backend, "model": self.model, "base_url": redact_url(self.base_url) if self.base_url else None}
 
     def provider_key(self) -> tuple:
         """Requests to the same provider endpoint share one concurrency limit."""
@@ -106,6 +107,10 @@ class Reply:
 class CallFailed(Exception):
     """A judgment's request failed for good (retries exhausted or a non-retryable 4xx)."""
 
+    def __init__(self, message: str, attempts: int = 1):
+        super().__init__(message)
+        self.attempts = attempts  # HTTP requests made for it
+
 
 class FatalJudgeError(BackendUnavailable):
     """The judge cannot work at all (bad key, unknown model): stop instead of failing every item."""
@@ -116,6 +121,7 @@ class ClientStats:
     requests: int = 0
     retries: int = 0
     retry_reasons: dict[str, int] = field(default_factory=dict)
+    gave_up: int = 0  # requests that ran out of retries
     in_flight: int = 0
     max_in_flight: int = 0
     fallbacks: list[str] = field(default_factory=list)
@@ -124,6 +130,7 @@ class ClientStats:
         return {
             "requests": self.requests,
             "retries": self.retries,
+            "gave_up": self.gave_up,
             "retry_reasons": dict(sorted(self.retry_reasons.items())),
             "max_in_flight": self.max_in_flight,
             "structured_fallbacks": list(self.fallbacks),
@@ -267,6 +274,9 @@ class JudgeClient:
             used.clear()
             try:
                 reply = await self._guarded(send)
+                key = os.environ.get(jm.api_key_env) or ""
+                if reply.raw and len(key) >= 8 and key in reply.raw:
+                    reply.raw = redact_secrets(reply.raw, [key])  # a server that echoes the key: never stored
                 reply.attempts = attempt + 1
                 reply.latency_s = time.perf_counter() - start
                 return reply
@@ -280,10 +290,12 @@ class JudgeClient:
                     self.fatal = FatalJudgeError(f"judge {jm.label} at {jm.base_url or 'the default API'}: {reason}: {_short(e)}")
                     raise self.fatal from None
                 if kind == "error":
-                    raise CallFailed(f"{reason}: {_short(e)}") from None
-                self.stats.retry_reasons[reason] = self.stats.retry_reasons.get(reason, 0) + 1
+                    raise CallFailed(f"{reason}: {_short(e)}", attempt + 1) from None
                 if attempt >= jm.max_retries:
-                    raise CallFailed(f"gave up after {attempt + 1} attempts; last: {reason}: {_short(e)}") from None
+                    self.stats.gave_up += 1
+                    raise CallFailed(f"gave up after {attempt + 1} attempts; last: {reason}: {_short(e)}", attempt + 1) from None
+                # counted only when a retry really follows: retry_reasons adds up to retries
+                self.stats.retry_reasons[reason] = self.stats.retry_reasons.get(reason, 0) + 1
                 self.stats.retries += 1
                 await asyncio.sleep(backoff_delay(attempt, ra, reason))
                 attempt += 1
@@ -378,4 +390,5 @@ class JudgeClient:
 
 def _short(exc: BaseException, n: int = 300) -> str:
     s = " ".join(str(exc).split()) or type(exc).__name__
+    s = redact_userinfo(s)
     return s if len(s) <= n else s[: n - 3] + "..."

@@ -27,6 +27,7 @@ from ..config import JudgeEntry
 from ..errors import ConfigError
 from ..store import Store
 from ..types import Sample, Score, stable_hash
+from .._text import redact_url
 from .judge_client import CallFailed, FatalJudgeError, JudgeClient, JudgeModel, check_api_key, judge_model_from_entry
 from .judge_rubric import Rubric, load_rubric, parse_verdict_text
 
@@ -205,6 +206,18 @@ def judge_scorer_names(judges: Sequence[JudgeEntry], config_dir: str | Path) -> 
     return names
 
 
+def judge_score_kinds(judges: Sequence[JudgeEntry], config_dir: str | Path) -> tuple[set[str], set[str]]:
+    """(criterion score names, pairwise judge names) these judges will add, for checking gates."""
+    single: set[str] = set()
+    pairwise: set[str] = set()
+    for _, _, rubric, _ in _load(judges, Path(config_dir)):
+        if rubric.mode == "pairwise":
+            pairwise.add(rubric.scorer_name())
+        else:
+            single.update(rubric.scorer_name(c) for c in rubric.criterion_names)
+    return single, pairwise
+
+
 def _judgment_key(rubric: Rubric, jm: JudgeModel, system: str, user: str, repeat: int) -> str:
     return stable_hash(
         {
@@ -285,7 +298,7 @@ async def _judge_one(req: _Request, client: JudgeClient) -> _Result:
             reply = await client.complete(req.system, req.user, rubric.verdict_schema, temperature=rubric.temperature, max_tokens=rubric.max_tokens, schema_name=f"{rubric.name}_verdict".replace(".", "_"), model=req.model)
         except CallFailed as e:
             error = f"request failed: {e}"
-            attempts.append({"error": error})
+            attempts.append({"error": error, "http_attempts": e.attempts})
             break
         tokens_in += reply.tokens_in
         tokens_out += reply.tokens_out
@@ -735,6 +748,8 @@ def run_judges(
             _aggregate_pairwise(plan, results, plan_scores, st)
         else:
             _aggregate_single(plan, results, plan_scores, st)
+        # one count per failed judgment, however many items share it (identical outputs share a key)
+        st["failed_judgments"] = sum(1 for k in set(keys) if k not in results or results[k].verdict is None)
         # Mark every judge score, so later stages can tell judge scores from validators by more than
         # their names: details.judge (this judge's name), repeats, and whether noise may undecide a gate.
         marks = {"judge": plan.name, "repeats": plan.entry.repeats, "noise_gate": plan.entry.noise == "no_decision"}
@@ -746,7 +761,7 @@ def run_judges(
     for plan in plans:
         used = {m.provider_key() for m in plan.models}
         stats[plan.name]["providers"] = {
-            f"{c.jm.backend}:{c.jm.base_url or 'default'}": {**c.stats.as_dict(), "concurrency": c.jm.concurrency}
+            f"{c.jm.backend}:{redact_url(c.jm.base_url) if c.jm.base_url else 'default'}": {**c.stats.as_dict(), "concurrency": c.jm.concurrency}
             for k, c in clients.items()
             if k in used and c.stats.requests
         }

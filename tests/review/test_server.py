@@ -89,8 +89,15 @@ def test_refusals(served):
     # cross-site: a form post (not JSON), a foreign Origin, a rebinding Host
     assert request(server, "POST", "/api/verdict", json.dumps(ok).encode(), {"Content-Type": "text/plain"})[0] == 415
     assert request(server, "POST", "/api/verdict", ok, {"Origin": "http://evil.example"})[0] == 403
+    # another local server (another port, or https) is another origin: scheme, host and port must match
+    assert request(server, "POST", "/api/verdict", ok, {"Origin": f"http://127.0.0.1:{server.port + 1}"})[0] == 403
+    assert request(server, "POST", "/api/verdict", ok, {"Origin": "http://localhost"})[0] == 403
+    assert request(server, "POST", "/api/verdict", ok, {"Origin": f"https://127.0.0.1:{server.port}"})[0] == 403
+    assert request(server, "POST", "/api/verdict", ok, {"Origin": "http://127.0.0.1:notaport"})[0] == 403
     assert request(server, "GET", "/api/session", headers={"Host": "evil.example:80"})[0] == 403
     assert reviewer_verdicts(store, session.session_id) == []
+    # the page's own origin is accepted
+    assert request(server, "POST", "/api/verdict", ok, {"Origin": f"http://127.0.0.1:{server.port}"})[0] == 200
 
 
 def test_default_reviewer_and_port_in_use(store):

@@ -206,6 +206,31 @@ def test_exhausted_retries_are_errors_not_losses(loopback_api, store):
     assert sum(1 for r in loopback_api.requests if r.status == 500) == 3
 
 
+def test_judge_counters_add_up_against_the_server_log(loopback_api, store):
+    """retry_reasons sums to retries; a judgment that runs out of retries counts once as gave_up; a
+    failed judgment shared by several items counts once; its stored record has every attempt."""
+    loopback_api.set_responder(grade)
+    loopback_api.add_faults([Fault.server_error(503, when=lambda r: "question 2" in json.dumps(r.body), times=None),
+                             Fault.rate_limit(retry_after=0.05), Fault.server_error(500)])
+    # three models answered question 2 identically: one judgment (one key) shared by three items
+    its = items(4) + [JudgeInput(m, "suite", Sample("s002", (Message("user", "question 2"),), reference="ref 2"), "answer 2") for m in ("m2", "m3")]
+    out = run_judges([openai_judge(loopback_api, max_retries=2, concurrency=1)], config_dir=ROOT, store=store, items=its, progress=False)
+    st = out.stats["default"]
+    prov = next(v for k, v in st["providers"].items() if k.startswith("openai"))
+    log = loopback_api.requests
+    failed_http = [r for r in log if r.status != 200]
+    assert sum(prov["retry_reasons"].values()) == prov["retries"]
+    assert prov["gave_up"] == 1
+    # every request the server saw: one per distinct judgment, plus retries
+    assert len(log) == 4 + prov["retries"]
+    assert len(failed_http) == prov["retries"] + prov["gave_up"]
+    assert st["failed_judgments"] == 1 and out.errors == 3
+    key = out.scores[("cand", "suite", "s002")][0].details["judgment_keys"][0]
+    payload = store.get_judgments([key])[key]
+    assert payload["attempts"] == [{"error": payload["error"], "http_attempts": 3}]
+    assert sum(1 for r in log if "question 2" in json.dumps(r.body)) == 3
+
+
 def test_bad_api_key_stops_the_judge_with_one_clear_error(loopback_api, store):
     loopback_api.add_faults([Fault.http(401, times=None)])
     with pytest.raises(BackendUnavailable, match="authentication failed"):

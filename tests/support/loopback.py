@@ -584,7 +584,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _openai(self, state: LoopbackAPI, rec: RecordedRequest, body: dict, override: Any, use_override: bool) -> dict:
         auth = rec.headers.get("authorization", "")
-        if not auth.startswith("Bearer ") or len(auth) <= len("Bearer "):
+        # Basic: a server behind a proxy whose credentials sit in the base_url (http://user:pass@host)
+        if not (auth.startswith(("Bearer ", "Basic ")) and len(auth) > len("Bearer ")):
             raise _ApiError(401, "missing bearer API key", "invalid_api_key")
         if not isinstance(body.get("model"), str) or not body["model"]:
             raise _ApiError(400, "model: required")
