@@ -7,7 +7,7 @@ under 100 MB.
 
 from __future__ import annotations
 
-import hashlib
+import bisect
 import json
 from array import array
 from collections import Counter
@@ -18,8 +18,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import UserError
+from . import _fastchat
 from ._chat import check_example, preview, system_prompt
-from ._io import iter_raw_lines, progress_bar
+from ._io import iter_raw_lines, line_problem, progress_bar
 
 MAX_SYSTEM_VARIANTS = 1000  # distinct system prompts tracked per file (the rest are counted as "other")
 
@@ -177,6 +178,109 @@ def load_tokenizer_length(path: str | Path) -> tuple[LengthFn, str]:
     return length, f"tokens ({p.name})"
 
 
+_BLOCK_BYTES = 1 << 19  # read ~512 KB of lines at a time: token counts are computed a block at a time
+
+
+class _FileAcc:
+    """What validating one file accumulates: problems, id hashes, the length histogram, system prompts."""
+
+    def __init__(self, path: str, length_fn: LengthFn, unit: str, max_tokens: int | None, require_assistant: bool):
+        self.path, self.length_fn, self.unit = path, length_fn, unit
+        self.max_tokens, self.require_assistant = max_tokens, require_assistant
+        self.problems: list[Problem] = []
+        self.kinds: Counter = Counter()
+        self.id_hashes = array("Q")
+        self.id_lines = array("I")
+        self.hist: Counter = Counter()
+        self.sys_variants: dict[str, list[int]] = {}  # text -> [count, first_line]
+        self.other_variants = self.without_system = 0
+        self.n_examples = self.n_valid = 0
+        self.no_id: set[int] = set()  # lines whose id the fast path already counted
+
+    def add(self, line: int, kind: str, message: str) -> None:
+        self.problems.append(Problem(self.path, line, kind, message))
+        self.kinds[kind] += 1
+
+    def add_block(self, block: _fastchat.Block) -> None:
+        """The fast path's lines of a block, vectorised; its other lines one by one (slow path)."""
+        self.id_hashes.extend(block.id_hashes)
+        self.id_lines.extend(block.id_lines)
+        if block.lines:
+            lengths, has_empty = _fastchat.example_lengths(block)
+            lines, systems = block.lines, block.systems
+            if has_empty.any():  # an empty content: the slow path names it (its id is counted above)
+                empty = np.flatnonzero(has_empty).tolist()
+                block.slow.extend((lines[i], block.raws[lines[i] - block.first]) for i in empty)
+                for i in empty:
+                    self.no_id.add(lines[i])
+                keep = ~has_empty
+                lines = [ln for ln, k in zip(lines, keep) if k]
+                systems = [s for s, k in zip(systems, keep) if k]
+                lengths = lengths[keep]
+            self.n_examples += len(lines)
+            self.n_valid += len(lines)
+            freq = np.bincount(lengths)
+            values = np.flatnonzero(freq)
+            self.hist.update(dict(zip(values.tolist(), freq[values].tolist())))
+            if self.max_tokens is not None:
+                for i in np.flatnonzero(lengths > self.max_tokens).tolist():
+                    self.add(lines[i], "too_long", f"example is {int(lengths[i])} {self.unit} long, over --max-tokens {self.max_tokens}")
+            for sp, n in Counter(systems).items():
+                if sp is None:
+                    self.without_system += n
+                elif sp in self.sys_variants:
+                    self.count_system(sp, self.sys_variants[sp][1], n)
+                else:  # a new prompt: its first line in this block (a C-level scan, rare)
+                    self.count_system(sp, lines[systems.index(sp)], n)
+        for lineno, raw in block.slow:
+            self.slow_line(lineno, raw)
+
+    def slow_line(self, lineno: int, raw: bytes) -> None:
+        problem = line_problem(raw)
+        if problem is not None:
+            self.n_examples += 1
+            self.add(lineno, "encoding", problem)
+            return
+        text = raw.decode("utf-8")
+        if not text.strip():
+            return
+        self.n_examples += 1
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            self.add(lineno, "invalid_json", f"invalid JSON: {e.msg} (column {e.colno})")
+            return
+        found = check_example(obj, require_assistant=self.require_assistant)
+        for kind, msg in found:
+            self.add(lineno, kind, msg)
+        if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)) and not isinstance(obj.get("id"), bool) and lineno not in self.no_id:
+            self.id_hashes.append(_fastchat.id_hash(obj["id"]))
+            self.id_lines.append(lineno)
+        if not found:
+            msgs = obj["messages"]
+            self.valid(lineno, self.length_fn(msgs), system_prompt(msgs))
+
+    def valid(self, lineno: int, n: int, sp: str | None) -> None:
+        self.n_valid += 1
+        self.hist[n] += 1
+        if self.max_tokens is not None and n > self.max_tokens:
+            self.add(lineno, "too_long", f"example is {n} {self.unit} long, over --max-tokens {self.max_tokens}")
+        if sp is None:
+            self.without_system += 1
+        else:
+            self.count_system(sp, lineno, 1)
+
+    def count_system(self, sp: str, first_line: int, n: int) -> None:
+        got = self.sys_variants.get(sp)
+        if got is not None:
+            got[0] += n
+            got[1] = min(got[1], first_line)  # blocks take their slow lines after their fast ones
+        elif len(self.sys_variants) < MAX_SYSTEM_VARIANTS:
+            self.sys_variants[sp] = [n, first_line]
+        else:
+            self.other_variants += n
+
+
 def validate_file(
     path: str | Path,
     *,
@@ -186,67 +290,50 @@ def validate_file(
     require_assistant: bool = True,
     progress: bool = False,
 ) -> tuple[list[Problem], FileSummary]:
-    """Check every line of one file; return all its problems (in line order) and a summary."""
+    """Check every line of one file; return all its problems (in line order) and a summary.
+
+    Lines are read as bytes in blocks. With the default length (whitespace tokens), well-formed lines
+    take the fast path (:mod:`._fastchat`: decoded and checked in C, token counts by numpy for the
+    whole block); every other line, and every line when a tokenizer measures length, takes the slow
+    path, which names each problem. Both paths report the same problems.
+    """
     spath = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise UserError("file not found", where=p)
     length_fn = length_fn or whitespace_length
-    problems: list[Problem] = []
-    kinds: Counter = Counter()
-    id_hashes = array("Q")
-    id_lines = array("I")
-    hist: Counter = Counter()
-    sys_variants: dict[str, list[int]] = {}  # text -> [count, first_line]
-    other_variants = 0
-    without_system = 0
-    n_lines = n_examples = n_valid = 0
+    acc = _FileAcc(spath, length_fn, unit, max_tokens, require_assistant)
+    read = _fastchat.make_reader(require_assistant) if length_fn is whitespace_length and _fastchat.available() else None
 
-    def add(line: int, kind: str, message: str) -> None:
-        problems.append(Problem(spath, line, kind, message))
-        kinds[kind] += 1
-
-    bar = progress_bar(None, f"validate {Path(spath).name}", progress)
-    for lineno, raw in iter_raw_lines(path):
-        n_lines = lineno
-        bar.update(1)
-        if not raw.strip():
-            continue
-        n_examples += 1
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            add(lineno, "invalid_json", f"invalid JSON: {e.msg} (column {e.colno})")
-            continue
-        found = check_example(obj, require_assistant=require_assistant)
-        for kind, msg in found:
-            add(lineno, kind, msg)
-        if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)) and not isinstance(obj.get("id"), bool):
-            key = hashlib.blake2b(str(obj["id"]).encode("utf-8"), digest_size=8).digest()
-            id_hashes.append(int.from_bytes(key, "little"))
-            id_lines.append(lineno)
-        if found:
-            continue
-        n_valid += 1
-        msgs = obj["messages"]
-        n = length_fn(msgs)
-        hist[n] += 1
-        if max_tokens is not None and n > max_tokens:
-            add(lineno, "too_long", f"example is {n} {unit} long, over --max-tokens {max_tokens}")
-        sp = system_prompt(msgs)
-        if sp is None:
-            without_system += 1
-        elif sp in sys_variants:
-            sys_variants[sp][0] += 1
-        elif len(sys_variants) < MAX_SYSTEM_VARIANTS:
-            sys_variants[sp] = [1, lineno]
-        else:
-            other_variants += 1
+    bar = progress_bar(None, f"validate {p.name}", progress)
+    n_lines = 0
+    blocks: list[tuple[int, int]] = []  # (first line, byte offset) of each block: duplicate ids are named by re-reading only their blocks
+    with p.open("rb") as fh:
+        while True:
+            blocks.append((n_lines + 1, fh.tell()))
+            raws = fh.readlines(_BLOCK_BYTES)
+            if not raws:
+                break
+            if read is not None:
+                block = read(raws, n_lines + 1)
+            else:
+                block = _fastchat.Block(raws, n_lines + 1)
+                block.slow.extend(enumerate(raws, n_lines + 1))
+            acc.add_block(block)
+            n_lines += len(raws)
+            bar.update(len(raws))
     bar.close()
+    problems, kinds, id_hashes, id_lines, hist = acc.problems, acc.kinds, acc.id_hashes, acc.id_lines, acc.hist
+    sys_variants, other_variants, without_system = acc.sys_variants, acc.other_variants, acc.without_system
+    n_examples, n_valid = acc.n_examples, acc.n_valid
 
     for line, first in _duplicate_lines(id_hashes, id_lines):
         problems.append(Problem(spath, line, "duplicate_id", f"duplicate id (first on line {first})"))
         kinds["duplicate_id"] += 1
     if problems and any(p.kind == "duplicate_id" for p in problems):
         problems.sort(key=lambda p: p.line)
-        _name_duplicate_ids(path, problems)
+        _name_duplicate_ids(path, problems, blocks)
+    problems.sort(key=lambda p: p.line)  # stable: a line's own problems keep their order
 
     variants = tuple(
         SystemVariant(text, c, first) for text, (c, first) in sorted(sys_variants.items(), key=lambda kv: (-kv[1][0], kv[1][1]))
@@ -267,41 +354,63 @@ def validate_file(
 
 
 def _duplicate_lines(hashes: array, lines: array) -> list[tuple[int, int]]:
-    """``(line, first_line)`` for every line whose id hash was seen on an earlier line."""
+    """``(line, first_line)`` for every line whose id hash was seen on an earlier line.
+
+    Memory stays near one sorted copy of the hashes: the hashes that repeat are found first, and
+    only their (few) rows are sorted with their line numbers.
+    """
     if len(hashes) < 2:
         return []
     h = np.frombuffer(hashes, dtype=np.uint64)
     ln = np.frombuffer(lines, dtype=np.uint32)
-    order = np.lexsort((ln, h))
-    hs, ls = h[order], ln[order]
-    same = hs[1:] == hs[:-1]
-    if not same.any():
+    hs = np.sort(h)
+    repeated = hs[1:][hs[1:] == hs[:-1]]
+    del hs
+    if not len(repeated):
         return []
-    out = []
-    first = int(ls[0])
-    for i in range(1, len(hs)):
-        if hs[i] == hs[i - 1]:
-            out.append((int(ls[i]), first))
-        else:
-            first = int(ls[i])
-    return out
+    repeated = np.unique(repeated)
+    step = 1 << 18  # in chunks, so no temporary grows with the file
+    parts = []
+    for i in range(0, len(h), step):
+        chunk = h[i : i + step]
+        at = np.searchsorted(repeated, chunk)
+        np.minimum(at, len(repeated) - 1, out=at)
+        parts.append(np.flatnonzero(repeated[at] == chunk) + i)
+    rows = np.concatenate(parts)
+    sub_h, sub_l = h[rows], ln[rows]
+    order = np.lexsort((sub_l, sub_h))
+    sub_h, sub_l = sub_h[order], sub_l[order]
+    same = np.zeros(len(sub_h), dtype=bool)
+    same[1:] = sub_h[1:] == sub_h[:-1]
+    # the index of each row's group start (its first line), carried forward over the group
+    group_start = np.where(same, 0, np.arange(len(same)))
+    np.maximum.accumulate(group_start, out=group_start)
+    dup = np.flatnonzero(same)
+    return list(zip(sub_l[dup].tolist(), sub_l[group_start[dup]].tolist()))
 
 
-def _name_duplicate_ids(path: str | Path, problems: list[Problem]) -> None:
-    """Put the id itself into duplicate-id messages (a second, targeted read of just those lines)."""
+def _name_duplicate_ids(path: str | Path, problems: list[Problem], blocks: Sequence[tuple[int, int]]) -> None:
+    """Put the id itself into duplicate-id messages, re-reading only the blocks that hold them."""
     wanted = {p.line: i for i, p in enumerate(problems) if p.kind == "duplicate_id"}
     if not wanted or len(wanted) > 100_000:
         return
-    for lineno, raw in iter_raw_lines(path):
-        i = wanted.get(lineno)
-        if i is None:
-            continue
-        try:
-            sid = json.loads(raw).get("id")
-        except Exception:
-            continue
-        p = problems[i]
-        problems[i] = Problem(p.path, p.line, p.kind, p.message.replace("duplicate id", f"duplicate id {str(sid)!r}"))
+    firsts = [first for first, _ in blocks]
+    by_block: dict[int, list[int]] = {}
+    for lineno in wanted:
+        by_block.setdefault(bisect.bisect_right(firsts, lineno) - 1, []).append(lineno)
+    with Path(path).open("rb") as fh:
+        for b, linenos in sorted(by_block.items()):
+            first, offset = blocks[b]
+            fh.seek(offset)
+            raws = fh.readlines(_BLOCK_BYTES)  # the same block as the first pass read
+            for lineno in linenos:
+                try:
+                    sid = json.loads(raws[lineno - first]).get("id")
+                except Exception:
+                    continue
+                i = wanted[lineno]
+                p = problems[i]
+                problems[i] = Problem(p.path, p.line, p.kind, p.message.replace("duplicate id", f"duplicate id {str(sid)!r}"))
 
 
 def validate_files(

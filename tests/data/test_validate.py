@@ -156,3 +156,64 @@ def test_bad_tokenizer_is_a_user_error(jsonl, tmp_path, capsys):
 def test_help_teaches_with_an_example(cmd, capsys):
     assert main(["data", cmd, "--help"]) == 0
     assert "Example:" in capsys.readouterr().out
+
+
+def _varied_lines(n: int, seed: int = 7) -> list[bytes]:
+    """Good and bad lines of every shape the fast path must agree with the slow path on."""
+    import random
+
+    r = random.Random(seed)
+    words = ["alpha", "beta", "  gamma\t", "delta\n", "ε", "\u3000wide\u3000space", "nb\xa0sp", "tab\x1fsep", "x\u0000y", ""]
+    out: list[bytes] = []
+    for i in range(n):
+        k = r.randrange(12)
+        msgs = [{"role": "user", "content": " ".join(r.choice(words) for _ in range(r.randrange(0, 6)))},
+                {"role": "assistant", "content": " ".join(r.choice(words) for _ in range(r.randrange(0, 6)))}]
+        if r.random() < 0.5:
+            msgs.insert(0, {"role": "system", "content": r.choice(["You help.", "Be brief.", " ", "S" * r.randrange(1, 3)])})
+        obj: object = {"id": r.choice([f"i{r.randrange(n)}", r.randrange(n), f"i{i}"]), "messages": msgs}
+        if k == 0:
+            obj = {**obj, "id": r.choice([None, True, "", 1.5])}  # type: ignore[dict-item]
+        elif k == 1:
+            msgs[-1]["role"] = r.choice(["bot", "user", "system"])
+        elif k == 2:
+            obj = {**obj, "extra": 1}  # type: ignore[dict-item]
+        elif k == 3:
+            msgs[0]["name"] = "n"
+        elif k == 4:
+            obj = {**obj, "tags": r.choice([["a"], "a", None, [1]]), "metadata": r.choice([{}, None, [1]])}  # type: ignore[dict-item]
+        elif k == 5:
+            del obj["id"]  # type: ignore[attr-defined]
+        line = json.dumps(obj, ensure_ascii=r.random() < 0.5).encode("utf-8", "surrogatepass")
+        if k == 6:
+            line = line[: r.randrange(1, len(line))]
+        elif k == 7 and r.random() < 0.3:
+            line = line.replace(b"alpha", b"alph\xe9")
+        elif k == 8 and r.random() < 0.3:
+            line = b"   "
+        out.append(line)
+    return out
+
+
+def test_fast_and_slow_paths_report_the_same_problems_and_summary(tmp_path, monkeypatch):
+    from evalkit.data import _fastchat, validate
+
+    path = tmp_path / "varied.jsonl"
+    path.write_bytes(b"\n".join(_varied_lines(3000)) + b"\n")
+    monkeypatch.setattr(validate, "_BLOCK_BYTES", 4096)  # many blocks: fast lines and slow lines interleave
+    fast = validate_files([path], max_tokens=6)
+    monkeypatch.setattr(_fastchat, "available", lambda: False)
+    slow = validate_files([path], max_tokens=6)
+    assert len(fast.problems) > 1000 and {p.kind for p in fast.problems} >= {
+        "invalid_json", "encoding", "bad_id", "unknown_role", "wrong_order", "unknown_key", "empty_content", "too_long", "duplicate_id", "bad_tags"}
+    assert [str(p) for p in fast.problems] == [str(p) for p in slow.problems]
+    assert fast.summaries[0].as_dict() == slow.summaries[0].as_dict()
+
+
+def test_token_counts_equal_str_split():
+    from evalkit.data._fastchat import token_counts
+
+    texts = ["", " ", "a", " a  b\tc\nd ", "x\u3000y", "nb\xa0sp", "a\x1cb", "a\x00b", "ε ζ", "\u2028z", "end "]
+    assert token_counts(texts).tolist() == [len(t.split()) for t in texts]
+    ascii_only = ["one two", "", "  three   four five ", "six"]
+    assert token_counts(ascii_only).tolist() == [2, 0, 3, 1]
