@@ -110,7 +110,8 @@ print(json.dumps({"seconds": dt, "cpu_seconds": time.process_time() - cpu0, "pea
 
 def run_stage(stage: str, path: Path, eval_path: Path, repeat: int = 1) -> dict:
     """The best of ``repeat`` runs (each in a fresh process): on a shared machine the minimum is the
-    steadiest estimate of what the code costs."""
+    steadiest estimate of what the code costs.
+    """
     best: dict | None = None
     for _ in range(repeat):
         out = subprocess.run([sys.executable, "-c", STAGE, stage, str(path), str(eval_path)], capture_output=True, text=True)

@@ -21,7 +21,8 @@ def default_file_mode() -> int:
 
 def check_output_dir(path: str | Path, what: str = "--out") -> Path:
     """A folder evalkit will write into: fine if it is a folder or can be made; refused (before any
-    work) when it, or a parent, is an existing file, or when it cannot be written."""
+    work) when it, or a parent, is an existing file, or when it cannot be written.
+    """
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise UserError(f"{what}: {p} is an existing file, not a folder; choose a folder path")
@@ -47,10 +48,10 @@ def check_output_file(path: str | Path, what: str = "--out") -> Path:
 
 
 def out_dir_option(value: Path | None) -> Path | None:
-    """typer callback for an option naming a folder to write: checked while parsing, before any work."""
+    """Typer callback for an option naming a folder to write: checked while parsing, before any work."""
     return None if value is None else check_output_dir(value)
 
 
 def out_file_option(value: Path | None) -> Path | None:
-    """typer callback for an option naming a file to write: checked while parsing, before any work."""
+    """Typer callback for an option naming a file to write: checked while parsing, before any work."""
     return None if value is None else check_output_file(value)

@@ -13,11 +13,10 @@ from typing import Optional
 
 import typer
 
-from ._fs import out_dir_option
-
 from . import __version__
-from .config import MAX_NEW_TOKENS_LIMIT
+from ._fs import out_dir_option
 from ._text import redact_userinfo, terminal_safe
+from .config import MAX_NEW_TOKENS_LIMIT
 from .errors import UserError
 
 app = typer.Typer(

@@ -130,7 +130,8 @@ DEMO_MIX_FRACTION = 0.3
 
 def _regression_suite(work: Path) -> Path:
     """The committed suites/demo-regression when running from a checkout, else the same suite written
-    by the recipe into the work folder (an installed package has no suites/ folder)."""
+    by the recipe into the work folder (an installed package has no suites/ folder).
+    """
     committed = Path(__file__).resolve().parents[1] / "suites" / "demo-regression"
     if (committed / "suite.yaml").is_file():
         return committed
@@ -146,6 +147,7 @@ def run_demo(*, out: Path, work: Path | None = None, progress: bool = True) -> i
     from .demo_model import cache_root, demo_base, extraction_examples, general_examples
     from .run import run_eval
     from .train import TrainConfig, train
+    from .train.config import MixSettings
 
     t0 = time.perf_counter()
     work = Path(work) if work else cache_root() / "demo"
@@ -165,7 +167,7 @@ def run_demo(*, out: Path, work: Path | None = None, progress: bool = True) -> i
         base=str(base),
         train=str(split.files["train"]),
         val=str(split.files["val"]),
-        mix={"file": str(data / "general.jsonl"), "fraction": DEMO_MIX_FRACTION},
+        mix=MixSettings(file=str(data / "general.jsonl"), fraction=DEMO_MIX_FRACTION),
         seed=DEMO_SEED,
         **DEMO_TRAIN,
     )

@@ -101,7 +101,8 @@ _MAX_POSITIONS = 512
 
 def build_tokenizer() -> "PreTrainedTokenizerFast":
     """A character-level tokenizer (printable ASCII, tab, newline) with special tokens and a chat
-    template. Saves and loads as an ordinary Hugging Face tokenizer (``tokenizer.json``)."""
+    template. Saves and loads as an ordinary Hugging Face tokenizer (``tokenizer.json``).
+    """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -235,7 +236,8 @@ def _chat_line(id_: str, prompt: str, answer: str, tag: str) -> dict[str, Any]:
 
 def general_examples(n: int, seed: int) -> list[dict[str, Any]]:
     """``n`` short general-task chat lines (``{"id", "messages", "tags": [task]}``), deterministic
-    in ``seed``. Tasks rotate so every task is equally represented."""
+    in ``seed``. Tasks rotate so every task is equally represented.
+    """
     r = random.Random(f"general:{seed}")
     names = list(_GENERAL_TASKS)
     out = []
@@ -259,7 +261,8 @@ _EXTRACTION_PROMPTS = (
 
 def extraction_examples(n: int, seed: int) -> list[dict[str, Any]]:
     """``n`` extraction chat lines: free text about a person -> compact JSON (name, city, age) that
-    validates against ``EXTRACTION_SCHEMA``. Deterministic in ``seed``; tag ``extraction``."""
+    validates against ``EXTRACTION_SCHEMA``. Deterministic in ``seed``; tag ``extraction``.
+    """
     r = random.Random(f"extraction:{seed}")
     out = []
     for i in range(n):
@@ -326,7 +329,8 @@ def build_base(
     """Build the tokenizer and a Llama config, pretrain on ``general_examples`` (loss on the
     assistant turns), and save an ordinary HF checkpoint (float32 safetensors, config.json,
     generation_config.json with greedy defaults, tokenizer files with the chat template) in
-    ``out_dir``. Deterministic: the same arguments give the same weights on the same machine."""
+    ``out_dir``. Deterministic: the same arguments give the same weights on the same machine.
+    """
     import torch
 
     out = Path(out_dir)
@@ -442,7 +446,8 @@ def _is_complete(path: Path) -> bool:
 def demo_base(cache_dir: Path | None = None, *, progress: bool = True) -> Path:
     """The default demo base, built once and cached at ``<cache>/demo-base-<hash>`` (cache: the
     argument, else ``$EVALKIT_CACHE``, else ``~/.cache/evalkit``). Built in a temporary folder and
-    renamed into place, so a build killed half-way never leaves a broken cache entry."""
+    renamed into place, so a build killed half-way never leaves a broken cache entry.
+    """
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     key = stable_hash({"recipe_version": RECIPE_VERSION, **DEFAULT_BUILD})
     final = root / f"demo-base-{key}"

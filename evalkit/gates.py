@@ -24,10 +24,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+from . import stats
 from .config import GateSpec
 from .store import RunItem, Store
 from .types import GateResult
-from . import stats
 
 # ---------------------------------------------------------------------------------------------
 # public helpers
@@ -35,7 +35,8 @@ from . import stats
 
 def blocks(result: GateResult) -> bool:
     """Whether this result makes the run fail (exit code 1): a fail, or an undecided gate that
-    resolves to fail (outcome ``no_decision``). ``warn`` never blocks."""
+    resolves to fail (outcome ``no_decision``). ``warn`` never blocks.
+    """
     return result.outcome in ("fail", "no_decision")
 
 
@@ -296,7 +297,8 @@ def _scored_passed(item: RunItem, scorer: str) -> bool | None:
 
 def is_judge_score(name: str, score: dict[str, Any]) -> bool:
     """Judge scores are named ``judge.<criterion>`` (or ``<rubric>.<criterion>``) and carry
-    ``details.judge``; everything else is a validator."""
+    ``details.judge``; everything else is a validator.
+    """
     return name.startswith("judge.") or bool((score.get("details") or {}).get("judge"))
 
 
@@ -368,7 +370,7 @@ def _pass_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     what = f"{scorer} pass rate of {model}{_scope(gate)} is {_fmt(rate)} ({len(scored) - len(failing)}/{len(scored)})"
     iv = _ci_straddles(gate, [1.0 if v else 0.0 for _, v in scored])
     if iv is not None:
-        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and its {int(gate.ci * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", failing)
+        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", failing)
     ok = _threshold_ok(gate, rate)
     detail = f"{what}, {'within' if ok else 'outside'} {_bound_text(gate)}{note}" + ("" if ok else f"; failing: {_names(failing)}") + "."
     return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=failing)
@@ -419,7 +421,8 @@ def _judge_noise_band(ctx: _Ctx, model: str, scorer: str) -> tuple[float, float]
 
 def _in_noise(gate: GateSpec, ctx: _Ctx, model: str, scorer: str, observed: float, items: Sequence[RunItem]) -> str | None:
     """Why the threshold lies within the judges' own noise, or None. The judge stage's band across
-    repeats (summary['judges']) wins; else the standard error from per-item ``details.std``."""
+    repeats (summary['judges']) wins; else the standard error from per-item ``details.std``.
+    """
     band = _judge_noise_band(ctx, model, scorer)
     if band is not None:
         for t in (gate.min, gate.max):
@@ -461,7 +464,7 @@ def _mean(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
         return _undecided(gate, model, mean, _threshold(gate), f"{what}, and {noise}{note}", failing)
     iv = _ci_straddles(gate, [v for _, v in vals])
     if iv is not None:
-        return _undecided(gate, model, mean, _threshold(gate), f"{what}, and its {int(gate.ci * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", failing)
+        return _undecided(gate, model, mean, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", failing)
     ok = _threshold_ok(gate, mean)
     detail = f"{what}, {'within' if ok else 'outside'} {_bound_text(gate)}{note}" + ("" if ok else f"; lowest: {_names(failing)}") + "."
     return _result(gate, model, passed=ok, observed=mean, detail=detail, failing=failing)
@@ -493,7 +496,8 @@ _NO_HISTORY = "\x00no-history:"
 
 def _first_run(gate: GateSpec, model: str, why: str) -> GateResult:
     """``vs: last_accepted`` before any run was accepted: nothing to compare with, so a warning
-    (the first run of a project must be able to pass), never a silent pass."""
+    (the first run of a project must be able to pass), never a silent pass.
+    """
     return _result(gate, model, passed=True, observed=None, detail=f"Nothing to compare {model} with: {why.removeprefix(_NO_HISTORY)}.", outcome="warn")
 
 
@@ -530,7 +534,8 @@ def _reference(gate: GateSpec, model: str, ctx: _Ctx) -> _Reference | str:
 
 def _pairs(gate: GateSpec, model: str, ref: _Reference, ctx: _Ctx) -> tuple[list[tuple[RunItem, RunItem]], int]:
     """(candidate item, reference item) pairs on the same suite version and sample id; and how many
-    candidate items had no comparable reference item."""
+    candidate items had no comparable reference item.
+    """
     index = {(it.suite, it.suite_version, it.sample_id): it for it in ref.items}
     out: list[tuple[RunItem, RunItem]] = []
     missing = 0
@@ -653,7 +658,7 @@ def _mean_vs(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
             return _result(gate, model, passed=True, observed=diff, detail=detail, failing=worse, p_value=p_value, outcome="warn")
     iv = _ci_straddles_diff(gate, a, b)
     if iv is not None:
-        return _undecided(gate, model, diff, _threshold(gate), f"{what}, and its {int(gate.ci * 100)}% paired CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", worse, p_value)
+        return _undecided(gate, model, diff, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% paired CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", worse, p_value)
     ptxt = f" (Wilcoxon p={_fmt(p_value)})" if p_value is not None else ""
     detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; worse on: {_names(worse)}") + f"{note}."
     return _result(gate, model, passed=ok, observed=diff, detail=detail, failing=worse, p_value=p_value)
@@ -708,7 +713,7 @@ def _win_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
         return _undecided(gate, model, rate, _threshold(gate), f"{what}, and {noise}{note}", losing, p_value)
     iv = _ci_straddles(gate, [v for _, v in scored])
     if iv is not None:
-        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and its {int(gate.ci * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", losing, p_value)
+        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", losing, p_value)
     ptxt = f" (sign test p={_fmt(p_value)})" if p_value is not None else ""
     detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; lost: {_names(losing)}") + f"{note}."
     return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=losing, p_value=p_value)
@@ -732,7 +737,7 @@ def _adapter_applied(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     pairs = [(c, b) for c, b in pairs if b is not None and c.output is not None and b.output is not None]
     if not pairs:
         return _undecided(gate, model, None, None, f"{model} and {base} have no item with outputs on both", missing_data=True)
-    same = [item_label(c, several) for c, b in pairs if c.output == b.output]
+    same = [item_label(c, several) for c, b in pairs if b is not None and c.output == b.output]
     share_diff = 1.0 - len(same) / len(pairs)
     if len(same) == len(pairs):
         detail = f"{model} (adapter {adapter}) gave exactly {base}'s output on all {len(pairs)} items: the adapter was probably not applied."
@@ -743,7 +748,8 @@ def _adapter_applied(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
 
 def _human_unshippable(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     """At most ``max`` "would not ship" verdicts from blinded review (evalkit.review owns the counting:
-    ``max: 2`` means 2 per 20 reviewed items). Without review results: no decision."""
+    ``max: 2`` means 2 per 20 reviewed items). Without review results: no decision.
+    """
     try:
         from . import review
 

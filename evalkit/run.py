@@ -25,7 +25,7 @@ from .models import GenerationRequest, checkpoint_dtype, fingerprint, group_key,
 from .models.hf_bars import library_progress_bars
 from .scoring.validators import build_validator
 from .store import RunItem, Store
-from .types import Completion, GateResult, GenerationParams, ModelSpec, Sample, Score, Suite, stable_hash
+from .types import Completion, GateResult, GenerationParams, ModelSpec, Sample, Suite, stable_hash
 
 
 @dataclass
@@ -439,7 +439,8 @@ def run_eval(
     secrets = api_secrets(specs, [m for j in cfg.judges for m in ([j.model] if j.model else []) + list(j.models or [])])
     parity = _parity(cfg, config_path, specs, suites, progress, warnings)
 
-    store = Store(_resolve(config_dir, cfg.store) if cfg.store and store_path is None else (store_path or default_store_path()))
+    location = store_path if store_path is not None else (_resolve(config_dir, cfg.store) if cfg.store else None)
+    store = Store(location or default_store_path())
     run_id: str | None = None
     try:
         config_dump = _redacted_config(cfg.model_dump(mode="json"))
@@ -460,23 +461,23 @@ def run_eval(
         n_gen_errors = n_score_errors = 0
         for spec in specs:
             for suite in suites:
-                for s in suite.samples:
-                    samples[(suite.name, s.id)] = s
-                    key = generation_key(spec, s)
+                for sample in suite.samples:
+                    samples[(suite.name, sample.id)] = sample
+                    key = generation_key(spec, sample)
                     c = completions[key]
                     scores: dict[str, dict[str, Any]] = {}
                     if c.error is None:
                         for name, check, only_tags in validators[suite.name]:
-                            if only_tags and not only_tags.intersection(s.tags):
+                            if only_tags and not only_tags.intersection(sample.tags):
                                 continue  # this scorer applies to other items of the suite
-                            sc = check(s, c)
+                            sc = check(sample, c)
                             n_score_errors += sc.error is not None
                             scores[name] = sc.as_dict()
                     else:
                         n_gen_errors += 1
                     items.append(RunItem(
                         run_id=run_id, model=spec.name, model_id=spec.model_id, suite=suite.name,
-                        suite_version=suite.version, sample_id=s.id, sample=sample_record(s), generation_key=key,
+                        suite_version=suite.version, sample_id=sample.id, sample=sample_record(sample), generation_key=key,
                         output=c.text if c.error is None else None, error=c.error, scores=scores,
                     ))
         score_s = time.perf_counter() - t_score

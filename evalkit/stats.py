@@ -180,7 +180,6 @@ def mcnemar_exact(a_passed: Sequence[bool], b_passed: Sequence[bool]) -> TestRes
     under H0 each discordant pair is a fair coin, so p = two-sided binomial test of
     ``worse`` out of ``worse + better`` at 0.5 (``scipy.stats.binomtest``).
     """
-    from scipy import stats
 
     if len(a_passed) != len(b_passed):
         raise ValueError(f"paired samples differ in length: {len(a_passed)} vs {len(b_passed)}")

@@ -74,7 +74,8 @@ CREATE INDEX IF NOT EXISTS run_items_by_run ON run_items(run_id);
 
 def _txt(value: str | None) -> str | bytes | None:
     """Untrusted text for a TEXT column, losslessly: text UTF-8 cannot encode (a lone surrogate from a
-    model) is kept as its surrogatepass bytes (a BLOB), which :func:`_untxt` turns back into the str."""
+    model) is kept as its surrogatepass bytes (a BLOB), which :func:`_untxt` turns back into the str.
+    """
     if value is None or encodable(value):
         return value
     return value.encode("utf-8", "surrogatepass")

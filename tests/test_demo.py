@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.demo import write_regression_suite
 from evalkit.cli import main
+from evalkit.demo import write_regression_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,8 @@ def test_committed_demo_suite_is_what_the_recipe_writes(tmp_path):
 def test_demo_end_to_end_discriminates_and_reruns_from_cache(tmp_path):
     """`evalkit demo` exactly as the README runs it (real demo base, real QLoRA, real hf backend): the
     format gate passes for the candidate on what the base cannot do, the regression gate names the
-    general items fine-tuning broke, and a second demo reuses the candidate and makes no model call."""
+    general items fine-tuning broke, and a second demo reuses the candidate and makes no model call.
+    """
     out, work = tmp_path / "out", tmp_path / "work"
     code = main(["demo", "--out", str(out), "--work", str(work), "--no-progress"])
     assert code == 0

@@ -2,7 +2,8 @@
 line or key, no traceback, nothing written, no model called), every hostile byte survived, and no broken
 run turned into a passing gate.
 
-Table-driven: each case is (how to break the input, the message fragment expected)."""
+Table-driven: each case is (how to break the input, the message fragment expected).
+"""
 
 from __future__ import annotations
 
@@ -489,9 +490,9 @@ def test_other_commands_refuse_bad_input_in_one_line(tmp_path, capsys, monkeypat
 
 
 def test_yaml_duplicate_keys_nested_and_merge_keys():
-    from evalkit.config import ConfigError, read_yaml
-
     import tempfile
+
+    from evalkit.config import ConfigError, read_yaml
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "x.yaml"

@@ -1,5 +1,6 @@
 """`evalkit run` end to end through the real openai SDK against the loopback server: outputs, exit
-codes, zero calls on an unchanged rerun, resume after SIGKILL, and every bad-input path."""
+codes, zero calls on an unchanged rerun, resume after SIGKILL, and every bad-input path.
+"""
 
 import json
 import os
@@ -209,7 +210,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, loopback_api, case):
     if case == "bad_jsonl":
         with (suite / "samples.jsonl").open("a") as fh:
             fh.write('{"id": "x", "messages": [\n')
-        expect = f"samples.jsonl:7: invalid JSON"
+        expect = "samples.jsonl:7: invalid JSON"
     elif case == "bad_role":
         with (suite / "samples.jsonl").open("a") as fh:
             fh.write(json.dumps({"id": "x", "messages": [{"role": "bot", "content": "hi"}]}) + "\n")

@@ -1,5 +1,6 @@
 """`evalkit run` on the hf backend with a real tiny model: one loaded base serving several adapters,
-the adapter-applied check, and a cached rerun that loads no model."""
+the adapter-applied check, and a cached rerun that loads no model.
+"""
 
 import json
 from pathlib import Path

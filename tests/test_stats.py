@@ -33,7 +33,8 @@ def test_bootstrap_is_seeded():
 
 def test_pass_rate_ci_is_the_bootstrap_limit():
     """For 0/1 data the percentile bootstrap converges to binomial quantiles: compare with scipy's
-    resampling bootstrap at many resamples."""
+    resampling bootstrap at many resamples.
+    """
     values = [1.0] * 70 + [0.0] * 30
     iv = stats.bootstrap_ci(values, confidence=0.95)
     ref = sps.bootstrap((np.array(values),), np.mean, confidence_level=0.95, n_resamples=20000, method="percentile", rng=np.random.default_rng(0))
@@ -99,7 +100,8 @@ def test_interval_straddles():
 
 def test_large_discrete_samples_take_the_multinomial_path_and_agree_with_scipy():
     """Judge scores on many items: the multinomial draw is the same bootstrap distribution as
-    scipy's item resampling (compared at 20,000 resamples), and it is seeded."""
+    scipy's item resampling (compared at 20,000 resamples), and it is seeded.
+    """
     rng = np.random.default_rng(5)
     scores = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], size=800, p=[0.05, 0.1, 0.3, 0.35, 0.2])
     iv = stats.bootstrap_ci(scores, n_resamples=10000, seed=1)

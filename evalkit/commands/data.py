@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 
 from .._fs import out_dir_option, out_file_option
-
 from .._text import terminal_safe
 
 data_app = typer.Typer(

@@ -1,5 +1,6 @@
 """Run history commands: ``evalkit runs list``, ``evalkit compare``, ``evalkit report``, ``evalkit accept``,
-``evalkit export``. They read the store only, so they work long after the run (no models needed)."""
+``evalkit export``. They read the store only, so they work long after the run (no models needed).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from typing import Optional
 import typer
 
 from .._fs import out_dir_option, out_file_option
-
 from .._text import terminal_safe
-
 from ..errors import UserError
 
 STORE_HELP = "The store holding the runs: a SQLite file path or sqlite:///PATH (default: .evalkit/store.db in the current directory)."
@@ -146,9 +145,10 @@ def report_cmd(
 
 
 def _regate(st, rec, items, summary):
+    from pydantic import ValidationError
+
     from ..config import EvalConfig
     from ..gates import all_passed, evaluate_gates
-    from pydantic import ValidationError
 
     try:
         cfg = EvalConfig.model_validate(rec.config)

@@ -10,8 +10,6 @@ import typer
 
 from .._fs import out_file_option
 
-from ..errors import UserError
-
 if TYPE_CHECKING:
     from ..store import Store
 

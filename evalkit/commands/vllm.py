@@ -9,7 +9,6 @@ from typing import List, Optional
 import typer
 
 from .._fs import out_file_option
-
 from ..errors import UserError
 
 

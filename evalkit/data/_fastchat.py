@@ -77,7 +77,8 @@ def id_hash(sid: str | int) -> int:
 def make_reader(require_assistant: bool) -> Callable[[Sequence[bytes], int], Block]:
     """``read(raws, first_lineno) -> Block``: each line that passes every check but the empty-content
     one goes into the block's columns; any other line into ``block.slow`` (the slow path names its
-    problems). One call per block of lines keeps the per-line Python work to a few local appends."""
+    problems). One call per block of lines keeps the per-line Python work to a few local appends.
+    """
     assert msgspec is not None
     decode = msgspec.json.Decoder(_Example).decode
     order = _TRAIN_ORDER if require_assistant else _EVAL_ORDER

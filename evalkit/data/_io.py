@@ -83,7 +83,8 @@ def iter_raw_lines(path: str | Path, *, strict: bool = True) -> Iterator[tuple[i
 
 def iter_objects(path: str | Path, *, strict: bool) -> Iterator[tuple[int, Any]]:
     """``(line_number, object)`` for non-blank lines. ``strict``: bad JSON raises DataError (FILE:LINE);
-    otherwise bad lines are skipped (the caller counts them through ``iter_objects.skipped``)."""
+    otherwise bad lines are skipped (the caller counts them through ``iter_objects.skipped``).
+    """
     for lineno, raw in iter_raw_lines(path):
         if not raw.strip():
             continue

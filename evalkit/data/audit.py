@@ -154,7 +154,8 @@ class ContaminationIndex:
 class TokenBatch:
     """Word hashes of a batch of examples laid end to end: ``seg`` is the message of each word,
     ``msg_line`` the example (index into ``lines``) of each message. Messages shorter than
-    SHINGLE words are padded so that each has a shingle (a pad never matches eval text)."""
+    SHINGLE words are padded so that each has a shingle (a pad never matches eval text).
+    """
 
     lines: list[int]
     flat: np.ndarray
@@ -188,7 +189,8 @@ class TokenBatch:
 
 def overlap_with_training(samples: list[Sample], training_file: Path, n: int = 13) -> list[str]:
     """Ids of samples whose text is in the training file: the same text (normalised), or a shared
-    ``n``-word n-gram. For the run stage's warning that a suite item was trained on."""
+    ``n``-word n-gram. For the run stage's warning that a suite item was trained on.
+    """
     hasher = H.WordHasher()
     index = ContaminationIndex(eval_items_from_samples(samples, "suite"), n, hasher)
     batch_lines: list[int] = []
@@ -371,7 +373,7 @@ def audit_file(
         batch = TokenBatch.build(b_lines, b_tokens)
         nonlocal n_sig
         sig = batch.signatures()
-        sig_all[n_sig : n_sig + len(sig)] = sig
+        sig_all[n_sig : n_sig + len(sig)] = sig  # noqa: F821 (a closure over sig_all, deleted after the last flush)
         n_sig += len(sig)
         if index is not None:
             index.match(batch, b_texts)
@@ -523,7 +525,7 @@ def _exact_and_contradictions(
     if len(ln) < 2:
         return [], [], 0, 0, 0
     order = np.lexsort((ln, oh, ph))
-    p, o, l = ph[order], oh[order], ln[order]
+    p, o, l = ph[order], oh[order], ln[order]  # noqa: E741
     exact: list[list[int]] = []
     contra: list[list[int]] = []
     n_extra = n_exact_groups = n_contra_groups = 0
@@ -576,13 +578,13 @@ def _near_duplicates(sig: np.ndarray, ln: np.ndarray, ph: np.ndarray, oh: np.nda
             break
     if not I_parts:
         return []
-    I = np.concatenate(I_parts)
+    I = np.concatenate(I_parts)  # noqa: E741
     J = np.concatenate(J_parts)
     pairs = np.unique(np.stack([np.minimum(I, J), np.maximum(I, J)], axis=1), axis=0)
-    I, J = pairs[:, 0], pairs[:, 1]
+    I, J = pairs[:, 0], pairs[:, 1]  # noqa: E741
     sim = (sig[I] == sig[J]).mean(axis=1)
     keep = (sim >= threshold) & ~((ph[I] == ph[J]) & (oh[I] == oh[J]))  # exact duplicates are reported as such
-    I, J, sim = I[keep], J[keep], sim[keep]
+    I, J, sim = I[keep], J[keep], sim[keep]  # noqa: E741
     parent: dict[int, int] = {}
 
     def find(x: int) -> int:
@@ -593,7 +595,7 @@ def _near_duplicates(sig: np.ndarray, ln: np.ndarray, ph: np.ndarray, oh: np.nda
         return x
 
     best: dict[int, float] = {}
-    for a, b, s in zip(I.tolist(), J.tolist(), sim.tolist()):
+    for a, b, _s in zip(I.tolist(), J.tolist(), sim.tolist()):
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[ra] = rb
@@ -656,7 +658,7 @@ def _contamination_findings(index: ContaminationIndex, embedder: "_Embedder | No
             row["ngram_lines"] = sorted(c)[:MAX_LIST]
             row["max_shared_ngrams"] = max(c.values())
         if idx in index.embed_hits:
-            row["embedding_lines"] = [{"line": l, "similarity": round(s, 3)} for l, s in index.embed_hits[idx][:MAX_LIST]]
+            row["embedding_lines"] = [{"line": l, "similarity": round(s, 3)} for l, s in index.embed_hits[idx][:MAX_LIST]]  # noqa: E741
         rows.append(row)
     return {
         "found": bool(rows),
@@ -720,7 +722,8 @@ class _Embedder:
 
 def _base_model_check(base: str, reservoir: list[tuple[int, list[dict], str]], max_new_tokens: int, progress: bool) -> dict[str, Any]:
     """Greedy-generate each sampled prompt with the base model; an answer equal to the reference
-    (normalised text, or the same JSON) means the example teaches the model nothing new."""
+    (normalised text, or the same JSON) means the example teaches the model nothing new.
+    """
     from ..models import GenerationRequest, open_backend
     from ..types import GenerationParams, Message, ModelSpec
 
@@ -824,7 +827,7 @@ def _render_markdown(d: dict[str, Any]) -> str:
         out.append(f"{nd['groups']} group(s).")
         for g in nd["examples"][:5]:
             out.append(f"- lines {', '.join(map(str, g['lines'][:10]))} (~{g['similarity']})")
-            for l in g["lines"][:2]:
+            for l in g["lines"][:2]:  # noqa: E741
                 out.append(f"  - {show(l)}")
     out.append("")
     ct = c["contradictions"]
@@ -833,7 +836,7 @@ def _render_markdown(d: dict[str, Any]) -> str:
         out.append(f"{ct['groups']} prompt(s) with more than one answer.")
         for g in ct["examples"][:5]:
             out.append(f"- lines {', '.join(map(str, g['lines'][:10]))}")
-            for l in g["lines"][:3]:
+            for l in g["lines"][:3]:  # noqa: E741
                 out.append(f"  - {show(l)}")
     out.append("")
     sp = c["system_prompts"]

@@ -87,7 +87,7 @@ def parse_sample(obj: Any, *, default_id: str | None = None) -> Sample:
         id=str(sid),
         messages=messages,
         reference=reference,
-        schema=schema,  # a file name is resolved by the suite loader
+        schema=schema,  # type: ignore[arg-type]  # a file name is resolved by the suite loader
         tags=tuple(tags),
         metadata=metadata,
     )

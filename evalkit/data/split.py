@@ -128,7 +128,7 @@ def split_dataset(
     rng = np.random.default_rng(seed)
     strata = np.frombuffer(line_stratum, dtype=np.uint32) if n else np.zeros(0, np.uint32)
     assign = np.zeros(n, dtype=np.uint8)
-    for key, sid in sorted(strata_ids.items(), key=lambda kv: kv[0]):
+    for _key, sid in sorted(strata_ids.items(), key=lambda kv: kv[0]):
         idx = np.nonzero(strata == sid)[0]
         perm = idx[rng.permutation(len(idx))]
         c = _allocate(len(idx), ratios)

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import UserError
 from . import _fastchat
 from ._chat import check_example, preview, system_prompt
-from ._io import iter_raw_lines, line_problem, progress_bar
+from ._io import line_problem, progress_bar
 
 MAX_SYSTEM_VARIANTS = 1000  # distinct system prompts tracked per file (the rest are counted as "other")
 
@@ -169,7 +169,7 @@ def load_tokenizer_length(path: str | Path) -> tuple[LengthFn, str]:
 
     def length(messages: list[dict]) -> int:
         if has_template:
-            ids = tok.apply_chat_template(messages, tokenize=True)
+            ids: Any = tok.apply_chat_template(messages, tokenize=True)
             if hasattr(ids, "keys"):
                 ids = ids["input_ids"]
             return len(ids)

@@ -1,5 +1,6 @@
 """The Hugging Face libraries' own progress bars ("Loading weights", "Writing model shards",
-tokenizing) follow evalkit's ``--no-progress``, and are restored afterwards."""
+tokenizing) follow evalkit's ``--no-progress``, and are restored afterwards.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from collections.abc import Iterator
 @contextlib.contextmanager
 def library_progress_bars(show: bool) -> Iterator[None]:
     """Within the block, transformers' and datasets' bars are on only when ``show``. No-op for a
-    library that is not installed (nothing is imported when ``show`` is true)."""
+    library that is not installed (nothing is imported when ``show`` is true).
+    """
     if show:
         yield
         return

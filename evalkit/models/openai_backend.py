@@ -57,7 +57,7 @@ class OpenAIBackend(ApiBackend[openai.AsyncOpenAI]):
     async def call_once(self, client: openai.AsyncOpenAI, spec: ModelSpec, messages: Sequence[Message]) -> Completion:
         t0 = time.perf_counter()
         resp = await client.chat.completions.create(
-            model=str(spec.model), messages=[m.as_dict() for m in messages], **_sampling_kwargs(spec)  # type: ignore[arg-type]
+            model=str(spec.model), messages=[m.as_dict() for m in messages], **_sampling_kwargs(spec)  # type: ignore[misc]  # plain role/content dicts
         )
         latency = time.perf_counter() - t0
         if not getattr(resp, "choices", None):

@@ -133,7 +133,8 @@ def first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:
 
 def _trim(ids: Sequence[int], eos: set[int], max_new: int) -> list[int]:
     """Generated ids up to (not including) the first end-of-sequence token: whether a side reports
-    the EOS id itself differs between libraries; where it stopped is what matters."""
+    the EOS id itself differs between libraries; where it stopped is what matters.
+    """
     out = []
     for t in list(ids)[:max_new]:
         if t in eos:
@@ -238,8 +239,8 @@ def check_parity(
     """
     import time
 
-    from .vllm import VLLMBackend, load_tokenizer, render_prompt_ids
     from .base import GenerationRequest
+    from .vllm import VLLMBackend, load_tokenizer, render_prompt_ids
 
     base = str(base_path)
     if not Path(base).is_dir():

@@ -163,11 +163,20 @@ def _memory_share(specs: Sequence[ModelSpec]) -> float | None:
 
 
 def _dtype(specs: Sequence[ModelSpec]) -> str | None:
-    """The group's dtype: the first entry that names one ("auto", the default, names none)."""
+    """The group's dtype: the first entry that names one; else the checkpoint's own (config.json).
+
+    Never vLLM's own pick: for a float32 checkpoint it chooses bfloat16 where transformers keeps
+    float32, and greedy outputs then differ between the backends for no visible reason.
+    """
     for s in specs:
         d = dict(s.options).get("dtype")
         if d and d != "auto":
             return str(d)
+    path = specs[0].path if specs else None
+    if path and Path(path).is_dir():
+        from . import checkpoint_dtype
+
+        return checkpoint_dtype(path)
     return None
 
 

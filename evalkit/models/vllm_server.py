@@ -22,7 +22,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import IO, Any, Sequence
 
 from ..errors import BackendUnavailable
 
@@ -165,7 +165,7 @@ class VLLMServer:
         self.log_path = Path(log_path)
         self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log_fh = None
+        self._log_fh: IO[bytes] | None = None
         self._stopped = False
 
     @property
@@ -188,8 +188,8 @@ class VLLMServer:
         env.setdefault("DO_NOT_TRACK", "1")
         env.setdefault("HF_HUB_OFFLINE", "1")
         argv = self.command.argv()
-        self._log_fh = open(self.log_path, "ab", buffering=0)
-        self._log_fh.write(("$ " + " ".join(argv) + "\n").encode())
+        log_fh = self._log_fh = open(self.log_path, "ab", buffering=0)
+        log_fh.write(("$ " + " ".join(argv) + "\n").encode())
         try:
             self.proc = subprocess.Popen(
                 argv, stdout=self._log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -91,14 +91,14 @@ def write_reports(
     temps: list[tuple[str, Path]] = []
     try:
         for name, text in rendered.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
             os.fchmod(fd, mode)
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
-            temps.append((name, Path(tmp)))
-        written = []
+            temps.append((name, Path(tmp_name)))
+        written: list[Path] = []
         for name, tmp in temps:
             os.replace(tmp, out_dir / name)
             written.append(out_dir / name)
@@ -115,7 +115,8 @@ def write_reports(
 
 def _json_text(obj: Any, indent: int | None = None) -> str:
     """JSON as UTF-8 text; where a value holds a lone surrogate (untrusted model output), that
-    document is written with ASCII escapes instead, which JSON readers turn back into the same str."""
+    document is written with ASCII escapes instead, which JSON readers turn back into the same str.
+    """
     text = json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default)
     return text if encodable(text) else json.dumps(obj, indent=indent, ensure_ascii=True, default=_json_default)
 

@@ -125,7 +125,8 @@ def score_distributions(items: Sequence[RunItem]) -> dict[str, dict[str, dict[fl
 
 def win_rates(items: Sequence[RunItem], confidence: float = 0.95) -> list[dict[str, Any]]:
     """Pairwise judge scores (values 0 / 0.5 / 1 with ``details.pairwise`` or a name containing
-    'pairwise'): win rate per model and judge, with a bootstrap CI and the sign test."""
+    'pairwise'): win rate per model and judge, with a bootstrap CI and the sign test.
+    """
     groups: dict[tuple[str, str], list[float]] = defaultdict(list)
     for it in items:
         for name, s in it.scores.items():
@@ -180,7 +181,8 @@ def _paired(items: Sequence[RunItem], baseline: str | None, candidates: Sequence
 
 def worst_regressions(items: Sequence[RunItem], baseline: str | None, candidates: Sequence[str], limit: int = 10) -> list[dict[str, Any]]:
     """Items where a candidate does worse than the baseline, worst first, with everything to show
-    them side by side: prompt, reference, both outputs, and which scorers flipped."""
+    them side by side: prompt, reference, both outputs, and which scorers flipped.
+    """
     rows: list[dict[str, Any]] = []
     for it, b in _paired(items, baseline, candidates):
         qc, qb = _item_quality(it), _item_quality(b)
@@ -234,7 +236,8 @@ def prompt_text(sample: dict[str, Any]) -> str:
 
 def judge_reliability(summary: dict[str, Any], items: Sequence[RunItem]) -> dict[str, Any]:
     """Judge errors per scorer from the items, plus whatever the judge stage put in summary['judges']
-    (position bias, length bias, agreement, cost)."""
+    (position bias, length bias, agreement, cost).
+    """
     errors: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
     noise: dict[str, list[float]] = defaultdict(list)

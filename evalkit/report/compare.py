@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .. import stats
-from ..gates import is_judge_score
 from ..errors import UserError
+from ..gates import is_judge_score
 from ..store import RunItem, RunRecord
 
 

@@ -55,7 +55,8 @@ def _pct(v: Any) -> str:
 
 def history_points(store: Store | None, summary: dict[str, Any], limit: int = 12) -> list[tuple[str, dict[str, float]]]:
     """The trend over accepted runs (oldest first) and this run last: for each, the pass rate of its
-    candidate on every suite x validator (judge means scaled to 0-1 by /5)."""
+    candidate on every suite x validator (judge means scaled to 0-1 by /5).
+    """
     if store is None:
         return []
     runs = [r for r in store.list_runs(limit=500) if r.accepted and r.run_id != summary.get("run_id") and r.summary]
@@ -98,7 +99,8 @@ _RELIABILITY_KEYS = {
 
 def _reliability_rows(stage: dict[str, Any]) -> list[tuple[str, Any]]:
     """The judge stage's statistics that speak to reliability: errors, position bias, length bias
-    (Spearman of score vs length), agreement, noise between repeats. Unknown shapes pass through."""
+    (Spearman of score vs length), agreement, noise between repeats. Unknown shapes pass through.
+    """
     rows = []
     for key, v in analysis.flatten(stage):
         last = key.rsplit(".", 1)[-1]

@@ -57,15 +57,15 @@ def bar_ci(
         return left + (min(max(v, lo), hi) - lo) / span * width
 
     parts = [_open(total_w, height, title, kind), f'<text x="4" y="14" {_FONT} font-weight="bold">{escape(title)}</text>']
-    for i, (label, v, l, h) in enumerate(rows):
+    for i, (label, v, low, high) in enumerate(rows):
         y = 24 + i * (bar_h + gap)
         color = PALETTE[i % len(PALETTE)]
         parts.append(f'<text x="{left - 6}" y="{_num(y + bar_h - 3)}" text-anchor="end" {_FONT}>{escape(label[:34])}</text>')
-        parts.append(f'<rect x="{left}" y="{y}" width="{_num(max(x(v) - left, 0.5))}" height="{bar_h}" fill="{color}" opacity="0.8"/>')
-        if l is not None and h is not None and not (math.isnan(l) or math.isnan(h)):
+        parts.append(f'<rect x="{left}" y="{y}" width="{_num(max(x(v if v is not None else lo) - left, 0.5))}" height="{bar_h}" fill="{color}" opacity="0.8"/>')
+        if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
             cy = y + bar_h / 2
             parts.append(
-                f'<path d="M{_num(x(l))} {_num(cy)}H{_num(x(h))}M{_num(x(l))} {_num(cy - 4)}V{_num(cy + 4)}M{_num(x(h))} {_num(cy - 4)}V{_num(cy + 4)}" '
+                f'<path d="M{_num(x(low))} {_num(cy)}H{_num(x(high))}M{_num(x(low))} {_num(cy - 4)}V{_num(cy + 4)}M{_num(x(high))} {_num(cy - 4)}V{_num(cy + 4)}" '
                 f'stroke="#222" stroke-width="1.2" class="ci"/>'
             )
         parts.append(f'<text x="{left + width + 6}" y="{_num(y + bar_h - 3)}" {_FONT}>{escape(_fmt(v))}</text>')
@@ -94,7 +94,7 @@ def diverging(rows: Sequence[tuple[str, float, float | None, float | None]], *, 
         return mid + max(-m, min(m, v)) / m * (width / 2)
 
     parts = [_open(left + width + 70, height, title, kind), f'<text x="4" y="14" {_FONT} font-weight="bold">{escape(title)}</text>']
-    for i, (label, v, l, h) in enumerate(rows):
+    for i, (label, v, l, h) in enumerate(rows):  # noqa: E741
         y = 24 + i * (bar_h + gap)
         color = "#3a9d5d" if v >= 0 else "#c0392b"
         x0, x1 = sorted((mid, x(v)))
@@ -141,9 +141,9 @@ def histogram(series: dict[str, dict[float, int]], *, title: str, kind: str = "h
         gx = left + gi * group_w + 4
         for mi, m in enumerate(models):
             c = series[m].get(v, 0)
-            h = c / top * plot_h
+            bar = c / top * plot_h
             parts.append(
-                f'<rect x="{_num(gx + mi * bw)}" y="{_num(base_y - h)}" width="{_num(max(bw - 1, 1))}" height="{_num(h)}" '
+                f'<rect x="{_num(gx + mi * bw)}" y="{_num(base_y - bar)}" width="{_num(max(bw - 1, 1))}" height="{_num(bar)}" '
                 f'fill="{PALETTE[mi % len(PALETTE)]}"><title>{escape(m)}: {c} at {escape(_fmt(v))}</title></rect>'
             )
         parts.append(f'<text x="{_num(gx + (group_w - 8) / 2)}" y="{base_y + 13}" text-anchor="middle" {_FONT} fill="#555">{escape(_fmt(v))}</text>')

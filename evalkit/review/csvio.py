@@ -108,7 +108,7 @@ def import_csv(store: Store, session_id: str, path: Path, reviewer: str | None =
 
                 def get(name: str) -> str:
                     i = cols.get(name)
-                    return rec[i] if i is not None and i < len(rec) else ""
+                    return rec[i] if i is not None and i < len(rec) else ""  # noqa: B023
 
                 if not any(c.strip() for c in rec):
                     continue

@@ -96,13 +96,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _same_origin(self, origin: str) -> bool:
         """The page's own origin: scheme, loopback host *and* this server's port (another local
-        server on another port is another origin)."""
+        server on another port is another origin).
+        """
         try:
             o = urlsplit(origin)
             port = o.port or (443 if o.scheme == "https" else 80)
         except ValueError:
             return False
-        return o.scheme == "http" and o.hostname in ("127.0.0.1", "localhost", "::1") and port == self.server.server_address[1]
+        return o.scheme == "http" and o.hostname in ("127.0.0.1", "localhost", "::1") and port == self.server.server_address[1]  # type: ignore[index]  # an (host, port) pair for AF_INET
 
     # --- GET --------------------------------------------------------------------------------
 

@@ -139,7 +139,8 @@ class ClientStats:
 
 def backoff_delay(attempt: int, retry_after: float | None, reason: str = "") -> float:
     """Seconds to wait before retry ``attempt`` (0-based): the shared policy (full jitter, Retry-After
-    honoured and capped) from evalkit.models.retry, with this module's BACKOFF_BASE_S."""
+    honoured and capped) from evalkit.models.retry, with this module's BACKOFF_BASE_S.
+    """
     from ..models.retry import RetryPolicy, Verdict
 
     policy = RetryPolicy(base_delay_s=BACKOFF_BASE_S, max_delay_s=BACKOFF_CAP_S, max_retry_after_s=RETRY_AFTER_CAP_S)

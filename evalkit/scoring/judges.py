@@ -23,11 +23,11 @@ from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .._text import redact_url
 from ..config import JudgeEntry
 from ..errors import ConfigError
 from ..store import Store
 from ..types import Sample, Score, stable_hash
-from .._text import redact_url
 from .judge_client import CallFailed, FatalJudgeError, JudgeClient, JudgeModel, check_api_key, judge_model_from_entry
 from .judge_rubric import Rubric, load_rubric, parse_verdict_text
 
@@ -472,7 +472,7 @@ def _aggregate_single(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: di
                 )
             continue
         st["judged"] += 1
-        notes = next((str(r.verdict.get("notes", "")) for _, r in sorted(good.items()) if r.verdict.get("notes")), "")
+        notes = next((str(r.verdict.get("notes", "")) for _, r in sorted(good.items()) if r.verdict and r.verdict.get("notes")), "")
         for c in rubric.criteria:
             scorer = rubric.scorer_name(c.name)
             raw: dict[str, list[float | None]] = {}
@@ -480,7 +480,7 @@ def _aggregate_single(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: di
             model_votes: list[float] = []
             stds: list[float] = []
             for lab in labels:
-                vals = [good[(lab, r, "")].verdict[c.name] if (lab, r, "") in good else None for r in range(entry.repeats)]
+                vals = [good[(lab, r, "")].verdict[c.name] if (lab, r, "") in good else None for r in range(entry.repeats)]  # type: ignore[index]  # good holds verdicts only
                 raw[lab] = vals
                 ok = [float(v) for v in vals if v is not None]
                 if ok:
@@ -514,8 +514,8 @@ def _aggregate_single(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: di
     crit_stats: dict[str, Any] = {}
     for c in rubric.criteria:
         scorer = rubric.scorer_name(c.name)
-        vals = [v for v, _ in per_crit_values[scorer]]
-        d: dict[str, Any] = {"n": len(vals), "mean": round(_mean(vals), 4) if vals else None}
+        crit_vals: list[float] = [v for v, _ in per_crit_values[scorer] if v is not None]
+        d: dict[str, Any] = {"n": len(crit_vals), "mean": round(_mean(crit_vals), 4) if crit_vals else None}
         if entry.repeats > 1 and item_stds[scorer]:
             d["repeat_std_mean"] = round(_mean(item_stds[scorer]), 4)
             d["repeat_std_max"] = round(max(item_stds[scorer]), 4)
@@ -575,7 +575,7 @@ def _aggregate_pairwise(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: 
                     failed += len(bad)
                     last_err = next((x.error for x in bad if x is not None and x.error), last_err or "no verdict")
                     continue
-                w_ab, w_ba = ab.verdict["winner"], ba.verdict["winner"]  # type: ignore[union-attr]
+                w_ab, w_ba = ab.verdict["winner"], ba.verdict["winner"]  # type: ignore[union-attr,index]  # both checked above
                 for w in (w_ab, w_ba):
                     if w != "tie":
                         pos_verdicts += 1

@@ -181,7 +181,8 @@ def max_chars(name: str, options: Mapping[str, Any]) -> Validator:
 
 def python(name: str, options: Mapping[str, Any]) -> Validator:
     """``python: module:function``; the function gets (sample, completion) and returns a Score, a
-    bool, a number in [0, 1] (passes at >= 0.5 unless ``threshold`` says otherwise) or a dict."""
+    bool, a number in [0, 1] (passes at >= 0.5 unless ``threshold`` says otherwise) or a dict.
+    """
     target = options.get("function")
     if not isinstance(target, str) or ":" not in target:
         raise ConfigError(f"scorer '{name}': python needs 'module:function'")

@@ -24,9 +24,8 @@ def _tiny_base_path(request) -> Path:
 @pytest.mark.slow
 def test_base_model_already_correct(request, jsonl, tmp_path, capsys):
     base = _tiny_base_path(request)
-    from evalkit.models import GenerationRequest, open_backend
-
     from evalkit.demo_model import general_examples
+    from evalkit.models import GenerationRequest, open_backend
 
     spec = ModelSpec(name="base", backend="hf", path=str(base), generation=GenerationParams(max_new_tokens=12))
     candidates = [e["messages"][0]["content"] for e in general_examples(24, 0)]  # what the base was pretrained on

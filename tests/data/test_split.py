@@ -31,8 +31,8 @@ def _lines(p: Path) -> list[str]:
 
 def test_split_is_seeded_exact_and_complete(dataset, tmp_path):
     r1 = split_dataset(dataset, tmp_path / "s1", ratios=(0.8, 0.1, 0.1), seed=3)
-    r2 = split_dataset(dataset, tmp_path / "s2", ratios=(0.8, 0.1, 0.1), seed=3)
-    r3 = split_dataset(dataset, tmp_path / "s3", ratios=(0.8, 0.1, 0.1), seed=4)
+    split_dataset(dataset, tmp_path / "s2", ratios=(0.8, 0.1, 0.1), seed=3)
+    split_dataset(dataset, tmp_path / "s3", ratios=(0.8, 0.1, 0.1), seed=4)
     assert r1.counts == {"train": 80, "val": 10, "test": 10}
     for name in ("train", "val", "test"):
         assert (tmp_path / "s1" / f"{name}.jsonl").read_bytes() == (tmp_path / "s2" / f"{name}.jsonl").read_bytes()

@@ -47,7 +47,8 @@ def test_round_trip_with_system_as_top_level_parameter(loopback_api):
     assert [o.text for o in outs] == ["question 0", "question 1"]
     assert all(o.error is None and o.finish_reason == "stop" and o.tokens_in == 8 and o.tokens_out == 2 for o in outs)
     assert sum(done) == 2
-    rec = loopback_api.requests[0]
+    # the two requests go out concurrently: find question 0's by its content, not its arrival order
+    rec = next(r for r in loopback_api.requests if r.body["messages"][0]["content"] == "question 0")
     assert rec.body["system"] == "You are terse.\n\nAnswer in English."
     assert rec.body["messages"] == [{"role": "user", "content": "question 0"}]
     assert rec.body["model"] == "claude-test" and rec.body["max_tokens"] == 9

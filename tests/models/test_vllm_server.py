@@ -1,6 +1,7 @@
 """The vllm backend for real: one vLLM server (CPU build) on the tiny Llama with two LoRA adapters,
 a third loaded at run time, parity with transformers + peft, a crashing server through the CLI, and
-no process left behind. One server for the whole module (start-up is 30-80 s on 2 cores)."""
+no process left behind. One server for the whole module (start-up is 30-80 s on 2 cores).
+"""
 
 from __future__ import annotations
 
@@ -24,15 +25,17 @@ pytestmark = [
 PROMPTS = ["hello there", "what is 2+2?", "name a colour", "say something"]
 GEN = GenerationParams(max_new_tokens=8)
 # On the CPU build the KV cache lives in RAM: reserve a fixed 64 MiB instead of a share of it
-# (a share minus the worker's own size goes negative on a busy machine). Float32 keeps the barely
-# trained tiny model's near-tied logits from flipping between the two engines in the parity test.
-SERVER = {"dtype": "float32", "server_args": ["--kv-cache-memory-bytes", str(64 << 20), "--max-model-len", "512"]}
+# (a share minus the worker's own size goes negative on a busy machine). No dtype: evalkit passes the
+# checkpoint's own (float32), as transformers uses, so the barely trained tiny model's near-tied
+# logits do not flip between the two engines (vLLM alone would pick bfloat16).
+SERVER = {"server_args": ["--kv-cache-memory-bytes", str(64 << 20), "--max-model-len", "512"]}
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_base: Path, tiny_adapters: dict[str, Path], tmp_path_factory) -> dict[str, Path]:
     """The shared tiny demo-recipe base (head_dim 32, as vLLM's CPU attention needs) with adapters a
-    and b, plus a third adapter c (made here) for the run-time load."""
+    and b, plus a third adapter c (made here) for the run-time load.
+    """
     from tests.support.models import make_tiny_adapter
 
     c = make_tiny_adapter(tiny_base, tmp_path_factory.mktemp("adapter-c") / "c", seed=3)
@@ -123,7 +126,8 @@ def test_parity_with_transformers_and_peft(served, tiny):
 
 def test_evalkit_run_against_the_server_url_mode(served, tiny, tmp_path):
     """`evalkit run` end to end, url mode against the module's server (no second start-up): base and
-    both adapters evaluated, adapters registered at run time, an unchanged rerun makes no calls."""
+    both adapters evaluated, adapters registered at run time, an unchanged rerun makes no calls.
+    """
     backend, _, _ = served
     suite = tmp_path / "suites" / "smoke"
     suite.mkdir(parents=True)
@@ -132,13 +136,16 @@ def test_evalkit_run_against_the_server_url_mode(served, tiny, tmp_path):
         for i, p in enumerate(PROMPTS):
             fh.write(json.dumps({"id": f"s{i}", "messages": [{"role": "user", "content": p}]}) + "\n")
     url = backend.endpoints[0]
-    entry = f"backend: vllm, path: '{tiny['base']}', url: '{url}', dtype: float32"
+    entry = f"backend: vllm, path: '{tiny['base']}', url: '{url}'"
+    hf = f"backend: hf, path: '{tiny['base']}'"  # default dtype on both sides
     (tmp_path / "eval.yaml").write_text(
         "models:\n"
         f"  base: {{{entry}}}\n"
         f"  cand_a: {{{entry}, adapter: '{tiny['a']}'}}\n"
         f"  cand_b: {{{entry}, adapter: '{tiny['b']}'}}\n"
-        "baseline: base\nsuites: [suites/smoke]\ngeneration: {max_new_tokens: 8, temperature: 0}\nstore: store.db\n"
+        f"  hf_base: {{{hf}}}\n"
+        f"  hf_a: {{{hf}, adapter: '{tiny['a']}'}}\n"
+        "baseline: base\ncandidates: [cand_a, cand_b]\nsuites: [suites/smoke]\ngeneration: {max_new_tokens: 8, temperature: 0}\nstore: store.db\n"
         "gates:\n  - {name: short, metric: pass_rate, scorer: max_chars, min: 1.0}\n"
         "parity: {prompts: 4, max_new_tokens: 8, dtype: float32, min_rate: 0.75}\n"
     )
@@ -150,11 +157,17 @@ def test_evalkit_run_against_the_server_url_mode(served, tiny, tmp_path):
     assert par["base"] == str(tiny["base"]) and par["passed"] and par["min_rate_required"] == 0.75
     assert [m["model"] for m in par["models"]] == ["base", "cand_a", "cand_b"]
     assert all(m["n"] == len(PROMPTS) for m in par["models"]) and par["min_model_rate"] >= 0.75
-    assert summary["calls"]["generations_made"] == 3 * len(PROMPTS) and summary["errors"]["generation"] == 0
-    assert not [w for w in summary["warnings"] if "no effect" in w]  # the adapter-applied check passes
+    assert summary["calls"]["generations_made"] == 5 * len(PROMPTS) and summary["errors"]["generation"] == 0
+    assert not [w for w in summary["warnings"] if "no effect" in w or "dtypes" in w]  # adapters applied, one dtype
+    # one dtype per base, the checkpoint's, recorded for every backend serving it
+    assert {m["dtype"] for m in summary["models"].values()} == {"float32"}
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     outputs = {(it["model"], it["sample_id"]): it["output"] for it in items}
-    assert len(items) == 3 * len(PROMPTS)
+    assert len(items) == 5 * len(PROMPTS)
+    # with default settings on both sides, hf and vLLM give the same greedy outputs, base and adapter
+    for i in range(len(PROMPTS)):
+        assert outputs[("hf_base", f"s{i}")] == outputs[("base", f"s{i}")]
+        assert outputs[("hf_a", f"s{i}")] == outputs[("cand_a", f"s{i}")]
     for cand in ("cand_a", "cand_b"):
         assert any(outputs[(cand, f"s{i}")] != outputs[("base", f"s{i}")] for i in range(len(PROMPTS)))
     # the same outputs the backend gives directly (same prompt tokens, greedy)
@@ -162,7 +175,7 @@ def test_evalkit_run_against_the_server_url_mode(served, tiny, tmp_path):
     assert [c.text for c in direct] == [outputs[("cand_a", f"s{i}")] for i in range(len(PROMPTS))]
     assert main(["run", str(tmp_path / "eval.yaml"), "--out", str(tmp_path / "out2"), "--no-progress"]) == 0
     again = json.loads((tmp_path / "out2" / "summary.json").read_text())
-    assert again["calls"]["generations_made"] == 0 and again["calls"]["generations_cached"] == 3 * len(PROMPTS)
+    assert again["calls"]["generations_made"] == 0 and again["calls"]["generations_cached"] == 5 * len(PROMPTS)
 
 
 def test_crashing_server_through_the_cli_is_exit_2_with_the_log(tiny, tmp_path, capsys, monkeypatch):

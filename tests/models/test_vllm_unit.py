@@ -1,5 +1,6 @@
 """Fast tests of the vllm backend's pieces that need no model: adapter checks, server command line,
-process hygiene with a stand-in interpreter, unreachable servers, parity arithmetic, the CLI."""
+process hygiene with a stand-in interpreter, unreachable servers, parity arithmetic, the CLI.
+"""
 
 from __future__ import annotations
 
@@ -324,7 +325,8 @@ def test_server_does_not_outlive_a_killed_evalkit(tmp_path, sig):
 @pytest.mark.parametrize("require", [True, False])
 def test_run_parity_block_require_stops_or_warns(tmp_path, capsys, monkeypatch, require):
     """eval.yaml `parity:` below min_rate: with require, exit 2 before anything is generated (no store
-    rows, no outputs); without it, a warning and the run goes on (here to the unreachable server)."""
+    rows, no outputs); without it, a warning and the run goes on (here to the unreachable server).
+    """
     import evalkit.models.parity as parity_mod
 
     base = tmp_path / "base"

@@ -1,5 +1,6 @@
 """The HTML report in headless Chromium (Debian's chromium through playwright): the headline and the
-plots render (checked on screenshots), and hostile model output is shown as text, never executed."""
+plots render (checked on screenshots), and hostile model output is shown as text, never executed.
+"""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def report_file(tmp_path_factory):
         {"name": "noreg", "metric": "regressions", "scorer": "fmt", "vs": "last_accepted"},
     ])
     with Store(root / "store.db") as st:
-        for k, rate in enumerate((0.7, 0.8)):  # two accepted runs for the trend
+        for rate in (0.7, 0.8):  # two accepted runs for the trend
             rid = st.begin_run(name="crafted", config_path=None, config={}, out_dir=None)
             old = [item("cand", f"x{i}", {"fmt": ok(i < rate * 10)}, run_id=rid) for i in range(10)]
             st.save_run_items(rid, old)

@@ -1,6 +1,7 @@
 """Real runs (`evalkit run` through the openai SDK against the loopback server), then the history
 commands on that store: accept, a `vs: last_accepted` gate, `evalkit report` rebuilding the same
-reports from the store alone, and `evalkit compare`."""
+reports from the store alone, and `evalkit compare`.
+"""
 
 from __future__ import annotations
 

@@ -24,9 +24,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 def browser():
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    from playwright.sync_api import expect
+    from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=20_000)  # 2 shared cores under a parallel test load: be patient, not flaky
     with sync_playwright() as p:

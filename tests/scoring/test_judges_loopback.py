@@ -208,7 +208,8 @@ def test_exhausted_retries_are_errors_not_losses(loopback_api, store):
 
 def test_judge_counters_add_up_against_the_server_log(loopback_api, store):
     """retry_reasons sums to retries; a judgment that runs out of retries counts once as gave_up; a
-    failed judgment shared by several items counts once; its stored record has every attempt."""
+    failed judgment shared by several items counts once; its stored record has every attempt.
+    """
     loopback_api.set_responder(grade)
     loopback_api.add_faults([Fault.server_error(503, when=lambda r: "question 2" in json.dumps(r.body), times=None),
                              Fault.rate_limit(retry_after=0.05), Fault.server_error(500)])

@@ -24,7 +24,8 @@ def api_key(monkeypatch):
 
 def model_and_judge(broken_ids=()):
     """Models answer the extraction task; the judge gives 5 to JSON outputs and 2 to prose, and in
-    pairwise mode prefers the JSON answer (so the candidate loses where it broke the format)."""
+    pairwise mode prefers the JSON answer (so the candidate loses where it broke the format).
+    """
     gen = extractor(broken_ids)
 
     def respond(api, req):

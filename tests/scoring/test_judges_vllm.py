@@ -1,7 +1,8 @@
 """A vLLM server as the judge: the CPU build serving the tiny, barely trained demo-recipe Llama, asked for verdicts with the
 JSON-schema response format. The model knows nothing, so what this shows is the plumbing: the
 OpenAI-compatible path, vLLM's structured output forcing schema-valid verdicts (or, where it
-cannot, every item recorded as a judge error), and the cache."""
+cannot, every item recorded as a judge error), and the cache.
+"""
 
 from __future__ import annotations
 

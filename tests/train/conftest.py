@@ -1,5 +1,6 @@
 """Fixtures for the training tests: the shared tiny demo-recipe base and small chat JSONL files
-from the demo recipe's own task generators."""
+from the demo recipe's own task generators.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from evalkit.demo_model import extraction_examples, general_examples
 @pytest.fixture(scope="session")
 def train_base(tiny_base: Path) -> Path:
     """The base every training test fine-tunes: the shared ``tiny_base`` (evalkit's demo recipe,
-    character tokenizer, chat template with ``{% generation %}`` markers)."""
+    character tokenizer, chat template with ``{% generation %}`` markers).
+    """
     return Path(tiny_base)
 
 

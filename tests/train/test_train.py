@@ -1,5 +1,6 @@
 """Real QLoRA on a tiny base, on the CPU: 4-bit layers, falling loss, a loadable vLLM-shaped adapter,
-candidate.json, merging, early stopping with the overfitting warning, and plain LoRA."""
+candidate.json, merging, early stopping with the overfitting warning, and plain LoRA.
+"""
 
 from __future__ import annotations
 
@@ -62,10 +63,9 @@ def test_qlora_trains_4bit_layers_and_loss_falls(qlora_run):
 
 def test_linear4bit_layers_in_the_loaded_base(train_base):
     import bitsandbytes as bnb
+    import torch
 
     from evalkit.train.trainer import load_base_for_training
-
-    import torch
 
     cfg = TrainConfig(base=str(train_base), train="unused.jsonl", dtype="bfloat16")
     model = load_base_for_training(cfg, "cpu")
@@ -181,7 +181,8 @@ def test_rerun_with_reuse_trains_nothing_and_cli_refuses_to_overwrite(qlora_run,
 
 def test_early_stop_and_overfitting_warning_with_plain_lora(train_base, tmp_path):
     """Train on one task, validate on an unrelated one with a high learning rate: validation loss
-    rises while train loss falls; training stops after `patience` evaluations and says why."""
+    rises while train loss falls; training stops after `patience` evaluations and says why.
+    """
     t = write_jsonl(tmp_path / "t.jsonl", extraction(64, seed=21))
     v = write_jsonl(tmp_path / "v.jsonl", general(6, seed=22))
     cfg = TrainConfig(
