@@ -12,6 +12,9 @@ The server runs in a separate process so the client's own overhead is what gets 
     python benchmarks/bench_judges.py --api anthropic --n 500
     python benchmarks/bench_judges.py --fault-rate 0.05     # 5% of requests fail once
     python benchmarks/bench_judges.py --json                # one JSON line
+
+Beside evalkit's run it prints the bare SDK: the same number of structured calls through the SDK's
+default transport and typed ``create()``, with no evalkit (what a hand-written script costs).
 """
 
 from __future__ import annotations
@@ -69,6 +72,47 @@ def _serve(conn, latency_s: float, fault_rate: float, seed: int) -> None:
     srv.stop()
 
 
+def bare_sdk(api: str, base_url: str, n: int, concurrency: int) -> tuple[float, float]:
+    """(wall s, CPU s) of N structured calls through the SDK as a user writes them: its default
+    transport and typed ``create()``, an asyncio.Semaphore for concurrency, no evalkit.
+    """
+    import asyncio
+
+    async def run() -> None:
+        sem = asyncio.Semaphore(concurrency)
+        schema = {"type": "object", "properties": {"correctness": {"type": "integer"}}, "required": ["correctness"]}
+        if api == "openai":
+            import openai
+
+            client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
+
+            async def one(i: int) -> None:
+                async with sem:
+                    r = await client.chat.completions.create(
+                        model="judge", messages=[{"role": "user", "content": f"Question {i}: grade this."}], temperature=0, max_tokens=200,
+                        response_format={"type": "json_schema", "json_schema": {"name": "v", "schema": schema, "strict": True}})
+                    json.loads(r.choices[0].message.content or "{}")
+        else:
+            import anthropic
+
+            client = anthropic.AsyncAnthropic(api_key="bench", base_url=base_url, max_retries=0)  # type: ignore[assignment]
+
+            async def one(i: int) -> None:
+                async with sem:
+                    r = await client.messages.create(  # type: ignore[attr-defined]
+                        model="judge", max_tokens=200, messages=[{"role": "user", "content": f"Question {i}: grade this."}],
+                        tools=[{"name": "verdict", "description": "grade", "input_schema": schema}], tool_choice={"type": "tool", "name": "verdict"})
+                    [b for b in r.content if b.type == "tool_use"]
+
+        await one(-1)  # warm-up: connection pool
+        await asyncio.gather(*(one(i) for i in range(n)))
+        await client.close()
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    asyncio.run(run())
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000, help="judgments (default 2000)")
@@ -77,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--api", choices=["openai", "anthropic"], default="openai")
     ap.add_argument("--fault-rate", type=float, default=0.0, help="share of prompts whose first request fails")
     ap.add_argument("--json", action="store_true", help="print one JSON line")
+    ap.add_argument("--no-bare", action="store_true", help="skip the bare-SDK line (the same calls without evalkit)")
     args = ap.parse_args(argv)
 
     from evalkit.config import JudgeEntry, ModelEntry
@@ -106,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         t1 = time.perf_counter()
         cached = run_judges([judge], config_dir=ROOT, store=store, items=items, progress=False)
         wall_cached = time.perf_counter() - t1
+    bare = None if args.no_bare else bare_sdk(args.api, openai_url if args.api == "openai" else anthropic_url, args.n, args.concurrency)
     parent.send("stop")
     server = parent.recv()
     proc.join(timeout=5)
@@ -136,6 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
         "cached_wall_s": round(wall_cached, 3),
         "cached_calls_made": cached.calls_made,
         "cached_calls_cached": cached.calls_cached,
+        "bare_sdk_wall_s": round(bare[0], 3) if bare else None,
+        "bare_sdk_ratio": round(bare[0] / ideal, 3) if bare else None,
+        "bare_sdk_cpu_ms_per_call": round(bare[1] / args.n * 1000, 2) if bare else None,
     }
     if args.json:
         print(json.dumps(result))
@@ -145,6 +194,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"              client CPU {cpu:.2f} s ({cpu / args.n * 1000:.1f} ms per judgment: SDK + rendering + validation + store)")
         print(f"              judged {st['judged']}/{args.n}, judge errors {first.errors}, retries {result['retries']} {result['retry_reasons']}, verdict retries {st['verdict_retries']}, max in flight {server['max_concurrency']}")
         print(f"  cached    : {wall_cached:7.2f} s   calls made {cached.calls_made}, served from cache {cached.calls_cached}")
+        if bare:
+            print(f"  bare SDK  : {bare[0]:7.2f} s   ratio {bare[0] / ideal:.2f}   client CPU {bare[1] / args.n * 1000:.1f} ms per call "
+                  f"(the same {args.n} structured calls through the {args.api} SDK's default transport and typed create(), no evalkit)")
+        print(f"  targets   : ratio <= 1.3 ({'met' if wall / ideal <= 1.3 else 'NOT met'}), client CPU <= 1.5 ms per judgment "
+              f"({'met' if cpu / args.n * 1000 <= 1.5 else 'NOT met'})")
     return result
 
 

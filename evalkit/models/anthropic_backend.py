@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import anthropic
 
 from ..types import Completion, Message, ModelSpec
-from .api_common import ApiBackend, InvalidOutput, JsonResult, ResponseShapeError, check_json
+from .api_common import ApiBackend, InvalidOutput, JsonResult, ResponseShapeError, check_json, fast_transport, post_json
 from .retry import RetryPolicy, retry_async
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -35,7 +35,8 @@ def anthropic_client(*, api_key: str, base_url: str | None = None, timeout_s: fl
 
     Make it inside the event loop that uses it, and ``await client.close()`` when done.
     """
-    return anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url or None, timeout=timeout_s, max_retries=0)
+    return anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url or None, timeout=timeout_s, max_retries=0,
+                                    http_client=fast_transport(anthropic, timeout_s, base_url))
 
 
 def split_system(messages: Sequence[Message] | Sequence[Mapping[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -68,27 +69,36 @@ class AnthropicBackend(ApiBackend[anthropic.AsyncAnthropic]):
         if g.stop:
             kw["stop_sequences"] = list(g.stop)
         version = dict(spec.options).get("anthropic_version")
+        headers = None
         if version:
-            kw["extra_headers"] = {"anthropic-version": str(version)}
+            headers = {"anthropic-version": str(version)}
             if str(version) < "2026-10-21":
-                sampling: dict[str, Any] = {"temperature": min(max(g.temperature, 0.0), 1.0)}
+                kw["temperature"] = min(max(g.temperature, 0.0), 1.0)
                 if g.top_p < 1.0:
-                    sampling["top_p"] = g.top_p
-                kw["extra_body"] = sampling
+                    kw["top_p"] = g.top_p
         t0 = time.perf_counter()
-        resp = await client.messages.create(model=str(spec.model), max_tokens=g.max_new_tokens, messages=rest, **kw)  # type: ignore[arg-type]
+        data = await post_json(client, "/v1/messages", {"model": str(spec.model), "max_tokens": g.max_new_tokens, "messages": rest, **kw}, headers)
         latency = time.perf_counter() - t0
-        if getattr(resp, "content", None) is None:
-            raise ResponseShapeError("the response has no content")
-        text = "".join(getattr(b, "text", "") for b in resp.content if getattr(b, "type", "") == "text")
-        usage = resp.usage
-        return Completion(
-            text=text,
-            finish_reason=_FINISH.get(resp.stop_reason or "", resp.stop_reason),
-            tokens_in=int(getattr(usage, "input_tokens", 0) or 0),
-            tokens_out=int(getattr(usage, "output_tokens", 0) or 0),
-            latency_s=latency,
-        )
+        text, _, stop, tokens_in, tokens_out = read_message(data)
+        return Completion(text=text, finish_reason=_FINISH.get(stop or "", stop), tokens_in=tokens_in, tokens_out=tokens_out, latency_s=latency)
+
+
+def read_message(data: Mapping[str, Any], tool_name: str | None = None) -> tuple[str, Any, str | None, int, int]:
+    """(text, the named tool's input or None, stop reason, input tokens, output tokens) of a message's JSON."""
+    content = data.get("content")
+    if not isinstance(content, list):
+        raise ResponseShapeError("the response has no content")
+    texts: list[str] = []
+    tool_input = None
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            texts.append(str(block.get("text") or ""))
+        elif block.get("type") == "tool_use" and tool_name is not None and block.get("name") == tool_name:
+            tool_input = block.get("input")
+    usage = data.get("usage") or {}
+    return "".join(texts), tool_input, data.get("stop_reason"), int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
 
 
 async def tool_json(

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import openai
 
 from ..types import Completion, Message, ModelSpec
-from .api_common import ApiBackend, InvalidOutput, JsonResult, ResponseShapeError, check_json
+from .api_common import ApiBackend, InvalidOutput, JsonResult, ResponseShapeError, check_json, fast_transport, post_json
 from .retry import RetryPolicy, retry_async
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -28,7 +28,8 @@ def openai_client(*, api_key: str, base_url: str | None = None, timeout_s: float
 
     Make it inside the event loop that uses it, and ``await client.close()`` when done.
     """
-    return openai.AsyncOpenAI(api_key=api_key, base_url=base_url or None, timeout=timeout_s, max_retries=0)
+    return openai.AsyncOpenAI(api_key=api_key, base_url=base_url or None, timeout=timeout_s, max_retries=0,
+                              http_client=fast_transport(openai, timeout_s, base_url))
 
 
 def _sampling_kwargs(spec: ModelSpec) -> dict[str, Any]:
@@ -55,22 +56,36 @@ class OpenAIBackend(ApiBackend[openai.AsyncOpenAI]):
         return openai_client(api_key=api_key, base_url=spec.base_url, timeout_s=self.timeout_s(spec))
 
     async def call_once(self, client: openai.AsyncOpenAI, spec: ModelSpec, messages: Sequence[Message]) -> Completion:
+        kw = _sampling_kwargs(spec)
+        body = {"model": str(spec.model), "messages": [m.as_dict() for m in messages], **kw.pop("extra_body", {}), **kw}
         t0 = time.perf_counter()
-        resp = await client.chat.completions.create(
-            model=str(spec.model), messages=[m.as_dict() for m in messages], **_sampling_kwargs(spec)  # type: ignore[misc]  # plain role/content dicts
-        )
+        data = await post_json(client, "/chat/completions", body)
         latency = time.perf_counter() - t0
-        if not getattr(resp, "choices", None):
-            raise ResponseShapeError("the response has no choices")
-        choice = resp.choices[0]
-        usage = resp.usage
-        return Completion(
-            text=choice.message.content or "",
-            finish_reason=choice.finish_reason,
-            tokens_in=int(getattr(usage, "prompt_tokens", 0) or 0),
-            tokens_out=int(getattr(usage, "completion_tokens", 0) or 0),
-            latency_s=latency,
-        )
+        text, finish, tokens_in, tokens_out = read_chat_completion(data)
+        return Completion(text=text or "", finish_reason=finish, tokens_in=tokens_in, tokens_out=tokens_out, latency_s=latency)
+
+
+def read_chat_completion(data: Mapping[str, Any]) -> tuple[str | None, str | None, int, int]:
+    """(text, finish reason, prompt tokens, completion tokens) of a chat completion's JSON.
+
+    A refusal comes back as ``(refusal) ...`` text; a reply without choices is a ResponseShapeError
+    (retried as a malformed response).
+    """
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ResponseShapeError("the response has no choices")
+    choice = choices[0]
+    msg = choice.get("message") or {}
+    text = msg.get("content") if isinstance(msg, dict) else None
+    if text is None and isinstance(msg, dict) and msg.get("refusal"):
+        text = f"(refusal) {msg['refusal']}"
+    usage = data.get("usage") or {}
+    return (
+        text if isinstance(text, str) or text is None else str(text),
+        choice.get("finish_reason"),
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+    )
 
 
 async def chat_json(

@@ -225,16 +225,18 @@ class JudgeClient:
         self._sem = asyncio.Semaphore(self.jm.concurrency)
         if self.jm.backend == "anthropic":
             try:
-                import anthropic
+                from ..models.anthropic_backend import anthropic_client
             except ImportError as e:
                 raise missing_extra("anthropic judges", "judges", e) from None
-            self._client = anthropic.AsyncAnthropic(api_key=key, base_url=self.jm.base_url, max_retries=0, timeout=self.jm.timeout_s)
+
+            self._client = anthropic_client(api_key=key, base_url=self.jm.base_url, timeout_s=self.jm.timeout_s)
         else:
             try:
-                import openai
+                from ..models.openai_backend import openai_client
             except ImportError as e:
                 raise missing_extra("openai judges", "judges", e) from None
-            self._client = openai.AsyncOpenAI(api_key=key, base_url=self.jm.base_url, max_retries=0, timeout=self.jm.timeout_s)
+
+            self._client = openai_client(api_key=key, base_url=self.jm.base_url, timeout_s=self.jm.timeout_s)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -318,29 +320,26 @@ class JudgeClient:
         return await self._openai(jm, system, user, schema, mode, temperature, max_tokens, schema_name)
 
     async def _openai(self, jm: JudgeModel, system: str, user: str, schema: Mapping[str, Any], mode: StructuredMode, temperature: float, max_tokens: int, schema_name: str) -> Reply:
+        from ..models.api_common import ResponseShapeError, post_json
+        from ..models.openai_backend import read_chat_completion
+
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        kwargs: dict[str, Any] = {"model": jm.model, "messages": messages, "temperature": temperature, jm.max_tokens_param: max_tokens}
-        # response_format goes in extra_body: the same JSON on the wire, but the SDK does not walk the
-        # schema through its type-driven transform on every request (a third of its CPU per call).
+        body: dict[str, Any] = {"model": jm.model, "messages": messages, "temperature": temperature, jm.max_tokens_param: max_tokens}
         if mode == "json_schema":
-            kwargs["extra_body"] = {"response_format": {"type": "json_schema", "json_schema": {"name": schema_name, "schema": dict(schema), "strict": True}}}
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": schema_name, "schema": dict(schema), "strict": True}}
         elif mode == "json_object":
-            kwargs["extra_body"] = {"response_format": {"type": "json_object"}}
-        resp = await self._client.chat.completions.create(**kwargs)
-        if not getattr(resp, "choices", None):
-            raise _MalformedReply("reply has no choices")
-        msg = resp.choices[0].message
-        text = msg.content if msg is not None else None
-        if text is None:
-            refusal = getattr(msg, "refusal", None)
-            text = f"(refusal) {refusal}" if refusal else ""
-        usage = getattr(resp, "usage", None)
+            body["response_format"] = {"type": "json_object"}
+        data = await post_json(self._client, "/chat/completions", body)
+        try:
+            text, finish, tokens_in, tokens_out = read_chat_completion(data)
+        except ResponseShapeError as e:
+            raise _MalformedReply(str(e)) from None
         return Reply(
-            finish_reason=getattr(resp.choices[0], "finish_reason", None),
-            raw=text,
+            finish_reason=finish,
+            raw=text or "",
             parsed=None,
-            tokens_in=int(getattr(usage, "prompt_tokens", 0) or 0),
-            tokens_out=int(getattr(usage, "completion_tokens", 0) or 0),
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
             structured=mode,
             system=system,
             user=user,
@@ -361,26 +360,21 @@ class JudgeClient:
         if mode == "tool":
             kwargs["tools"] = [{"name": _TOOL_NAME, "description": "Record the grading verdict.", "input_schema": dict(schema)}]
             kwargs["tool_choice"] = {"type": "tool", "name": _TOOL_NAME}
-        resp = await self._client.messages.create(**kwargs)
-        content = getattr(resp, "content", None)
-        if content is None:
-            raise _MalformedReply("reply has no content")
-        parsed = None
-        texts = []
-        for block in content:
-            btype = getattr(block, "type", None)
-            if btype == "tool_use" and getattr(block, "name", None) == _TOOL_NAME:
-                parsed = getattr(block, "input", None)
-            elif btype == "text":
-                texts.append(getattr(block, "text", ""))
-        raw = json.dumps(parsed, ensure_ascii=False) if parsed is not None else "".join(texts)
-        usage = getattr(resp, "usage", None)
+        from ..models.anthropic_backend import read_message
+        from ..models.api_common import ResponseShapeError, post_json
+
+        data = await post_json(self._client, "/v1/messages", kwargs)
+        try:
+            text, parsed, stop, tokens_in, tokens_out = read_message(data, _TOOL_NAME)
+        except ResponseShapeError as e:
+            raise _MalformedReply(str(e)) from None
+        raw = json.dumps(parsed, ensure_ascii=False) if parsed is not None else text
         return Reply(
-            finish_reason=getattr(resp, "stop_reason", None),
+            finish_reason=stop,
             raw=raw,
             parsed=parsed,
-            tokens_in=int(getattr(usage, "input_tokens", 0) or 0),
-            tokens_out=int(getattr(usage, "output_tokens", 0) or 0),
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
             structured=mode,
             system=system,
             user=user,

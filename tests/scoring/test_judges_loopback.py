@@ -148,8 +148,11 @@ def test_faults_every_item_judged_or_errored_none_lost_none_double_counted(loopb
     assert all(s.value == {"judge.correctness": 4.0, "judge.format": 5.0, "judge.completeness": 3.0}[s.scorer] for v in out.scores.values() for s in v)
     prov = next(v for k, v in out.stats["default"]["providers"].items() if k.startswith("openai"))
     assert prov["retry_reasons"]["429"] == 2 and prov["retry_reasons"]["5xx"] == 2
-    assert prov["retry_reasons"]["timeout"] == 1
-    assert prov["retry_reasons"]["malformed_response"] + prov["retry_reasons"].get("connection", 0) >= 3
+    # the delay, the malformed and truncated bodies and the dropped connection: four transport failures
+    # (over the aiohttp transport the SDK reports a dropped connection as a timeout, over httpx as a
+    # connection error; either way it is retried)
+    transport = {k: prov["retry_reasons"].get(k, 0) for k in ("timeout", "connection", "malformed_response")}
+    assert transport["timeout"] >= 1 and sum(transport.values()) == 4, prov["retry_reasons"]
     assert out.stats["default"]["verdict_retries"] == 2  # prose + schema-breaking JSON were asked again
     # requests = judgments + transport retries + verdict retries: nothing sent twice for no reason
     assert len(loopback_api.requests) == n + prov["retries"] + 2
