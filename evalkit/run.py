@@ -23,9 +23,10 @@ from .data.suites import load_suite
 from .errors import ConfigError, UserError
 from .models import GenerationRequest, checkpoint_dtype, fingerprint, group_key, open_backend
 from .models.hf_bars import library_progress_bars
+from .record import Calls, Errors, MetricRow, ModelInfo, SuiteInfo, Timing
 from .scoring.validators import build_validator
 from .store import RunItem, Store
-from .types import Completion, GateResult, GenerationParams, ModelSpec, Sample, Suite, stable_hash
+from .types import Completion, GenerationParams, ModelSpec, Sample, Suite, stable_hash
 
 
 @dataclass
@@ -485,6 +486,7 @@ def run_eval(
         # 4. Judges (LLM-as-judge): their scores join the items; their failures are counted, never scored.
         judge_stats: dict[str, Any] = {}
         judge_errors = judge_made = judge_cached = 0
+        t_judge = time.perf_counter()
         if cfg.judges:
             outcome = _judge(cfg, config_dir, store, items, samples, baseline, candidates, progress)
             extra = outcome.scores
@@ -494,6 +496,7 @@ def run_eval(
             ]
             judge_stats, judge_errors = outcome.stats, outcome.errors
             judge_made, judge_cached = outcome.calls_made, outcome.calls_cached
+        judge_s = time.perf_counter() - t_judge
 
         # 5. Checks that need outputs: adapter applied, training-data overlap.
         if cfg.adapter_check == "warn":
@@ -503,51 +506,48 @@ def run_eval(
         if n_gen_errors:
             warnings.append(f"{n_gen_errors} generation(s) failed after retries; they are excluded from metrics and retried on the next run")
 
-        # 6. Gates.
-        from .gates import all_passed, evaluate_gates
+        # 6. The run record, then its gates (the same regate_run that `evalkit report --regate` uses).
+        from .gates import regate_run
+        from .record import RunSummary, reproducibility
 
         models_info = {
-            s.name: {
-                "backend": s.backend, "path": s.path, "model": s.model, "adapter": s.adapter, "model_id": s.model_id,
-                "base_url": redact_url(s.base_url) if s.base_url else None,
-                "dtype": dict(s.options).get("dtype") if s.backend in ("hf", "vllm") else None,
-                "role": "baseline" if s.name == baseline else ("candidate" if s.name in candidates else "other"),
-                "candidate": manifests.get(s.name),
-            }
+            s.name: ModelInfo(
+                backend=s.backend, path=s.path, model=s.model, adapter=s.adapter, model_id=s.model_id,
+                base_url=redact_url(s.base_url) if s.base_url else None,
+                dtype=dict(s.options).get("dtype") if s.backend in ("hf", "vllm") else None,
+                role="baseline" if s.name == baseline else ("candidate" if s.name in candidates else "other"),
+                candidate=manifests.get(s.name),
+            )
             for s in specs
         }
-        gate_results: list[GateResult] = evaluate_gates(
-            cfg.gates, items=items, models=models_info, baseline=baseline, candidates=candidates,
-            store=store, run_name=cfg.name or config_path.stem, run_id=run_id, judge_stats=judge_stats,
+        record = RunSummary(
+            run_id=run_id,
+            name=cfg.name or config_path.stem,
+            created=_now_iso(),
+            config_path=str(config_path),
+            evalkit_version=__version__,
+            models=models_info,
+            baseline=baseline,
+            candidates=candidates,
+            suites=[SuiteInfo(name=s.name, kind=s.kind, version=s.version, n=len(s.samples), path=s.path) for s in suites],
+            metrics=[MetricRow(**m) for m in _metrics(items)],
+            calls=Calls(generations_made=made, generations_cached=cached, judge_calls_made=judge_made, judge_calls_cached=judge_cached),
+            errors=Errors(generation=n_gen_errors, scorer=n_score_errors, judge=judge_errors),
+            warnings=warnings,
+            judges=judge_stats,
+            parity=parity,
+            timing=Timing(generate_s=round(gen_s, 3), score_s=round(score_s, 3), judge_s=round(judge_s, 3)),
+            reproducibility=reproducibility(
+                suites={s.name: s.version for s in suites},
+                rubrics=_rubric_hashes(cfg, config_dir),
+                generation={s.name: s.generation.as_dict() for s in specs},
+            ),
         )
-        passed = all_passed(gate_results)  # an undecided gate blocks unless it says on_no_decision: warn/pass
-
-        summary: dict[str, Any] = {
-            "run_id": run_id,
-            "name": cfg.name or config_path.stem,
-            "created": _now_iso(),
-            "config_path": str(config_path),
-            "evalkit_version": __version__,
-            "passed": passed,
-            "exit_code": 0 if passed else 1,
-            "models": models_info,
-            "baseline": baseline,
-            "candidates": candidates,
-            "suites": [{"name": s.name, "kind": s.kind, "version": s.version, "n": len(s.samples), "path": s.path} for s in suites],
-            "metrics": _metrics(items),
-            "gates": [g.as_dict() for g in gate_results],
-            "calls": {
-                "generations_made": made, "generations_cached": cached,
-                "judge_calls_made": judge_made, "judge_calls_cached": judge_cached,
-            },
-            "errors": {"generation": n_gen_errors, "scorer": n_score_errors, "judge": judge_errors},
-            "warnings": warnings,
-            "judges": judge_stats,
-            "parity": parity,
-            "timing": {"generate_s": round(gen_s, 3), "score_s": round(score_s, 3)},
-        }
+        record = regate_run(cfg.gates, record, items, store=store)
+        passed = record.passed
         store.save_run_items(run_id, items)
-        summary["timing"]["wall_s"] = round(time.perf_counter() - t_start, 3)
+        record.timing.wall_s = round(time.perf_counter() - t_start, 3)
+        summary = record.to_json()
         store.finish_run(run_id, summary, "passed" if passed else "failed")
 
         from .report import console_summary, write_reports
@@ -564,6 +564,14 @@ def run_eval(
         raise
     finally:
         store.close()
+
+
+def _rubric_hashes(cfg: EvalConfig, config_dir: Path) -> dict[str, str]:
+    if not cfg.judges:
+        return {}
+    from .scoring.judges import rubric_hashes
+
+    return rubric_hashes(cfg.judges, config_dir)
 
 
 def _redacted_config(dump: Any) -> Any:

@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ._text import encodable, redact_url
 from .errors import UserError
@@ -90,6 +90,18 @@ def _json(obj: Any) -> str:
     text = json.dumps(obj, ensure_ascii=False, default=str)
     return text if encodable(text) else json.dumps(obj, ensure_ascii=True, default=str)
 
+
+def _v2_run_owner(db: sqlite3.Connection) -> None:
+    """Schema 2: who runs a run (host:pid), its heartbeat, and why it stopped."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+    for col, kind in (("owner", "TEXT"), ("heartbeat", "REAL"), ("reason", "TEXT")):
+        if col not in cols:
+            db.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+
+
+# (schema version it brings the store to, the step). A new step appends here and bumps STORE_SCHEMA.
+_MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [(2, _v2_run_owner)]
+STORE_SCHEMA = 2
 
 HEARTBEAT_S = 5.0  # a running run refreshes its heartbeat at most this often (on every commit)
 STALE_AFTER_S = 600.0  # a run on another host with no heartbeat for this long is shown as interrupted
@@ -202,11 +214,27 @@ class Store:
         self._last_beat = 0.0
 
     def _migrate(self) -> None:
-        """Stores written by older evalkits gain the columns added since (nothing is lost)."""
-        cols = {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}
-        for col, kind in (("owner", "TEXT"), ("heartbeat", "REAL"), ("reason", "TEXT")):
-            if col not in cols:
-                self.db.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+        """Bring a store written by an older evalkit up to :data:`STORE_SCHEMA` (nothing is lost);
+        refuse one written by a newer evalkit, which this one cannot read safely.
+        """
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 1  # stores from before the meta table are schema 1
+        if version > STORE_SCHEMA:
+            raise UserError(f"the store was written by a newer evalkit (store schema {version}; this evalkit knows up to {STORE_SCHEMA}): upgrade evalkit", where=self.path)
+        for target, step in _MIGRATIONS:
+            if version < target:
+                with self._tx():
+                    step(self.db)
+                    self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(target),))
+                version = target
+        if row is None:
+            with self._tx():
+                self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(version),))
+
+    def schema_version(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 1
 
     def close(self) -> None:
         self.db.close()

@@ -2,6 +2,8 @@
 
 import sqlite3
 
+import pytest
+
 from evalkit.store import RunItem, Store
 from evalkit.types import Completion
 
@@ -40,3 +42,35 @@ def test_runs_items_and_last_accepted(tmp_path):
         assert st.last_accepted("nightly").run_id == r1
         assert st.last_accepted("nightly", before=r1) is None
         assert [r.run_id for r in st.list_runs()] == [r2, r1]
+
+
+V1_RUNS = """CREATE TABLE runs (run_id TEXT PRIMARY KEY, name TEXT, created REAL NOT NULL, finished REAL, status TEXT NOT NULL,
+  config_path TEXT, config TEXT, summary TEXT, out_dir TEXT, accepted INTEGER NOT NULL DEFAULT 0)"""
+
+
+def test_an_old_store_opens_and_upgrades_and_a_newer_one_is_refused(tmp_path):
+    import sqlite3
+
+    from evalkit.errors import UserError
+    from evalkit.store import STORE_SCHEMA, Store
+
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)  # a store as evalkit wrote it before schema versions: no meta, no owner columns
+    con.execute(V1_RUNS)
+    con.execute("INSERT INTO runs VALUES ('r-old', 'n', 1.0, 2.0, 'passed', 'eval.yaml', '{}', '{\"run_id\": \"r-old\"}', 'o', 1)")
+    con.commit()
+    con.close()
+    with Store(db) as st:
+        assert st.schema_version() == STORE_SCHEMA == 2
+        rec = st.get_run("r-old")
+        assert rec.status == "passed" and rec.accepted and rec.owner is None and rec.summary == {"run_id": "r-old"}
+        new = st.begin_run(name="n", config_path=None, config={}, out_dir=None)
+        assert st.get_run(new).owner
+    with Store(db) as st:  # opening again changes nothing
+        assert st.schema_version() == 2 and len(st.list_runs()) == 2
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(UserError, match="newer evalkit .store schema 99"):
+        Store(db)

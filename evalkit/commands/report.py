@@ -32,9 +32,12 @@ def _open_store(path: Optional[str]):
 
 
 def _finished(store, run: str):
+    from ..record import RunSummary
+
     rec = store.get_run(run)
     if rec.summary is None:
         raise UserError(f"run {rec.run_id} has no summary (status: {rec.status}); it did not finish", where=store.path)
+    RunSummary.load(rec.summary)  # a summary this evalkit cannot read is refused here, in one line
     return rec
 
 
@@ -148,22 +151,19 @@ def _regate(st, rec, items, summary):
     from pydantic import ValidationError
 
     from ..config import EvalConfig
-    from ..gates import all_passed, evaluate_gates
+    from ..gates import regate_run
+    from ..record import RunSummary
 
     try:
         cfg = EvalConfig.model_validate(rec.config)
     except ValidationError as e:
         raise UserError(f"run {rec.run_id}'s stored config no longer validates: {e.errors()[0]['msg']}") from None
-    results = evaluate_gates(
-        cfg.gates, items=items, models=summary.get("models") or {}, baseline=summary.get("baseline"),
-        candidates=list(summary.get("candidates") or []), store=st, run_name=rec.name, run_id=rec.run_id,
-    )
-    passed = all_passed(results)
-    summary = {**summary, "gates": [r.as_dict() for r in results], "passed": passed, "exit_code": 0 if passed else 1}
-    summary["warnings"] = list(summary.get("warnings") or []) + [f"gates re-evaluated on {time.strftime('%Y-%m-%d %H:%M:%S')} (evalkit report --regate)"]
+    record = regate_run(cfg.gates, RunSummary.load(summary), items, store=st)
+    record.warnings.append(f"gates re-evaluated on {time.strftime('%Y-%m-%d %H:%M:%S')} (evalkit report --regate)")
+    summary = record.to_json()
     st.update_summary(rec.run_id, summary)
     with st.transaction():
-        st.db.execute("UPDATE runs SET status = ? WHERE run_id = ?", ("passed" if passed else "failed", rec.run_id))
+        st.db.execute("UPDATE runs SET status = ? WHERE run_id = ?", ("passed" if record.passed else "failed", rec.run_id))
     return summary
 
 

@@ -18,6 +18,19 @@ def _clean(s: Any) -> str:
     return _ILLEGAL.sub("", str(s))
 
 
+def _reproducibility_properties(rep: dict[str, Any]) -> list[tuple[str, str]]:
+    """The run record's reproducibility block as flat ``evalkit.*`` properties (CI dashboards show them)."""
+    out: list[tuple[str, str]] = []
+    for k in ("evalkit_version", "git_commit", "git_dirty", "python", "platform"):
+        if rep.get(k) is not None:
+            out.append((f"evalkit.{k}", str(rep[k]).lower() if isinstance(rep[k], bool) else str(rep[k])))
+    for group in ("packages", "suites", "rubrics"):
+        for name, value in sorted((rep.get(group) or {}).items()):
+            if value:
+                out.append((f"evalkit.{group}.{name}", str(value)))
+    return out
+
+
 def render_junit(summary: dict[str, Any], *, max_items: int = 50) -> str:
     gates = summary.get("gates") or []
     failures = [g for g in gates if g.get("outcome") in ("fail", "no_decision")]
@@ -35,9 +48,11 @@ def render_junit(summary: dict[str, Any], *, max_items: int = 50) -> str:
         timestamp=_clean(str(summary.get("created", ""))[:19]),
     )
     props = ET.SubElement(suite, "properties")
-    for k in ("run_id", "baseline", "config_path"):
+    for k in ("run_id", "baseline", "config_path", "schema_version"):
         if summary.get(k):
             ET.SubElement(props, "property", name=k, value=_clean(summary[k]))
+    for k, v in _reproducibility_properties(summary.get("reproducibility") or {}):
+        ET.SubElement(props, "property", name=k, value=_clean(v))
     for g in gates:
         tc = ET.SubElement(suite, "testcase", classname=_clean(g.get("model") or "run"), name=_clean(g.get("name", "")), time="0")
         items = list(g.get("failing_items") or [])

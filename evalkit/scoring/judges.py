@@ -206,6 +206,11 @@ def judge_scorer_names(judges: Sequence[JudgeEntry], config_dir: str | Path) -> 
     return names
 
 
+def rubric_hashes(judges: Sequence[JudgeEntry], config_dir: str | Path) -> dict[str, str]:
+    """Judge name -> its rubric's content hash (the run record's reproducibility block)."""
+    return {name: rubric.content_hash for _, name, rubric, _ in _load(judges, Path(config_dir))}
+
+
 def judge_score_kinds(judges: Sequence[JudgeEntry], config_dir: str | Path) -> tuple[set[str], set[str]]:
     """(criterion score names, pairwise judge names) these judges will add, for checking gates."""
     single: set[str] = set()

@@ -152,3 +152,27 @@ def test_runs_show(history, capsys):
     assert main(["runs", "show", second, "--store", str(db)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("FAIL  DON'T SHIP") and any("noreg" in l and "x1" in l for l in lines)
+
+
+def test_regate_decides_with_the_judge_statistics_the_run_used(tmp_path, capsys):
+    """A mean gate whose threshold lies inside the judges' noise band (summary.judges) is undecided at
+    the end of the run; `report --regate` reads the same band, so it stays undecided (it used to
+    re-gate without the judge statistics and pass).
+    """
+    db = tmp_path / "store.db"
+    gates = [{"name": "quality", "metric": "mean", "scorer": "judge.correctness", "min": 3.5}]
+    cfg = config_with(gates)
+    with Store(db) as st:
+        run_id = st.begin_run(name="n", config_path="eval.yaml", config=cfg.model_dump(mode="json"), out_dir=None)
+        items = [item("cand", f"x{i}", {"judge.correctness": ok(None, value=v)}, run_id=run_id) for i, v in enumerate([3.0, 4.0, 4.0, 4.0])]
+        judges = {"default": {"no_decision_within_noise": True, "noise": {"cand": {"judge.correctness": {"low": 3.25, "high": 3.9}}}}}
+        from evalkit.record import RunSummary
+
+        record = RunSummary(run_id=run_id, name="n", models={n: m for n, m in MODELS.items()}, baseline="base", candidates=["cand"], judges=judges)
+        record = G.regate_run(cfg.gates, record, items, store=st)
+        assert record.gates[0].outcome == "no_decision" and "judges' own noise" in record.gates[0].detail
+        st.save_run_items(run_id, items)
+        st.finish_run(run_id, record.to_json(), "failed")
+    assert main(["report", run_id, "--out", str(tmp_path / "o"), "--store", str(db), "--regate"]) == 1
+    regated = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert regated["gates"][0]["outcome"] == "no_decision" and regated["gates"][0]["observed"] == 3.75

@@ -159,3 +159,42 @@ def test_hostile_names_in_plots_and_tables_are_escaped():
     page = render_html(summary, items)
     assert "<script" not in page.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert 'aria-label="Pass rates with 95% CI: s&#34;&gt;' in page or 'aria-label="Pass rates with 95% CI: s&quot;&gt;' in page
+
+
+def test_run_record_round_trips_and_refuses_a_newer_schema():
+    import pytest
+
+    from evalkit.errors import UserError
+    from evalkit.record import SCHEMA_VERSION, RunSummary
+
+    old = {"run_id": "r1", "passed": True, "exit_code": 0, "models": {"m": {"backend": "hf", "role": "candidate"}},
+           "gates": [{"name": "g", "passed": True, "outcome": "pass", "observed": 1.0, "threshold": 0.5, "detail": "ok"}],
+           "timing": {"generate_s": 1.0}, "something_new": {"kept": True}}
+    rec = RunSummary.load(old)  # schema 1: no version field, no reproducibility
+    assert rec.schema_version == 1 and rec.reproducibility is None and rec.models["m"].backend == "hf"
+    assert rec.gates[0].outcome == "pass" and rec.timing.judge_s == 0.0
+    again = RunSummary.load(rec.to_json())
+    assert again == rec and again.to_json()["something_new"] == {"kept": True}  # unknown keys survive
+    with pytest.raises(UserError, match="newer evalkit"):
+        RunSummary.load({**old, "schema_version": SCHEMA_VERSION + 1})
+
+
+def test_reproducibility_block_in_summary_html_footer_and_junit(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from evalkit.record import RunSummary, reproducibility
+    from evalkit.report import write_reports
+
+    rep = reproducibility(suites={"s": "abc123"}, rubrics={"default": "def456"}, generation={"m": {"max_new_tokens": 8}})
+    assert rep.evalkit_version and rep.python and rep.packages["torch"]  # torch is installed here
+    assert rep.git_commit is None or len(rep.git_commit) == 40
+    summary = RunSummary(run_id="r1", name="n", passed=True, exit_code=0, reproducibility=rep).to_json()
+    write_reports(tmp_path, summary, [])
+    html = (tmp_path / "report.html").read_text()
+    footer = html[html.index('<footer id="reproducibility"'):]
+    assert f"evalkit {rep.evalkit_version}" in footer and f"torch {rep.packages['torch']}" in footer
+    assert "s <code>abc123</code>" in footer and "default <code>def456</code>" in footer and "Summary schema 2" in footer
+    props = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "junit.xml").getroot().iter("property")}
+    assert props["evalkit.evalkit_version"] == rep.evalkit_version and props["evalkit.packages.torch"] == rep.packages["torch"]
+    assert props["evalkit.suites.s"] == "abc123" and props["evalkit.rubrics.default"] == "def456" and props["schema_version"] == "2"
+    assert "reproducibility" in json.loads((tmp_path / "summary.json").read_text())

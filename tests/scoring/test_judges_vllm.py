@@ -31,7 +31,7 @@ def test_vllm_server_as_judge(tiny_base, tmp_path):
 
     # JSON grammar without free whitespace: a barely trained model otherwise pads until max_tokens
     args = [*SERVER["server_args"], "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
-    cmd = ServerCommand(model=str(tiny_base), dtype=SERVER["dtype"], extra_args=args)
+    cmd = ServerCommand(model=str(tiny_base), dtype="float32", extra_args=args)  # the checkpoint's own dtype
     server = VLLMServer(cmd, tmp_path / "vllm.log").start(timeout_s=400)
     try:
         # the tiny model's tokenizer is character-level and its context 512: a short rubric
