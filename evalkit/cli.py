@@ -102,13 +102,7 @@ def _register_command_groups() -> None:
     from .commands import MODULES
 
     for name in MODULES:
-        try:
-            mod = importlib.import_module(f".commands.{name}", __package__)
-        except ModuleNotFoundError as e:
-            if e.name == f"{__package__}.commands.{name}":
-                continue  # that stage is not built yet
-            raise
-        mod.register(app)
+        importlib.import_module(f".commands.{name}", __package__).register(app)
 
 
 _register_command_groups()

@@ -280,14 +280,6 @@ class EvalConfig(Strict):
         return [n for n in self.models if n != self.baseline]
 
 
-class ScorerEntry(Strict):
-    """Normalised form of one scorer line in suite.yaml."""
-
-    kind: str
-    name: str
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
 class SuiteConfig(Strict):
     name: str
     kind: Literal["regression", "heldout"] = "regression"

@@ -433,10 +433,8 @@ def _judge_noise_band(ctx: _Ctx, model: str, scorer: str) -> tuple[float, float]
     """The judge stage's band across repeats for (model, scorer), when it recorded one."""
     if not ctx.judge_stats:
         return None
-    try:
-        from .scoring.judges import judge_noise_band
-    except ImportError:
-        return None
+    from .scoring.judges import judge_noise_band
+
     return judge_noise_band(ctx.judge_stats, model, scorer)
 
 
@@ -771,29 +769,15 @@ def _human_unshippable(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     """At most ``max`` "would not ship" verdicts from blinded review (evalkit.review owns the counting:
     ``max: 2`` means 2 per 20 reviewed items). Without review results: no decision.
     """
-    try:
-        from . import review
+    from .review import human_unshippable_gate
 
-        gate_fn = getattr(review, "human_unshippable_gate", None)
-        counts_fn = getattr(review, "unshippable_counts", None)
-    except ImportError:
-        gate_fn = counts_fn = None
-    if (gate_fn is None and counts_fn is None) or ctx.store is None or ctx.run_id is None:
+    if ctx.store is None or ctx.run_id is None:
         return _undecided(gate, model, None, _threshold(gate), "no review results (run `evalkit review new`, review, then `evalkit review unblind`)")
     limit = gate.max if gate.max is not None else 2.0
-    if gate_fn is not None:
-        r: GateResult = gate_fn(ctx.store, ctx.run_id, name=gate.name, model=model, max_count=limit, on_no_decision=gate.on_no_decision)
-        if r.observed is None and r.passed is not True:
-            return _undecided(gate, model, None, limit, f"no review results for {model}")
-        return r
-    counts: dict[str, tuple[int, int]] = counts_fn(ctx.store, ctx.run_id) or {}  # type: ignore[misc]
-    if model not in counts or counts[model][1] == 0:
+    r: GateResult = human_unshippable_gate(ctx.store, ctx.run_id, name=gate.name, model=model, max_count=limit, on_no_decision=gate.on_no_decision)
+    if r.observed is None and r.passed is not True:
         return _undecided(gate, model, None, limit, f"no review results for {model}")
-    bad, total = counts[model]
-    allowed = limit * total / 20.0  # the threshold is per 20 reviewed items
-    ok = bad <= allowed
-    detail = f"reviewers marked {bad} of {total} outputs of {model} unshippable, {'within' if ok else 'above'} {_fmt(limit)} per 20 items ({_fmt(allowed)} here)."
-    return _result(gate, model, passed=ok, observed=float(bad), detail=detail)
+    return r
 
 
 _METRICS: dict[str, Callable[[GateSpec, str, _Ctx], GateResult]] = {

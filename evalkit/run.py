@@ -11,7 +11,7 @@ import datetime as _dt
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -36,14 +36,6 @@ class RunResult:
     summary: dict[str, Any]
     out_dir: Path
     console_summary: str
-
-
-@dataclass
-class _Work:
-    """What one model must answer: (suite, sample, cache key) triples."""
-
-    spec: ModelSpec
-    keys: dict[tuple[str, str], str] = field(default_factory=dict)  # (suite, sample_id) -> generation key
 
 
 def default_store_path() -> Path:
@@ -327,10 +319,8 @@ def _parity(cfg: EvalConfig, config_path: Path, specs: Sequence[ModelSpec], suit
 
 
 def _heldout_warnings(suites: Sequence[Suite]) -> list[str]:
-    try:
-        from .data.split import check_heldout
-    except ImportError:
-        return []
+    from .data.split import check_heldout
+
     out: list[str] = []
     for s in suites:
         if s.kind == "heldout":

@@ -81,32 +81,6 @@ def iter_raw_lines(path: str | Path, *, strict: bool = True) -> Iterator[tuple[i
             yield lineno, text
 
 
-def iter_objects(path: str | Path, *, strict: bool) -> Iterator[tuple[int, Any]]:
-    """``(line_number, object)`` for non-blank lines. ``strict``: bad JSON raises DataError (FILE:LINE);
-    otherwise bad lines are skipped (the caller counts them through ``iter_objects.skipped``).
-    """
-    for lineno, raw in iter_raw_lines(path):
-        if not raw.strip():
-            continue
-        try:
-            yield lineno, json.loads(raw)
-        except json.JSONDecodeError as e:
-            if strict:
-                raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", where=path, line=lineno) from None
-            yield lineno, _BAD_JSON
-
-
-class _BadJson:
-    """Marker for a line that is not JSON (non-strict reading)."""
-
-
-_BAD_JSON = _BadJson()
-
-
-def is_bad_json(obj: Any) -> bool:
-    return obj is _BAD_JSON
-
-
 def file_sha256(path: str | Path) -> str:
     import hashlib
 

@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from ..errors import DataError, UserError
 from ._chat import check_example
-from ._io import atomic_writer, iter_objects, progress_bar
+from ._io import atomic_writer, progress_bar
+from .jsonl import iter_jsonl
 
 Format = Literal["alpaca", "sharegpt", "prompt-completion", "chat"]
 FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "prompt-completion", "chat")
@@ -228,7 +229,7 @@ def convert_file(
     extra_keys: Counter = Counter()
     bar = progress_bar(None, f"convert {Path(src).name}", progress)
     with atomic_writer(dst) as fh:
-        for lineno, obj in iter_objects(src, strict=True):
+        for lineno, obj in iter_jsonl(src):
             bar.update(1)
             if fmt is None:
                 fmt = detect_format(obj)

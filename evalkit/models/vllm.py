@@ -635,10 +635,3 @@ class VLLMBackend:
                 self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
-
-
-def describe_mode(spec: ModelSpec) -> str:
-    """One line for logs: how a vllm spec will be served."""
-    mode = dict(spec.options).get("mode") or ("url" if dict(spec.options).get("url") or dict(spec.options).get("urls") else "serve")
-    return f"{spec.name}: vllm {mode} {spec.path}{' + ' + spec.adapter if spec.adapter else ''}"
-

@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .._text import redact_url
 from ..config import JudgeEntry
@@ -800,7 +800,3 @@ def threshold_in_judge_noise(judge_stats: Mapping[str, Any], model: str, scorer:
     """True when ``threshold`` lies inside the judge's noise band: the gate should say "no decision"."""
     band = judge_noise_band(judge_stats, model, scorer)
     return band is not None and band[0] <= threshold <= band[1]
-
-
-def outcome_error_count(scores: Iterable[Score]) -> int:
-    return sum(1 for s in scores if s.error)
