@@ -317,13 +317,19 @@ def _scored_passed(item: RunItem, scorer: str) -> bool | None:
 
 
 def is_judge_score(name: str, score: dict[str, Any]) -> bool:
-    """Judge scores are named ``judge.<criterion>`` (or ``<rubric>.<criterion>``) and carry
-    ``details.judge``; everything else is a validator.
+    """Whether a stored score came from a judge (criterion or pairwise): its ``kind``, set by the
+    judge stage. Items stored before scores had a kind fall back to the judge stage's old marks.
     """
+    kind = score.get("kind")
+    if kind is not None:
+        return kind in ("judge", "pairwise")
     return name.startswith("judge.") or bool((score.get("details") or {}).get("judge"))
 
 
 def is_pairwise_score(name: str, score: dict[str, Any]) -> bool:
+    kind = score.get("kind")
+    if kind is not None:
+        return kind == "pairwise"
     d = score.get("details") or {}
     return "winner" in d or bool(d.get("pairwise")) or name == "pairwise" or name.endswith(".pairwise")
 

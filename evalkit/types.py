@@ -169,6 +169,9 @@ class Completion:
     error: str | None = None
 
 
+ScoreKind = Literal["validator", "judge", "pairwise", "human"]
+
+
 @dataclass(frozen=True)
 class Score:
     """A scorer's verdict on one output. ``error`` set means unscored: never a pass, never a fail."""
@@ -179,9 +182,12 @@ class Score:
     explanation: str = ""
     error: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # who produced it, set by the producer: gates and reports tell validators from judges by this,
+    # never by the score's name
+    kind: ScoreKind = "validator"
 
     def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"value": self.value, "passed": self.passed}
+        d: dict[str, Any] = {"value": self.value, "passed": self.passed, "kind": self.kind}
         if self.explanation:
             d["explanation"] = self.explanation
         if self.error:

@@ -298,3 +298,22 @@ def test_options_a_metric_would_ignore_are_config_errors(tmp_path):
         msg = e.value.one_line()
         assert msg.startswith(f"{p}:6:"), msg
         assert (expect if expect != "significant: 0.05" else "'significant' needs a paired comparison") in msg
+
+
+def test_score_kind_not_name_tells_validators_from_judges():
+    """A validator named like a judge score still counts as a validator, and a judge score named like
+    a validator does not: the kind the producer set decides (names only for records without one)."""
+    from evalkit.gates import is_judge_score, is_pairwise_score
+    from evalkit.types import Score
+
+    assert Score("judge.length", 1.0, True).as_dict()["kind"] == "validator"
+    assert not is_judge_score("judge.length", {"value": 1.0, "passed": True, "kind": "validator"})
+    assert is_judge_score("fmt", {"value": 4.0, "passed": None, "kind": "judge"})
+    assert is_pairwise_score("vs-base", {"value": 1.0, "kind": "pairwise"}) and not is_pairwise_score("pairwise", {"kind": "judge"})
+    assert is_judge_score("judge.correctness", {"value": 4.0})  # an older record: the old marks still work
+    items = [
+        item("base", "x1", {"judge.length": {"value": 1.0, "passed": True, "kind": "validator"}, "fmt": {"value": 5.0, "passed": None, "kind": "judge"}}),
+        item("cand", "x1", {"judge.length": {"value": 0.0, "passed": False, "kind": "validator"}, "fmt": {"value": 1.0, "passed": None, "kind": "judge"}}),
+    ]
+    [r] = G.evaluate_gates([gate(name="noreg", metric="regressions", max=0)], items=items, models=MODELS, baseline="base", candidates=["cand"])
+    assert r.outcome == "fail" and r.failing_items == ("x1",)  # the validator regressed; the judge score is not a validator

@@ -27,7 +27,7 @@ from .._text import redact_url
 from ..config import JudgeEntry
 from ..errors import ConfigError
 from ..store import Store
-from ..types import Sample, Score, stable_hash
+from ..types import Sample, Score, ScoreKind, stable_hash
 from .judge_client import CallFailed, FatalJudgeError, JudgeClient, JudgeModel, check_api_key, judge_model_from_entry
 from .judge_rubric import Rubric, load_rubric, parse_verdict_text
 
@@ -759,7 +759,8 @@ def run_judges(
         # their names: details.judge (this judge's name), repeats, and whether noise may undecide a gate.
         marks = {"judge": plan.name, "repeats": plan.entry.repeats, "noise_gate": plan.entry.noise == "no_decision"}
         for item_key, lst in plan_scores.items():
-            scores.setdefault(item_key, []).extend(dc_replace(sc, details={**marks, **dict(sc.details)}) for sc in lst)
+            kind: ScoreKind = "pairwise" if plan.rubric.mode == "pairwise" else "judge"
+            scores.setdefault(item_key, []).extend(dc_replace(sc, kind=kind, details={**marks, **dict(sc.details)}) for sc in lst)
         total_errors += st["errors"] + st["skipped"]
         stats[plan.name] = st
     # Endpoint statistics (retries by reason, most in flight, fallbacks) under every judge that used it.
