@@ -302,7 +302,8 @@ def test_options_a_metric_would_ignore_are_config_errors(tmp_path):
 
 def test_score_kind_not_name_tells_validators_from_judges():
     """A validator named like a judge score still counts as a validator, and a judge score named like
-    a validator does not: the kind the producer set decides (names only for records without one)."""
+    a validator does not: the kind the producer set decides (names only for records without one).
+    """
     from evalkit.gates import is_judge_score, is_pairwise_score
     from evalkit.types import Score
 
