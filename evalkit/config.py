@@ -36,7 +36,7 @@ class GenerationConfig(Strict):
 class ModelEntry(Strict):
     """One entry under ``models:``. Which keys matter depends on ``backend``."""
 
-    backend: Literal["hf", "vllm", "openai", "anthropic"]
+    backend: str  # a registered backend (evalkit.models.backend_names()): hf, vllm, openai, anthropic
     path: str | None = None  # hf / vllm: base checkpoint dir (or a merged checkpoint)
     model: str | None = None  # openai / anthropic: model name (ft:... accepted)
     adapter: str | None = None  # LoRA adapter dir (hf / vllm)
@@ -64,6 +64,15 @@ class ModelEntry(Strict):
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
 
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, v: str) -> str:
+        from .models import backend_names  # the registry is the one list of names
+
+        if v not in backend_names():
+            raise ValueError(f"unknown backend '{v}' (known: {', '.join(backend_names())})")
+        return v
+
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
@@ -90,12 +99,15 @@ class ModelEntry(Strict):
 
     @model_validator(mode="after")
     def _check_backend_fields(self) -> "ModelEntry":
-        if self.backend in ("hf", "vllm") and not self.path:
+        from .models import backend_info
+
+        local = backend_info(self.backend).local_weights
+        if local and not self.path:
             raise ValueError(f"backend {self.backend} needs 'path' (a local checkpoint directory)")
-        if self.backend in ("openai", "anthropic") and not self.model:
+        if not local and not self.model:
             raise ValueError(f"backend {self.backend} needs 'model' (the API model name)")
-        if self.backend in ("openai", "anthropic") and self.adapter:
-            raise ValueError("'adapter' applies to hf and vllm backends only")
+        if not local and self.adapter:
+            raise ValueError(f"'adapter' applies to backends that load local weights, not {self.backend}")
         return self
 
 
@@ -103,9 +115,7 @@ class GateSpec(Strict):
     """A pass/fail rule. ``min: 0`` is a real threshold (checked with ``is not None``)."""
 
     name: str
-    metric: Literal[
-        "pass_rate", "mean", "regressions", "win_rate", "adapter_applied", "human_unshippable", "error_rate"
-    ]
+    metric: str  # a registered gate metric (evalkit.gates.metric_names())
     scorer: str | None = None
     model: str | None = None  # default: every candidate
     suite: str | None = None  # suite name; default: every suite
@@ -121,6 +131,15 @@ class GateSpec(Strict):
     ci: float | None = Field(None, gt=0, lt=1)
     # comparisons (regressions, vs): fewer scored pairs than this is "no decision", never a pass
     min_pairs: int = Field(1, ge=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _registered_metric(cls, v: str) -> str:
+        from .gates import metric_names  # the registry is the one list of names
+
+        if v not in metric_names():
+            raise ValueError(f"unknown metric '{v}' (known: {', '.join(metric_names())})")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "GateSpec":

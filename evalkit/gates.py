@@ -786,6 +786,11 @@ def _human_unshippable(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     return r
 
 
+def metric_names() -> list[str]:
+    """The gate metrics eval.yaml may name (config validation and --help read this)."""
+    return sorted(_METRICS)
+
+
 _METRICS: dict[str, Callable[[GateSpec, str, _Ctx], GateResult]] = {
     "pass_rate": _pass_rate,
     "mean": _mean,

@@ -21,7 +21,7 @@ from ._text import encodable, redact_secrets, redact_url
 from .config import EvalConfig, GateSpec, ModelEntry, load_eval_config, read_yaml
 from .data.suites import load_suite
 from .errors import ConfigError, UserError
-from .models import GenerationRequest, checkpoint_dtype, fingerprint, group_key, open_backend
+from .models import GenerationRequest, backend_info, checkpoint_dtype, fingerprint, group_key, open_backend
 from .models.hf_bars import library_progress_bars
 from .record import Calls, Errors, MetricRow, ModelInfo, SuiteInfo, Timing
 from .scoring.validators import build_validator
@@ -61,7 +61,7 @@ def model_spec(name: str, entry: ModelEntry, cfg: EvalConfig, config_dir: Path) 
     base computes in the same dtype (and the run records which).
     """
     options = entry.model_dump(exclude={"backend", "path", "model", "adapter", "base_url", "api_key_env", "generation"})
-    if entry.backend in ("hf", "vllm") and options.get("dtype") in (None, "auto"):
+    if backend_info(entry.backend).local_weights and options.get("dtype") in (None, "auto"):
         path = _resolve(config_dir, entry.path)
         if path and Path(path).is_dir():
             options["dtype"] = checkpoint_dtype(path)
@@ -87,15 +87,6 @@ def generation_key(spec: ModelSpec, sample: Sample) -> str:
     return stable_hash({"model_id": spec.model_id, "prompt": sample.prompt_hash()}, 32)
 
 
-def _chunk_size(spec: ModelSpec) -> int:
-    opts = dict(spec.options)
-    if spec.backend in ("openai", "anthropic"):
-        return max(8, int(opts.get("concurrency") or 8) * 2)
-    if spec.backend == "vllm":  # the server batches continuously: keep it fed, commit every chunk
-        return max(64, int(opts.get("concurrency") or 8) * 8)
-    return max(1, int(opts.get("batch_size") or 8)) * 2
-
-
 def _progress_bar(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -107,8 +98,8 @@ def api_secrets(specs: Sequence[ModelSpec], entries: Iterable[ModelEntry] = ()) 
     import os
 
     names = {s.api_key_env for s in specs if s.api_key_env} | {e.api_key_env for e in entries if e.api_key_env}
-    defaults = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-    names |= {defaults[s.backend] for s in specs if s.backend in defaults and not s.api_key_env}
+    names |= {k for s in specs if not s.api_key_env and (k := backend_info(s.backend).key_env)}
+    names |= {k for e in entries if not e.api_key_env and (k := backend_info(e.backend).key_env)}
     return [v for v in (os.environ.get(n, "") for n in names) if len(v) >= 8]
 
 
@@ -150,7 +141,7 @@ def generate_all(
         try:
             # Interleave models so several adapters on one base share batches and no model waits.
             keys.sort(key=lambda k: (prompts[k][1].id, prompts[k][0].name))
-            step = _chunk_size(group_specs[0])
+            step = backend_info(group_specs[0].backend).chunk_size(group_specs[0])
             for i in range(0, len(keys), step):
                 chunk = keys[i : i + step]
                 reqs = [GenerationRequest(key=k, model=prompts[k][0], messages=prompts[k][1].messages) for k in chunk]
@@ -211,7 +202,7 @@ def _adapter_warnings(specs: Sequence[ModelSpec], items: Sequence[RunItem]) -> l
     for spec in specs:
         if not spec.adapter:
             continue
-        bases = [s for s in specs if s.path == spec.path and not s.adapter and s.backend in ("hf", "vllm")]
+        bases = [s for s in specs if s.path == spec.path and not s.adapter and backend_info(s.backend).local_weights]
         for base in bases:
             a, b = by_model.get(spec.name, {}), by_model.get(base.name, {})
             common = [k for k in a if k in b and a[k] is not None and b[k] is not None]
@@ -227,7 +218,7 @@ def _dtype_warnings(specs: Sequence[ModelSpec]) -> list[str]:
     """Entries on one base checkpoint that compute in different dtypes give different outputs."""
     by_base: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for s in specs:
-        if s.backend in ("hf", "vllm") and s.path:
+        if backend_info(s.backend).local_weights and s.path:
             by_base[s.path][str(dict(s.options).get("dtype"))].append(f"{s.name} ({s.backend})")
     out = []
     for base, dtypes in by_base.items():
@@ -262,7 +253,7 @@ def _candidate_manifests(specs: Sequence[ModelSpec], suites: Sequence[Suite]) ->
 
     for spec in specs:
         # an adapter from `evalkit train`, or a checkpoint from `evalkit merge` (it copies candidate.json)
-        where = spec.adapter or (spec.path if spec.backend in ("hf", "vllm") else None)
+        where = spec.adapter or (spec.path if backend_info(spec.backend).local_weights else None)
         if not where or not Path(where).is_dir():
             continue
         cand = load_candidate(where)
@@ -278,44 +269,6 @@ def _candidate_manifests(specs: Sequence[ModelSpec], suites: Sequence[Suite]) ->
                     f"(the scores on them measure memory, not generalisation): {shown}"
                 )
     return manifests, warnings
-
-
-def _parity(cfg: EvalConfig, config_path: Path, specs: Sequence[ModelSpec], suites: Sequence[Suite],
-            progress: bool, warnings: list[str]) -> list[dict[str, Any]] | None:
-    """eval.yaml `parity:`: hf vs vllm on the same prompts, per vLLM base, before any vLLM number is trusted.
-
-    Below `min_rate` a run with `require: true` stops (exit 2, nothing generated); otherwise it warns.
-    """
-    from .models.parity import check_parity, parity_options
-
-    opts = parity_options(cfg.parity, where=str(config_path))
-    if opts is None:
-        return None
-    by_base: dict[str, list[ModelSpec]] = defaultdict(list)
-    for s in specs:
-        if s.backend == "vllm" and s.path:
-            by_base[s.path].append(s)
-    if not by_base:
-        warnings.append("parity: no vllm model in this run; nothing to check")
-        return None
-    prompts = list(suites[0].samples[: opts.prompts])
-    reports = []
-    for base, group in by_base.items():
-        adapters = {s.name: s.adapter for s in group if s.adapter}
-        server = next((s for s in group if not s.adapter), group[0])
-        report = check_parity(base, adapters, prompts, max_new_tokens=opts.max_new_tokens, dtype=opts.dtype,
-                              vllm_options=dict(server.options), progress=progress)
-        for line in report.lines():
-            print(line, file=sys.stderr)
-        reports.append({**report.as_dict(), "min_rate_required": opts.min_rate, "passed": report.passed(opts.min_rate)})
-        if not report.passed(opts.min_rate):
-            worst = min(report.models, key=lambda m: m.rate)
-            msg = (f"parity: vLLM agrees with transformers on {worst.rate:.0%} of prompts for '{worst.model}' "
-                   f"(base {base}), below min_rate {opts.min_rate:.0%}")
-            if opts.require:
-                raise UserError(f"{msg}; the vLLM numbers are not trusted (parity.require)", where=str(config_path))
-            warnings.append(msg)
-    return reports
 
 
 def _heldout_warnings(suites: Sequence[Suite]) -> list[str]:
@@ -428,7 +381,9 @@ def run_eval(
     candidates = cfg.candidate_names()
     warnings = _heldout_warnings(suites) + _dtype_warnings(specs)
     secrets = api_secrets(specs, [m for j in cfg.judges for m in ([j.model] if j.model else []) + list(j.models or [])])
-    parity = _parity(cfg, config_path, specs, suites, progress, warnings)
+    from .models.parity import parity_for_run
+
+    parity = parity_for_run(cfg.parity, config_path, specs, list(suites[0].samples), progress, warnings)
 
     location = store_path if store_path is not None else (_resolve(config_dir, cfg.store) if cfg.store else None)
     store = Store(location or default_store_path())
@@ -438,7 +393,7 @@ def run_eval(
         run_id = store.begin_run(name=cfg.name or config_path.stem, config_path=str(config_path), config=config_dump, out_dir=str(out_dir))
 
         # 2. Generate (cached, resumable).
-        with library_progress_bars(progress or not any(s.backend == "hf" for s in specs)):
+        with library_progress_bars(progress or not any(backend_info(s.backend).local_weights for s in specs)):
             completions, made, cached, gen_s = generate_all(store, specs, suites, progress=progress, secrets=secrets)
         lossy = sum(1 for c in completions.values() if c.text and not encodable(c.text))
         if lossy:
@@ -504,7 +459,7 @@ def run_eval(
             s.name: ModelInfo(
                 backend=s.backend, path=s.path, model=s.model, adapter=s.adapter, model_id=s.model_id,
                 base_url=redact_url(s.base_url) if s.base_url else None,
-                dtype=dict(s.options).get("dtype") if s.backend in ("hf", "vllm") else None,
+                dtype=dict(s.options).get("dtype") if backend_info(s.backend).local_weights else None,
                 role="baseline" if s.name == baseline else ("candidate" if s.name in candidates else "other"),
                 candidate=manifests.get(s.name),
             )

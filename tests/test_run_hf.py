@@ -82,7 +82,9 @@ def test_hf_run_several_adapters_one_base(tmp_path, tiny_base, tiny_adapters, no
     def refuse(specs):
         raise AssertionError("a backend was opened on an unchanged rerun")
 
-    monkeypatch.setitem(models._FACTORIES, "hf", refuse)
+    import dataclasses
+
+    monkeypatch.setitem(models._REGISTRY, "hf", dataclasses.replace(models.backend_info("hf"), factory=refuse))
     assert main(["run", str(cfg), "--out", "o2", "--no-progress"]) == 1
     s2 = json.loads(Path("o2/summary.json").read_text())
     assert s2["calls"]["generations_made"] == 0 and s2["calls"]["generations_cached"] == 16

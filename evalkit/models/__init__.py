@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -15,22 +16,67 @@ from ..errors import ConfigError, UserError, missing_extra
 from ..types import ModelSpec
 from .base import Backend, GenerationRequest, ProgressFn
 
-__all__ = ["Backend", "GenerationRequest", "ProgressFn", "open_backend", "group_key", "fingerprint", "register_backend", "checkpoint_dtype"]
+__all__ = [
+    "Backend", "BackendInfo", "GenerationRequest", "ProgressFn", "backend_info", "backend_names", "checkpoint_dtype",
+    "fingerprint", "group_key", "open_backend", "register_backend",
+]
 
-_FACTORIES: dict[str, Callable[[Sequence[ModelSpec]], Backend]] = {}
+@dataclass(frozen=True)
+class BackendInfo:
+    """What the run stage may ask of a backend kind without opening one (the registry's entry).
+
+    ``local_weights``: it loads a checkpoint folder (fingerprinted weights, adapters, one dtype per
+    base, candidate.json provenance); ``key_env``: the API key's default environment variable;
+    ``chunk_size(spec)``: requests per batch the run commits to the store (resume granularity);
+    ``group_key(spec)``: specs with equal keys share one opened backend (one loaded base, one server).
+    """
+
+    name: str
+    factory: Callable[[Sequence[ModelSpec]], Backend]
+    local_weights: bool
+    key_env: str | None = None
+    chunk_size: Callable[[ModelSpec], int] = lambda spec: 16
+    shares_base: bool = False  # several specs on one base share one backend (adapters hot-swapped)
+
+    def group_key(self, spec: ModelSpec) -> tuple:
+        if self.shares_base:
+            opts = dict(spec.options)
+            return (self.name, spec.path, opts.get("dtype"), opts.get("load_in_4bit"), opts.get("mode"), str(opts.get("url")), str(opts.get("urls")))
+        return (self.name, spec.name)
 
 
-def register_backend(name: str):
+_REGISTRY: dict[str, BackendInfo] = {}
+
+
+def register_backend(name: str, *, local_weights: bool, key_env: str | None = None,
+                     chunk_size: Callable[[ModelSpec], int] | None = None, shares_base: bool = False):
     """Decorator for a factory ``(specs) -> Backend`` that imports its backend module lazily."""
 
-    def deco(fn):
-        _FACTORIES[name] = fn
+    def deco(fn: Callable[[Sequence[ModelSpec]], Backend]) -> Callable[[Sequence[ModelSpec]], Backend]:
+        _REGISTRY[name] = BackendInfo(name, fn, local_weights, key_env, chunk_size or (lambda spec: 16), shares_base)
         return fn
 
     return deco
 
 
-@register_backend("hf")
+def backend_names() -> list[str]:
+    """The registered backend kinds (what eval.yaml's ``backend:`` may name)."""
+    return sorted(_REGISTRY)
+
+
+def backend_info(name: str) -> BackendInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown backend '{name}' (known: {', '.join(backend_names())})") from None
+
+
+def _option(spec: ModelSpec, key: str, default: int) -> int:
+    v = dict(spec.options).get(key)
+    return int(v) if v else default
+
+
+@register_backend("hf", local_weights=True, shares_base=True, chunk_size=lambda s: max(1, _option(s, "batch_size", 8)) * 2)
 def _hf(specs: Sequence[ModelSpec]) -> Backend:
     try:
         from .hf import HFBackend
@@ -39,7 +85,7 @@ def _hf(specs: Sequence[ModelSpec]) -> Backend:
     return HFBackend(specs)
 
 
-@register_backend("openai")
+@register_backend("openai", local_weights=False, key_env="OPENAI_API_KEY", chunk_size=lambda s: max(8, _option(s, "concurrency", 8) * 2))
 def _openai(specs: Sequence[ModelSpec]) -> Backend:
     try:
         from .openai_backend import OpenAIBackend
@@ -48,7 +94,7 @@ def _openai(specs: Sequence[ModelSpec]) -> Backend:
     return OpenAIBackend(specs)
 
 
-@register_backend("anthropic")
+@register_backend("anthropic", local_weights=False, key_env="ANTHROPIC_API_KEY", chunk_size=lambda s: max(8, _option(s, "concurrency", 8) * 2))
 def _anthropic(specs: Sequence[ModelSpec]) -> Backend:
     try:
         from .anthropic_backend import AnthropicBackend
@@ -57,7 +103,8 @@ def _anthropic(specs: Sequence[ModelSpec]) -> Backend:
     return AnthropicBackend(specs)
 
 
-@register_backend("vllm")
+# the server batches continuously: keep it fed, and commit every chunk
+@register_backend("vllm", local_weights=True, shares_base=True, chunk_size=lambda s: max(64, _option(s, "concurrency", 8) * 8))
 def _vllm(specs: Sequence[ModelSpec]) -> Backend:
     try:
         from .vllm import VLLMBackend
@@ -68,20 +115,14 @@ def _vllm(specs: Sequence[ModelSpec]) -> Backend:
 
 def group_key(spec: ModelSpec) -> tuple:
     """Specs with the same key share one backend instance (one loaded base, one server)."""
-    if spec.backend in ("hf", "vllm"):
-        opts = dict(spec.options)
-        return (spec.backend, spec.path, opts.get("dtype"), opts.get("load_in_4bit"), opts.get("mode"), str(opts.get("url")), str(opts.get("urls")))
-    return (spec.backend, spec.name)
+    return backend_info(spec.backend).group_key(spec)
 
 
 def open_backend(specs: Sequence[ModelSpec]) -> Backend:
     kinds = {s.backend for s in specs}
     if len(kinds) != 1:
         raise ValueError(f"one backend kind per group, got {kinds}")
-    kind = kinds.pop()
-    if kind not in _FACTORIES:
-        raise ConfigError(f"unknown backend '{kind}'")
-    return _FACTORIES[kind](specs)
+    return backend_info(kinds.pop()).factory(specs)
 
 
 def _hash_dir(path: Path, *, full: bool) -> str:

@@ -343,3 +343,44 @@ def parity_options(raw: Mapping[str, Any] | None, where: str = "parity"):
         key = ".".join(str(x) for x in e["loc"])
         msg = f"unknown key '{key}'" if e["type"] == "extra_forbidden" else f"{key}: {e['msg']}"
         raise ConfigError(msg, where=where) from None
+
+
+def parity_for_run(raw: Mapping[str, Any] | None, config_path: Path, specs: Sequence[ModelSpec], samples: Sequence[Sample],
+                   progress: bool, warnings: list[str]) -> list[dict[str, Any]] | None:
+    """eval.yaml `parity:`: hf vs vllm on the same prompts, per vLLM base, before any vLLM number is trusted.
+
+    Below `min_rate` a run with `require: true` stops (exit 2, nothing generated); otherwise it warns.
+    """
+    import sys
+    from collections import defaultdict
+
+    from ..errors import UserError
+
+    opts = parity_options(raw, where=str(config_path))
+    if opts is None:
+        return None
+    by_base: dict[str, list[ModelSpec]] = defaultdict(list)
+    for s in specs:
+        if s.backend == "vllm" and s.path:
+            by_base[s.path].append(s)
+    if not by_base:
+        warnings.append("parity: no vllm model in this run; nothing to check")
+        return None
+    prompts = list(samples[: opts.prompts])
+    reports = []
+    for base, group in by_base.items():
+        adapters = {s.name: s.adapter for s in group if s.adapter}
+        server = next((s for s in group if not s.adapter), group[0])
+        report = check_parity(base, adapters, prompts, max_new_tokens=opts.max_new_tokens, dtype=opts.dtype,
+                              vllm_options=dict(server.options), progress=progress)
+        for line in report.lines():
+            print(line, file=sys.stderr)
+        reports.append({**report.as_dict(), "min_rate_required": opts.min_rate, "passed": report.passed(opts.min_rate)})
+        if not report.passed(opts.min_rate):
+            worst = min(report.models, key=lambda m: m.rate)
+            msg = (f"parity: vLLM agrees with transformers on {worst.rate:.0%} of prompts for '{worst.model}' "
+                   f"(base {base}), below min_rate {opts.min_rate:.0%}")
+            if opts.require:
+                raise UserError(f"{msg}; the vLLM numbers are not trusted (parity.require)", where=str(config_path))
+            warnings.append(msg)
+    return reports

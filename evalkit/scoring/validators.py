@@ -17,9 +17,6 @@ from ..types import Completion, Sample, Score, ScorerSpec
 
 Validator = Callable[[Sample, Completion], Score]
 
-KNOWN_KINDS = frozenset(
-    {"json_valid", "json_schema", "regex", "exact_match", "contains", "not_contains", "max_chars", "python"}
-)
 
 
 def _strip_fences(text: str) -> str:
@@ -225,6 +222,9 @@ _BUILDERS: dict[str, Callable[[str, Mapping[str, Any]], Validator]] = {
     "max_chars": max_chars,
     "python": python,
 }
+
+
+KNOWN_KINDS = frozenset(_BUILDERS)  # the registry is the one list of validator kinds
 
 
 def build_validator(spec: ScorerSpec, where: str | None = None) -> Validator:
