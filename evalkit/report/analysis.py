@@ -61,7 +61,7 @@ def _metric_values(items: Sequence[RunItem], scorer: str, is_judge: bool = False
                 continue
             if not math.isnan(fv):
                 values.append(fv)
-    if (is_judge or scorer.startswith("judge.")) and values:
+    if is_judge and values:
         return "mean", values, errors
     if decided:
         return "pass_rate", passes, errors
