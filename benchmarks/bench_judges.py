@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     from evalkit.config import JudgeEntry, ModelEntry
-    from evalkit.scoring import judge_client
+    from evalkit.models import structured as judge_client
     from evalkit.scoring.judges import JudgeInput, run_judges
     from evalkit.store import Store
     from evalkit.types import Message, Sample

@@ -23,8 +23,7 @@ from typing import Any, Mapping, Sequence
 import anthropic
 
 from ..types import Completion, Message, ModelSpec
-from .api_common import ApiBackend, InvalidOutput, JsonResult, ResponseShapeError, check_json, fast_transport, post_json
-from .retry import RetryPolicy, retry_async
+from .api_common import ApiBackend, ResponseShapeError, fast_transport, post_json
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
@@ -101,52 +100,29 @@ def read_message(data: Mapping[str, Any], tool_name: str | None = None) -> tuple
     return "".join(texts), tool_input, data.get("stop_reason"), int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
 
 
-async def tool_json(
-    client: anthropic.AsyncAnthropic,
-    *,
-    model: str,
-    messages: Sequence[Mapping[str, Any]],
-    schema: Mapping[str, Any],
-    system: str | None = None,
-    tool_name: str = "verdict",
-    tool_description: str = "Record the verdict.",
-    max_tokens: int = 512,
-    policy: RetryPolicy = RetryPolicy(),
-    invalid_output_retries: int = 1,
-) -> JsonResult:
-    """Force a tool call whose ``input_schema`` is ``schema``; return the validated ``input``.
+async def structured_request(client: anthropic.AsyncAnthropic, model: str, system: str, user: str, schema: Mapping[str, Any],
+                             mode: str, max_tokens: int) -> Any:
+    """One structured message (no retries: the endpoint retries). ``mode``: ``tool`` (a forced tool
+    call whose input schema is the verdict's) or ``prompt`` (the schema is in the system text).
 
-    System messages inside ``messages`` are moved to ``system`` (joined after the ``system`` argument).
-    No sampling parameters are sent (API version 2026-10-21 rejects them).
-    Retries and errors as ``openai_backend.chat_json``: ``RetriesExhausted`` for transport failures
-    that persist, ``InvalidOutput`` when the answer never matches the schema (or no tool was called).
+    No temperature: API version 2026-10-21 (anthropic SDK 2.x) rejects sampling parameters at any
+    value. Measure a judge's noise with repeats instead.
     """
-    sys_in, rest = split_system(messages)
-    system_text = "\n\n".join(s for s in (system, sys_in) if s) or None
-    kw: dict[str, Any] = {
-        "model": model,
-        "max_tokens": max_tokens,
-        "messages": rest,
-        "tools": [{"name": tool_name, "description": tool_description, "input_schema": dict(schema)}],
-        "tool_choice": {"type": "tool", "name": tool_name},
-    }
-    if system_text:
-        kw["system"] = system_text
-    raw, problem, tokens_in, tokens_out, latency = "", "", 0, 0, 0.0
-    for attempt in range(1, invalid_output_retries + 2):
-        t0 = time.perf_counter()
-        resp = await retry_async(lambda: client.messages.create(**kw), policy)
-        latency += time.perf_counter() - t0
-        tokens_in += resp.usage.input_tokens or 0
-        tokens_out += resp.usage.output_tokens or 0
-        block = next((b for b in resp.content if getattr(b, "type", "") == "tool_use" and getattr(b, "name", "") == tool_name), None)
-        if block is None:
-            raw = "".join(getattr(b, "text", "") for b in resp.content)
-            problem = f"the model did not call the tool '{tool_name}'"
-            continue
-        raw = json.dumps(block.input)
-        data, problem_or_none = check_json(raw, schema)
-        if problem_or_none is None:
-            return JsonResult(data=data, raw=raw, tokens_in=tokens_in, tokens_out=tokens_out, latency_s=latency, attempts=attempt)
-        problem = problem_or_none
-    raise InvalidOutput(f"{problem} (after {invalid_output_retries + 1} tries)", raw=raw, attempts=invalid_output_retries + 1)
+
+    from .structured import TOOL_NAME, MalformedReply, Reply
+
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": user}]}
+    if system:
+        body["system"] = system
+    if mode == "tool":
+        body["tools"] = [{"name": TOOL_NAME, "description": "Record the grading verdict.", "input_schema": dict(schema)}]
+        body["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+    data = await post_json(client, "/v1/messages", body)
+    try:
+        text, parsed, stop, tokens_in, tokens_out = read_message(data, TOOL_NAME)
+    except ResponseShapeError as e:
+        raise MalformedReply(str(e)) from None
+    raw = json.dumps(parsed, ensure_ascii=False) if parsed is not None else text
+    return Reply(raw=raw, parsed=parsed, tokens_in=tokens_in, tokens_out=tokens_out, structured=mode,  # type: ignore[arg-type]
+                 system=system, user=user, attempts=1, latency_s=0.0, finish_reason=stop)
+

@@ -6,8 +6,7 @@
 * ``ApiBackend``: the backend protocol over an async SDK client: bounded concurrency per model,
   the shared retry policy, per-request errors recorded as ``Completion(error=...)``, and
   ``BackendUnavailable`` when the first batch of requests cannot reach the server at all.
-* ``JsonResult`` / ``InvalidOutput``: what the structured-output helpers (``openai_backend.chat_json``,
-  ``anthropic_backend.tool_json``) return or raise.
+* ``post_json``: a request through an SDK client without its per-request type transforms.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import asyncio
 import concurrent.futures
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Generic, Mapping, Sequence, TypeVar
 
 from ..errors import BackendUnavailable, UserError
@@ -79,46 +77,6 @@ def redact(text: str, secrets: Sequence[str]) -> str:
         if s and s != PLACEHOLDER_KEY and len(s) >= 4:
             text = text.replace(s, "***")
     return text
-
-
-@dataclass(frozen=True)
-class JsonResult:
-    """A structured answer that parsed and matched its schema."""
-
-    data: Any
-    raw: str
-    tokens_in: int
-    tokens_out: int
-    latency_s: float
-    attempts: int  # calls made, counting output that did not parse or match the schema
-
-
-class InvalidOutput(Exception):
-    """The model's structured answer did not parse or did not match the schema, on every try."""
-
-    def __init__(self, message: str, raw: str, attempts: int):
-        super().__init__(message)
-        self.raw = raw
-        self.attempts = attempts
-
-
-def check_json(raw: str, schema: Mapping[str, Any] | None) -> tuple[Any, str | None]:
-    """(data, problem): parse ``raw`` as JSON and validate it against ``schema`` (jsonschema)."""
-    import json
-
-    import jsonschema
-
-    try:
-        data = json.loads(raw)
-    except (TypeError, ValueError) as e:
-        return None, f"output is not JSON ({e})"
-    if schema:
-        try:
-            jsonschema.validate(data, dict(schema))
-        except jsonschema.ValidationError as e:
-            where = "/".join(str(p) for p in e.absolute_path) or "(root)"
-            return data, f"output does not match the schema at {where}: {e.message}"
-    return data, None
 
 
 def describe_failure(provider: str, exc: BaseException) -> str:

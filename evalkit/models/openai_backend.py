@@ -17,8 +17,7 @@ from typing import Any, Mapping, Sequence
 import openai
 
 from ..types import Completion, Message, ModelSpec
-from .api_common import ApiBackend, InvalidOutput, JsonResult, ResponseShapeError, check_json, fast_transport, post_json
-from .retry import RetryPolicy, retry_async
+from .api_common import ApiBackend, ResponseShapeError, fast_transport, post_json
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -88,51 +87,25 @@ def read_chat_completion(data: Mapping[str, Any]) -> tuple[str | None, str | Non
     )
 
 
-async def chat_json(
-    client: openai.AsyncOpenAI,
-    *,
-    model: str,
-    messages: Sequence[Mapping[str, Any]],
-    schema: Mapping[str, Any],
-    name: str = "verdict",
-    strict: bool = True,
-    temperature: float = 0.0,
-    max_tokens: int = 512,
-    seed: int | None = 0,
-    max_tokens_param: str = "max_tokens",
-    policy: RetryPolicy = RetryPolicy(),
-    invalid_output_retries: int = 1,
-) -> JsonResult:
-    """Ask for JSON that follows ``schema`` (``response_format`` json_schema) and validate it.
-
-    Transport failures are retried by ``policy`` (raising ``RetriesExhausted`` when they persist;
-    other API errors raise as the SDK's exceptions). An answer that does not parse or does not
-    match the schema is asked again ``invalid_output_retries`` times, then ``InvalidOutput`` is
-    raised: record it as a judge error, never as a score.
+async def structured_request(client: openai.AsyncOpenAI, model: str, system: str, user: str, schema: Mapping[str, Any],
+                             mode: str, temperature: float, max_tokens: int, schema_name: str, max_tokens_param: str = "max_tokens") -> Any:
+    """One structured chat completion (no retries: :class:`~evalkit.models.structured.StructuredEndpoint`
+    retries). ``mode``: ``json_schema`` (response_format with the schema, strict), ``json_object``,
+    or ``prompt`` (the schema is in the system text already).
     """
-    kw: dict[str, Any] = {
-        "model": model,
-        "messages": [dict(m) for m in messages],
-        "temperature": temperature,
-        "response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": dict(schema), "strict": strict}},
-    }
-    if seed is not None:
-        kw["seed"] = seed
-    if max_tokens_param in ("max_tokens", "max_completion_tokens"):
-        kw[max_tokens_param] = max_tokens
-    else:
-        kw["extra_body"] = {max_tokens_param: max_tokens}
-    raw, problem, tokens_in, tokens_out, latency = "", "", 0, 0, 0.0
-    for attempt in range(1, invalid_output_retries + 2):
-        t0 = time.perf_counter()
-        resp = await retry_async(lambda: client.chat.completions.create(**kw), policy)
-        latency += time.perf_counter() - t0
-        if resp.usage is not None:
-            tokens_in += resp.usage.prompt_tokens or 0
-            tokens_out += resp.usage.completion_tokens or 0
-        raw = (resp.choices[0].message.content or "") if resp.choices else ""
-        data, problem_or_none = check_json(raw, schema)
-        if problem_or_none is None:
-            return JsonResult(data=data, raw=raw, tokens_in=tokens_in, tokens_out=tokens_out, latency_s=latency, attempts=attempt)
-        problem = problem_or_none
-    raise InvalidOutput(f"{problem} (after {invalid_output_retries + 1} tries)", raw=raw, attempts=invalid_output_retries + 1)
+    from .structured import MalformedReply, Reply
+
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    body: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature, max_tokens_param: max_tokens}
+    if mode == "json_schema":
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": schema_name, "schema": dict(schema), "strict": True}}
+    elif mode == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    data = await post_json(client, "/chat/completions", body)
+    try:
+        text, finish, tokens_in, tokens_out = read_chat_completion(data)
+    except ResponseShapeError as e:
+        raise MalformedReply(str(e)) from None
+    return Reply(raw=text or "", parsed=None, tokens_in=tokens_in, tokens_out=tokens_out, structured=mode,  # type: ignore[arg-type]
+                 system=system, user=user, attempts=1, latency_s=0.0, finish_reason=finish)
+

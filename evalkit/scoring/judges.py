@@ -26,9 +26,18 @@ from typing import Any, Callable, Mapping, Sequence
 from .._text import redact_url
 from ..config import JudgeEntry
 from ..errors import ConfigError
+from ..models.structured import (
+    CallFailed,
+    EndpointModel,
+    FatalEndpointError,
+    LocalEndpoint,
+    StructuredEndpoint,
+    check_api_key,
+    endpoint_from_entry,
+    open_endpoint,
+)
 from ..store import Store
 from ..types import Sample, Score, ScoreKind, stable_hash
-from .judge_client import CallFailed, FatalJudgeError, JudgeClient, JudgeModel, check_api_key, judge_model_from_entry
 from .judge_rubric import Rubric, load_rubric, parse_verdict_text
 
 __all__ = [
@@ -87,7 +96,7 @@ class _Request:
     key: str
     judge: str
     rubric: Rubric
-    model: JudgeModel
+    model: EndpointModel
     system: str
     user: str
     repeat: int
@@ -114,7 +123,7 @@ class _JudgePlan:
     entry: JudgeEntry
     name: str
     rubric: Rubric
-    models: list[JudgeModel]
+    models: list[EndpointModel]
     units: list[_Unit]
 
 
@@ -123,13 +132,13 @@ def _rubric_path(entry: JudgeEntry, config_dir: Path) -> Path:
     return p if p.is_absolute() else (config_dir / p)
 
 
-def _judge_models(entry: JudgeEntry, rubric: Rubric, where: str) -> list[JudgeModel]:
+def _judge_models(entry: JudgeEntry, rubric: Rubric, where: str) -> list[EndpointModel]:
     if entry.model is not None and entry.models:
         raise ConfigError(f"{where}: set either 'model' (one judge) or 'models' (an ensemble), not both")
     entries = list(entry.models or []) or ([entry.model] if entry.model else []) or ([rubric.model] if rubric.model else [])
     if not entries:
         raise ConfigError(f"{where}: no judge model: set 'model' in eval.yaml's judges entry or in the rubric {rubric.path}")
-    models = [judge_model_from_entry(e, concurrency=entry.concurrency, where=where) for e in entries]
+    models = [endpoint_from_entry(e, concurrency=entry.concurrency, where=where) for e in entries]
     labels = [m.label for m in models]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
@@ -137,7 +146,7 @@ def _judge_models(entry: JudgeEntry, rubric: Rubric, where: str) -> list[JudgeMo
     return models
 
 
-def _load(judges: Sequence[JudgeEntry], config_dir: Path) -> list[tuple[JudgeEntry, str, Rubric, list[JudgeModel]]]:
+def _load(judges: Sequence[JudgeEntry], config_dir: Path) -> list[tuple[JudgeEntry, str, Rubric, list[EndpointModel]]]:
     out = []
     names: set[str] = set()
     for i, entry in enumerate(judges):
@@ -223,7 +232,7 @@ def judge_score_kinds(judges: Sequence[JudgeEntry], config_dir: str | Path) -> t
     return single, pairwise
 
 
-def _judgment_key(rubric: Rubric, jm: JudgeModel, system: str, user: str, repeat: int) -> str:
+def _judgment_key(rubric: Rubric, jm: EndpointModel, system: str, user: str, repeat: int) -> str:
     return stable_hash(
         {
             "rubric": rubric.content_hash,
@@ -239,7 +248,7 @@ def _judgment_key(rubric: Rubric, jm: JudgeModel, system: str, user: str, repeat
     )
 
 
-def _plan(entry: JudgeEntry, name: str, rubric: Rubric, models: list[JudgeModel], items: Sequence[JudgeInput], pairs: Sequence[PairInput], reqs: dict[str, _Request]) -> _JudgePlan:
+def _plan(entry: JudgeEntry, name: str, rubric: Rubric, models: list[EndpointModel], items: Sequence[JudgeInput], pairs: Sequence[PairInput], reqs: dict[str, _Request]) -> _JudgePlan:
     units: list[_Unit] = []
 
     def add(unit: _Unit, order: str, **outputs: str) -> None:
@@ -288,7 +297,7 @@ class _Result:
     cached: bool
 
 
-async def _judge_one(req: _Request, client: JudgeClient) -> _Result:
+async def _judge_one(req: _Request, client: StructuredEndpoint | LocalEndpoint) -> _Result:
     """One judgment: request (transport retries inside), parse, validate; bad verdicts are retried."""
     rubric = req.rubric
     attempts: list[dict[str, Any]] = []
@@ -368,7 +377,7 @@ def _run_async(coro_fn: Callable[[], Any]) -> Any:
     return box["value"]
 
 
-def _execute(todo: list[_Request], clients: dict[tuple, JudgeClient], store: Store, progress: bool) -> dict[str, _Result]:
+def _execute(todo: list[_Request], clients: dict[tuple, StructuredEndpoint | LocalEndpoint], store: Store, progress: bool) -> dict[str, _Result]:
     """Run the uncached judgments concurrently; store each batch as it finishes (an interrupted run resumes)."""
     results: dict[str, _Result] = {}
     if not todo:
@@ -393,7 +402,7 @@ def _execute(todo: list[_Request], clients: dict[tuple, JudgeClient], store: Sto
                 return
             try:
                 res = await _judge_one(req, clients[req.model.provider_key()])
-            except FatalJudgeError as e:
+            except FatalEndpointError as e:
                 fatal.append(e)
                 return
             results[req.key] = res
@@ -700,12 +709,12 @@ def run_judges(
     cached_payloads = {k: p for k, p in store.get_judgments(reqs).items() if p.get("verdict") is not None and not p.get("error")}
     results: dict[str, _Result] = {k: _Result(k, p["verdict"], None, p, cached=True) for k, p in cached_payloads.items()}
     todo = [r for k, r in reqs.items() if k not in results]
-    clients: dict[tuple, JudgeClient] = {}
+    clients: dict[tuple, StructuredEndpoint | LocalEndpoint] = {}
     for plan in plans:
         for jm in plan.models:
-            # one client per endpoint: its semaphore bounds the requests in flight there, across judges
+            # one endpoint each: its semaphore (or batch) bounds the requests in flight there, across judges
             if jm.provider_key() not in clients:
-                clients[jm.provider_key()] = JudgeClient(jm, structured=plan.entry.structured_output)
+                clients[jm.provider_key()] = open_endpoint(jm, structured=plan.entry.structured_output)
     t0 = time.perf_counter()
     results.update(_execute(todo, clients, store, progress))
     wall = time.perf_counter() - t0
@@ -767,7 +776,7 @@ def run_judges(
     for plan in plans:
         used = {m.provider_key() for m in plan.models}
         stats[plan.name]["providers"] = {
-            f"{c.jm.backend}:{redact_url(c.jm.base_url) if c.jm.base_url else 'default'}": {**c.stats.as_dict(), "concurrency": c.jm.concurrency}
+            f"{c.jm.backend}:{redact_url(c.jm.base_url) if c.jm.base_url else (c.jm.model if c.jm.local is not None else 'default')}": {**c.stats.as_dict(), "concurrency": c.jm.concurrency}
             for k, c in clients.items()
             if k in used and c.stats.requests
         }

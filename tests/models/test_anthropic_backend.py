@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -10,8 +9,7 @@ import pytest
 
 from evalkit.errors import BackendUnavailable, UserError
 from evalkit.models import open_backend
-from evalkit.models.anthropic_backend import AnthropicBackend, anthropic_client, tool_json
-from evalkit.models.api_common import InvalidOutput
+from evalkit.models.anthropic_backend import AnthropicBackend
 from evalkit.models.base import GenerationRequest
 from evalkit.models.retry import RetryPolicy
 from evalkit.types import GenerationParams, Message, ModelSpec
@@ -153,32 +151,3 @@ VERDICT = {
     "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]}, "reason": {"type": "string"}},
     "required": ["winner", "reason"],
 }
-
-
-def _tool_json(server, **kw):
-    async def go():
-        client = anthropic_client(api_key=KEY, base_url=server.anthropic_base_url, timeout_s=5)
-        try:
-            return await tool_json(client, model="claude-judge", messages=[{"role": "system", "content": "Be fair."}, {"role": "user", "content": "A or B?"}],
-                                   schema=VERDICT, policy=FAST, **kw)
-        finally:
-            await client.close()
-
-    return asyncio.run(go())
-
-
-def test_tool_json_forces_the_tool_and_validates(loopback_api):
-    loopback_api.set_responder(lambda api, req: {"winner": "B", "reason": "more complete"})
-    loopback_api.add_faults(["500", Fault.content({"winner": "C", "reason": "?"})])
-    res = _tool_json(loopback_api, system="You judge answers.")
-    assert res.data == {"winner": "B", "reason": "more complete"} and res.attempts == 2
-    body = loopback_api.requests[-1].body
-    assert body["tool_choice"] == {"type": "tool", "name": "verdict"} and body["tools"][0]["input_schema"] == VERDICT
-    assert body["system"] == "You judge answers.\n\nBe fair." and all(m["role"] != "system" for m in body["messages"])
-
-
-def test_tool_json_without_a_tool_call_is_invalid_output(loopback_api):
-    loopback_api.add_faults([Fault.content("B is better.", times=2)])
-    with pytest.raises(InvalidOutput, match="did not call the tool") as e:
-        _tool_json(loopback_api)
-    assert e.value.raw == "B is better." and e.value.attempts == 2

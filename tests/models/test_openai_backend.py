@@ -10,12 +10,12 @@ import pytest
 
 from evalkit.errors import BackendUnavailable, UserError
 from evalkit.models import open_backend
-from evalkit.models.api_common import PLACEHOLDER_KEY, InvalidOutput
+from evalkit.models.api_common import PLACEHOLDER_KEY
 from evalkit.models.base import GenerationRequest
-from evalkit.models.openai_backend import OpenAIBackend, chat_json, openai_client
-from evalkit.models.retry import RetriesExhausted, RetryPolicy
+from evalkit.models.openai_backend import OpenAIBackend
+from evalkit.models.retry import RetryPolicy
 from evalkit.types import GenerationParams, Message, ModelSpec
-from tests.support.loopback import Fault, Reply
+from tests.support.loopback import Fault
 
 KEY = "sk-evalkit-LEAKCHECK-9f8e7d6c5b4a"
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
@@ -204,65 +204,3 @@ def test_generate_works_inside_a_running_event_loop(loopback_api):
 
     outs = asyncio.run(caller())
     assert [o.text for o in outs] == ["question 0", "question 1"]
-
-
-SCHEMA = {
-    "type": "object",
-    "properties": {"correctness": {"type": "integer", "minimum": 1, "maximum": 5}, "reason": {"type": "string"}},
-    "required": ["correctness", "reason"],
-    "additionalProperties": False,
-}
-
-
-def test_chat_json_structured_output_with_retries(loopback_api):
-    seen = []
-
-    def judge(api, req):
-        seen.append(req["response_format"])
-        return {"correctness": 4, "reason": "fine"}
-
-    loopback_api.set_responder(judge)
-    loopback_api.add_faults(["429:0", Fault.content({"correctness": "high"})])  # rate limit, then schema-breaking JSON
-
-    async def go():
-        client = openai_client(api_key=KEY, base_url=loopback_api.base_url, timeout_s=5)
-        try:
-            return await chat_json(client, model="judge", messages=[{"role": "user", "content": "grade"}], schema=SCHEMA, policy=FAST)
-        finally:
-            await client.close()
-
-    res = asyncio.run(go())
-    assert res.data == {"correctness": 4, "reason": "fine"} and res.attempts == 2 and res.tokens_out > 0
-    assert seen[0]["type"] == "json_schema" and seen[0]["json_schema"]["schema"] == SCHEMA
-    assert len(loopback_api.requests) == 3
-
-
-def test_chat_json_gives_up_on_output_that_never_parses(loopback_api):
-    loopback_api.set_responder(lambda api, req: Reply(text="I think it deserves a 4."))
-
-    async def go():
-        client = openai_client(api_key=KEY, base_url=loopback_api.base_url)
-        try:
-            return await chat_json(client, model="judge", messages=[{"role": "user", "content": "grade"}], schema=SCHEMA, policy=FAST)
-        finally:
-            await client.close()
-
-    with pytest.raises(InvalidOutput, match="not JSON") as e:
-        asyncio.run(go())
-    assert e.value.raw == "I think it deserves a 4." and e.value.attempts == 2
-
-
-def test_chat_json_transport_failures_exhaust(loopback_api):
-    loopback_api.add_faults([Fault.server_error(502, times=None)])
-
-    async def go():
-        client = openai_client(api_key=KEY, base_url=loopback_api.base_url)
-        try:
-            return await chat_json(client, model="judge", messages=[{"role": "user", "content": "grade"}], schema=SCHEMA,
-                                   policy=RetryPolicy(max_attempts=3, base_delay_s=0.01))
-        finally:
-            await client.close()
-
-    with pytest.raises(RetriesExhausted) as e:
-        asyncio.run(go())
-    assert e.value.attempts == 3 and "HTTP 502" in str(e.value)

@@ -18,7 +18,7 @@ import pytest
 
 from evalkit.config import JudgeEntry, ModelEntry
 from evalkit.errors import BackendUnavailable
-from evalkit.scoring import judge_client
+from evalkit.models import structured as judge_client
 from evalkit.scoring.judges import JudgeInput, PairInput, run_judges, threshold_in_judge_noise
 from evalkit.store import Store
 from evalkit.types import Message, Sample

@@ -140,7 +140,8 @@ def test_judge_config_errors(tmp_path, monkeypatch):
         judge_config_errors([JudgeEntry(rubric="judges/default.yaml", model=ModelEntry(backend="openai", model="gpt-4o-mini"))], ROOT)
     with pytest.raises(ConfigError, match="named 'default'"):
         judge_config_errors([JudgeEntry(rubric="judges/default.yaml", model=local)] * 2, ROOT)
-    with pytest.raises(ConfigError, match="API model"):
+    # an hf judge runs in process (one model layer): its checkpoint folder must exist
+    with pytest.raises(ConfigError, match="an hf judge needs 'path', a local checkpoint folder"):
         judge_config_errors([JudgeEntry(rubric="judges/default.yaml", model=ModelEntry(backend="hf", path="/x"))], ROOT)
     with pytest.raises(ConfigError, match="vLLM judge needs 'url'"):
         judge_config_errors([JudgeEntry(rubric="judges/default.yaml", model=ModelEntry(backend="vllm", path="/ckpt"))], ROOT)

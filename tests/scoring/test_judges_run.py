@@ -17,7 +17,7 @@ from tests.test_run import extractor, make_suite, write_eval
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch):
     monkeypatch.setenv("EK_TEST_KEY", "sk-evalkit-test-SECRET-1234")
-    from evalkit.scoring import judge_client
+    from evalkit.models import structured as judge_client
 
     monkeypatch.setattr(judge_client, "BACKOFF_BASE_S", 0.02)
 

@@ -1,5 +1,16 @@
-"""Judge model clients: the real ``openai`` / ``anthropic`` async SDKs with structured output,
-retries (exponential backoff + jitter, Retry-After honoured) and bounded concurrency per provider.
+"""Structured generation: ask a model for JSON that matches a schema, through the model layer.
+
+Judges (and anything else that wants validated JSON) use this instead of an SDK of their own:
+
+* :class:`StructuredEndpoint` — one API endpoint (OpenAI-compatible, Anthropic, a vLLM server): the
+  backend's own client constructor and request function (``openai_backend.structured_request``,
+  ``anthropic_backend.structured_request``), a semaphore bounding requests in flight, one retry loop
+  (exponential backoff + jitter, Retry-After honoured, the shared policy of ``models.retry``), the
+  downgrade json_schema -> json_object -> prompt (tool -> prompt) when a server lacks structured
+  output, and counters that add up (``retry_reasons`` sums to ``retries``).
+* :class:`LocalEndpoint` — a model loaded in this process (``backend: hf``): requests arriving
+  together are batched through the backend's ``generate`` (several criteria and items per batch),
+  with the schema in the prompt.
 
 The SDKs' own retries are off (``max_retries=0``) so that one loop decides, counts and logs them.
 API keys are read from the environment at call time and never stored or logged.
@@ -17,6 +28,7 @@ from typing import Any, Awaitable, Callable, Literal, Mapping
 from .._text import redact_secrets, redact_url, redact_userinfo
 from ..config import ModelEntry
 from ..errors import BackendUnavailable, ConfigError, missing_extra
+from ..types import Message, ModelSpec
 
 StructuredMode = Literal["json_schema", "json_object", "prompt", "tool"]
 
@@ -24,14 +36,18 @@ StructuredMode = Literal["json_schema", "json_object", "prompt", "tool"]
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 60.0
-_TOOL_NAME = "record_verdict"
+TOOL_NAME = "record_verdict"
 
 
 @dataclass(frozen=True)
-class JudgeModel:
-    """A judge model as a client sees it. ``identity`` keys the cache (never the API key)."""
+class EndpointModel:
+    """A model asked for structured output. ``identity`` keys caches (never the API key).
 
-    backend: Literal["openai", "anthropic"]
+    ``backend`` is the wire protocol: ``openai`` (OpenAI and every compatible server, vLLM's
+    included), ``anthropic``, or ``hf`` (in process; ``model`` is then the checkpoint folder).
+    """
+
+    backend: Literal["openai", "anthropic", "hf"]
     model: str
     base_url: str | None
     api_key_env: str
@@ -39,23 +55,30 @@ class JudgeModel:
     timeout_s: float = 60.0
     max_retries: int = 4
     max_tokens_param: str = "max_tokens"
+    local: ModelSpec | None = None  # hf: the spec the in-process backend loads (weights fingerprinted)
 
     @property
     def label(self) -> str:
         return f"{self.backend}:{self.model}"
 
     def identity(self) -> dict[str, Any]:
+        if self.local is not None:  # the weights' fingerprint, not the folder's name
+            return {"backend": self.backend, "model": self.local.model_id, "base_url": None}
         return {"backend": self.backend, "model": self.model, "base_url": redact_url(self.base_url) if self.base_url else None}
 
     def provider_key(self) -> tuple:
-        """Requests to the same provider endpoint share one concurrency limit."""
+        """Requests to the same provider endpoint share one concurrency limit (one loaded model)."""
+        if self.local is not None:
+            return (self.backend, self.local.model_id)
         return (self.backend, self.base_url or "", self.api_key_env)
 
 
-def judge_model_from_entry(entry: ModelEntry, *, concurrency: int | None = None, where: str = "judges") -> JudgeModel:
-    """Map a model entry (eval.yaml's shape) onto a judge client; vLLM servers speak the OpenAI API."""
+def endpoint_from_entry(entry: ModelEntry, *, concurrency: int | None = None, where: str = "judges") -> EndpointModel:
+    """Map a model entry (eval.yaml's shape) onto an endpoint; vLLM servers speak the OpenAI API,
+    ``backend: hf`` runs the checkpoint in this process.
+    """
     if entry.backend == "hf":
-        raise ConfigError(f"{where}: a judge must be an API model (backend openai or anthropic) or a vLLM server (backend vllm with url)")
+        return _local_endpoint(entry, concurrency=concurrency, where=where)
     backend: Literal["openai", "anthropic"] = "anthropic" if entry.backend == "anthropic" else "openai"
     base_url = entry.base_url
     model = entry.model
@@ -68,7 +91,7 @@ def judge_model_from_entry(entry: ModelEntry, *, concurrency: int | None = None,
         model = model or entry.path
     assert model
     key_env = entry.api_key_env or ("ANTHROPIC_API_KEY" if backend == "anthropic" else "OPENAI_API_KEY")
-    return JudgeModel(
+    return EndpointModel(
         backend=backend,
         model=model,
         base_url=base_url,
@@ -80,8 +103,30 @@ def judge_model_from_entry(entry: ModelEntry, *, concurrency: int | None = None,
     )
 
 
-def check_api_key(jm: JudgeModel, where: str) -> None:
+def _local_endpoint(entry: ModelEntry, *, concurrency: int | None, where: str) -> EndpointModel:
+    import dataclasses
+    from pathlib import Path
+
+    from . import fingerprint
+
+    if not entry.path or not Path(entry.path).expanduser().is_dir():
+        raise ConfigError(f"{where}: an hf judge needs 'path', a local checkpoint folder (got {entry.path!r})")
+    path = str(Path(entry.path).expanduser().resolve())
+    adapter = str(Path(entry.adapter).expanduser().resolve()) if entry.adapter else None
+    options = entry.model_dump(exclude={"backend", "path", "model", "adapter", "base_url", "api_key_env", "generation"})
+    spec = ModelSpec(name=f"judge:{Path(path).name}", backend="hf", path=path, adapter=adapter, options=options)
+    try:
+        spec = dataclasses.replace(spec, identity=fingerprint(spec))
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e.message}") from None
+    return EndpointModel(backend="hf", model=path, base_url=None, api_key_env="", concurrency=concurrency or entry.batch_size,
+                         timeout_s=entry.timeout_s, max_retries=0, local=spec)
+
+
+def check_api_key(jm: EndpointModel, where: str) -> None:
     """An API without a key fails before anything runs. A local server (base_url) may need none."""
+    if jm.local is not None:
+        return
     if os.environ.get(jm.api_key_env):
         return
     if jm.base_url is None:
@@ -112,8 +157,8 @@ class CallFailed(Exception):
         self.attempts = attempts  # HTTP requests made for it
 
 
-class FatalJudgeError(BackendUnavailable):
-    """The judge cannot work at all (bad key, unknown model): stop instead of failing every item."""
+class FatalEndpointError(BackendUnavailable):
+    """The endpoint cannot work at all (bad key, unknown model): stop instead of failing every item."""
 
 
 @dataclass
@@ -141,7 +186,7 @@ def backoff_delay(attempt: int, retry_after: float | None, reason: str = "") -> 
     """Seconds to wait before retry ``attempt`` (0-based): the shared policy (full jitter, Retry-After
     honoured and capped) from evalkit.models.retry, with this module's BACKOFF_BASE_S.
     """
-    from ..models.retry import RetryPolicy, Verdict
+    from .retry import RetryPolicy, Verdict
 
     policy = RetryPolicy(base_delay_s=BACKOFF_BASE_S, max_delay_s=BACKOFF_CAP_S, max_retry_after_s=RETRY_AFTER_CAP_S)
     return policy.delay_for(Verdict(True, retry_after, reason), attempt)
@@ -156,8 +201,8 @@ def classify(exc: BaseException) -> tuple[str, str, float | None]:
     """
     import httpx
 
-    from ..models.retry import RETRY_STATUSES, parse_retry_after, status_of
-    from ..models.retry import classify as shared_classify
+    from .retry import RETRY_STATUSES, parse_retry_after, status_of
+    from .retry import classify as shared_classify
 
     status = status_of(exc)
     if status is not None:
@@ -177,7 +222,7 @@ def classify(exc: BaseException) -> tuple[str, str, float | None]:
         return "retry", "timeout", None
     if "APIConnectionError" in name or isinstance(exc, httpx.TransportError):
         return "retry", "connection", None
-    if "ResponseValidation" in name or isinstance(exc, (json.JSONDecodeError, httpx.DecodingError, UnicodeDecodeError, _MalformedReply)):
+    if "ResponseValidation" in name or isinstance(exc, (json.JSONDecodeError, httpx.DecodingError, UnicodeDecodeError, MalformedReply)):
         return "retry", "malformed_response", None
     verdict = shared_classify(exc)
     if verdict.retry:
@@ -185,7 +230,7 @@ def classify(exc: BaseException) -> tuple[str, str, float | None]:
     raise exc
 
 
-class _MalformedReply(Exception):
+class MalformedReply(Exception):
     """The HTTP body parsed but has no usable message (no choices, no content)."""
 
 
@@ -204,15 +249,15 @@ def schema_instruction(schema: Mapping[str, Any]) -> str:
     )
 
 
-class JudgeClient:
+class StructuredEndpoint:
     """One provider endpoint: an SDK client, a semaphore, a retry loop and its counters."""
 
-    def __init__(self, jm: JudgeModel, structured: str = "auto"):
+    def __init__(self, jm: EndpointModel, structured: str = "auto"):
         self.jm = jm
         self.stats = ClientStats()
         self._sem: asyncio.Semaphore | None = None
         self._client: Any = None
-        self.fatal: FatalJudgeError | None = None
+        self.fatal: FatalEndpointError | None = None
         if structured == "auto":
             self.mode: StructuredMode = "tool" if jm.backend == "anthropic" else "json_schema"
         else:
@@ -225,16 +270,16 @@ class JudgeClient:
         self._sem = asyncio.Semaphore(self.jm.concurrency)
         if self.jm.backend == "anthropic":
             try:
-                from ..models.anthropic_backend import anthropic_client
+                from .anthropic_backend import anthropic_client
             except ImportError as e:
-                raise missing_extra("anthropic judges", "judges", e) from None
+                raise missing_extra("an anthropic model", "api", e) from None
 
             self._client = anthropic_client(api_key=key, base_url=self.jm.base_url, timeout_s=self.jm.timeout_s)
         else:
             try:
-                from ..models.openai_backend import openai_client
+                from .openai_backend import openai_client
             except ImportError as e:
-                raise missing_extra("openai judges", "judges", e) from None
+                raise missing_extra("an openai model", "api", e) from None
 
             self._client = openai_client(api_key=key, base_url=self.jm.base_url, timeout_s=self.jm.timeout_s)
 
@@ -256,7 +301,7 @@ class JudgeClient:
             finally:
                 self.stats.in_flight -= 1
 
-    async def complete(self, system: str, user: str, schema: Mapping[str, Any], *, temperature: float, max_tokens: int, schema_name: str, model: JudgeModel | None = None) -> Reply:
+    async def complete(self, system: str, user: str, schema: Mapping[str, Any], *, temperature: float, max_tokens: int, schema_name: str, model: EndpointModel | None = None) -> Reply:
         """One judgment request, retried on 429 / 5xx / timeouts / dropped connections / garbled bodies.
 
         ``model``: the judge model to ask (several models of one endpoint share this client's limit).
@@ -287,10 +332,10 @@ class JudgeClient:
                 if used and _structured_unsupported(e) and self._downgrade(used[-1], e):
                     continue  # not an attempt: the server told us what it cannot do
                 kind, reason, ra = classify(e)
-                if isinstance(e, FatalJudgeError):
+                if isinstance(e, FatalEndpointError):
                     raise
                 if kind == "fatal":
-                    self.fatal = FatalJudgeError(f"judge {jm.label} at {jm.base_url or 'the default API'}: {reason}: {_short(e)}")
+                    self.fatal = FatalEndpointError(f"judge {jm.label} at {jm.base_url or 'the default API'}: {reason}: {_short(e)}")
                     raise self.fatal from None
                 if kind == "error":
                     raise CallFailed(f"{reason}: {_short(e)}", attempt + 1) from None
@@ -314,73 +359,106 @@ class JudgeClient:
         self.stats.fallbacks.append(f"{mode}->{nxt}: {_short(exc, 120)}")
         return True
 
-    async def _request(self, jm: JudgeModel, system: str, user: str, schema: Mapping[str, Any], mode: StructuredMode, temperature: float, max_tokens: int, schema_name: str) -> Reply:
+    async def _request(self, jm: EndpointModel, system: str, user: str, schema: Mapping[str, Any], mode: StructuredMode, temperature: float, max_tokens: int, schema_name: str) -> Reply:
         if jm.backend == "anthropic":
-            return await self._anthropic(jm, system, user, schema, mode, max_tokens)
-        return await self._openai(jm, system, user, schema, mode, temperature, max_tokens, schema_name)
+            from .anthropic_backend import structured_request as anthropic_request
 
-    async def _openai(self, jm: JudgeModel, system: str, user: str, schema: Mapping[str, Any], mode: StructuredMode, temperature: float, max_tokens: int, schema_name: str) -> Reply:
-        from ..models.api_common import ResponseShapeError, post_json
-        from ..models.openai_backend import read_chat_completion
+            return await anthropic_request(self._client, jm.model, system, user, schema, mode, max_tokens)
+        from .openai_backend import structured_request as openai_request
 
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        body: dict[str, Any] = {"model": jm.model, "messages": messages, "temperature": temperature, jm.max_tokens_param: max_tokens}
-        if mode == "json_schema":
-            body["response_format"] = {"type": "json_schema", "json_schema": {"name": schema_name, "schema": dict(schema), "strict": True}}
-        elif mode == "json_object":
-            body["response_format"] = {"type": "json_object"}
-        data = await post_json(self._client, "/chat/completions", body)
-        try:
-            text, finish, tokens_in, tokens_out = read_chat_completion(data)
-        except ResponseShapeError as e:
-            raise _MalformedReply(str(e)) from None
-        return Reply(
-            finish_reason=finish,
-            raw=text or "",
-            parsed=None,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            structured=mode,
-            system=system,
-            user=user,
-            attempts=1,
-            latency_s=0.0,
-        )
+        return await openai_request(self._client, jm.model, system, user, schema, mode, temperature, max_tokens, schema_name, jm.max_tokens_param)
 
-    async def _anthropic(self, jm: JudgeModel, system: str, user: str, schema: Mapping[str, Any], mode: StructuredMode, max_tokens: int) -> Reply:
-        kwargs: dict[str, Any] = {
-            "model": jm.model,
-            "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": user}],
-            # No temperature: API version 2026-10-21 (anthropic SDK 2.x) rejects sampling parameters
-            # at any value. Measure the judge's noise with repeats instead.
-        }
-        if system:
-            kwargs["system"] = system
-        if mode == "tool":
-            kwargs["tools"] = [{"name": _TOOL_NAME, "description": "Record the grading verdict.", "input_schema": dict(schema)}]
-            kwargs["tool_choice"] = {"type": "tool", "name": _TOOL_NAME}
-        from ..models.anthropic_backend import read_message
-        from ..models.api_common import ResponseShapeError, post_json
 
-        data = await post_json(self._client, "/v1/messages", kwargs)
-        try:
-            text, parsed, stop, tokens_in, tokens_out = read_message(data, _TOOL_NAME)
-        except ResponseShapeError as e:
-            raise _MalformedReply(str(e)) from None
-        raw = json.dumps(parsed, ensure_ascii=False) if parsed is not None else text
-        return Reply(
-            finish_reason=stop,
-            raw=raw,
-            parsed=parsed,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            structured=mode,
-            system=system,
-            user=user,
-            attempts=1,
-            latency_s=0.0,
-        )
+class LocalEndpoint:
+    """An in-process model (``backend: hf``) as a structured endpoint.
+
+    Requests that arrive together (one event-loop round) are generated as one batch on a worker
+    thread through the backend's own ``generate`` (its batching, chat template and adapters), with
+    the schema in the system prompt ("prompt" mode: the verdict is parsed and validated by the
+    caller, and a reply that is not valid JSON is retried there like any other). The model is
+    loaded on the first request and closed with the endpoint.
+    """
+
+    def __init__(self, jm: EndpointModel):
+        assert jm.local is not None
+        self.jm = jm
+        self.stats = ClientStats()
+        self.mode: StructuredMode = "prompt"
+        self.fatal: FatalEndpointError | None = None
+        self._backend: Any = None
+        self._pending: list[tuple[str, str, int, float, asyncio.Future]] = []
+        self._drainer: asyncio.Future | None = None
+
+    async def complete(self, system: str, user: str, schema: Mapping[str, Any], *, temperature: float, max_tokens: int, schema_name: str, model: EndpointModel | None = None) -> Reply:
+        if self.fatal is not None:
+            raise self.fatal
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending.append((system + schema_instruction(schema), user, max_tokens, temperature, fut))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.ensure_future(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # let every request of this round join the batch
+        while self._pending:
+            batch, self._pending = self._pending, []
+            self.stats.requests += len(batch)
+            self.stats.max_in_flight = max(self.stats.max_in_flight, len(batch))
+            try:
+                replies = await asyncio.to_thread(self._generate, [(s, u, m, t) for s, u, m, t, _ in batch])
+            except BaseException as e:  # noqa: BLE001 - handed to every waiting request
+                err = e if isinstance(e, FatalEndpointError) else FatalEndpointError(f"judge {self.jm.label}: {type(e).__name__}: {e}")
+                self.fatal = err if isinstance(err, FatalEndpointError) else None
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+                continue
+            for (*_, fut), reply in zip(batch, replies):
+                if fut.done():
+                    continue
+                if isinstance(reply, CallFailed):
+                    fut.set_exception(reply)
+                else:
+                    fut.set_result(reply)
+
+    def _generate(self, batch: list[tuple[str, str, int, float]]) -> list[Reply | CallFailed]:
+        import dataclasses
+
+        from ..types import GenerationParams
+        from . import GenerationRequest, open_backend
+
+        spec = self.jm.local
+        assert spec is not None
+        if self._backend is None:
+            self._backend = open_backend([spec])
+        t0 = time.perf_counter()
+        requests = [
+            GenerationRequest(key=str(i), model=dataclasses.replace(spec, generation=GenerationParams(max_new_tokens=m, temperature=t)),
+                              messages=(Message("system", s), Message("user", u)))
+            for i, (s, u, m, t) in enumerate(batch)
+        ]
+        outs = self._backend.generate(requests)
+        wall = time.perf_counter() - t0
+        replies: list[Reply | CallFailed] = []
+        for (s, u, _, _), c in zip(batch, outs):
+            if c.error is not None:
+                replies.append(CallFailed(f"generation failed: {c.error}"))
+                continue
+            replies.append(Reply(raw=c.text, parsed=None, tokens_in=c.tokens_in, tokens_out=c.tokens_out, structured="prompt",
+                                 system=s, user=u, attempts=1, latency_s=wall / max(len(batch), 1), finish_reason=c.finish_reason))
+        return replies
+
+    async def aclose(self) -> None:
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            await asyncio.to_thread(backend.close)
+
+
+def open_endpoint(jm: EndpointModel, structured: str = "auto") -> StructuredEndpoint | LocalEndpoint:
+    """The endpoint that serves ``jm``: in process for ``hf``, over HTTP for every API."""
+    if jm.local is not None:
+        return LocalEndpoint(jm)
+    return StructuredEndpoint(jm, structured=structured)
 
 
 def _short(exc: BaseException, n: int = 300) -> str:
