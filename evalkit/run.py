@@ -11,7 +11,7 @@ import datetime as _dt
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -23,7 +23,7 @@ from .data.suites import load_suite
 from .errors import ConfigError, UserError
 from .models import GenerationRequest, backend_info, checkpoint_dtype, fingerprint, group_key, open_backend
 from .models.hf_bars import library_progress_bars
-from .record import Calls, Errors, MetricRow, ModelInfo, SuiteInfo, Timing
+from .record import Calls, Errors, MetricRow, ModelInfo, RunSummary, SuiteInfo, Timing, reproducibility
 from .scoring.validators import build_validator
 from .store import RunItem, Store
 from .types import Completion, GenerationParams, ModelSpec, Sample, Suite, stable_hash
@@ -321,16 +321,33 @@ def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def run_eval(
-    config_path: str | Path,
-    out_dir: str | Path,
-    *,
-    store_path: str | Path | None = None,
-    limit: int | None = None,
-    progress: bool = True,
-    overrides: dict[str, Any] | None = None,
-) -> RunResult:
-    t_start = time.perf_counter()
+@dataclass
+class RunPlan:
+    """Everything a run needs, read and checked before any model is called (``plan_run``)."""
+
+    cfg: EvalConfig
+    config_path: Path
+    config_dir: Path
+    out_dir: Path
+    suites: list[Suite]
+    validators: dict[str, list[tuple[str, Any, frozenset[str]]]]
+    specs: list[ModelSpec]
+    baseline: str | None
+    candidates: list[str]
+    warnings: list[str]
+    secrets: list[str]
+    store_location: str | Path
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name or self.config_path.stem
+
+
+def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | Path | None = None, limit: int | None = None,
+             overrides: dict[str, Any] | None = None) -> RunPlan:
+    """Read eval.yaml, its suites, judges and models, and check them all (names, paths, keys, output
+    folder): every user error surfaces here, before anything is generated or written.
+    """
     config_path = Path(config_path)
     cfg = load_eval_config(config_path)
     if limit is not None and limit < 1:
@@ -347,8 +364,6 @@ def run_eval(
                 entry.generation.max_new_tokens = mnt
     check_output_dir(out_dir)
     config_dir = config_path.resolve().parent
-
-    # 1. Read and check everything before any model runs.
     suites: list[Suite] = []
     for i, s in enumerate(cfg.suites):
         path = Path(_resolve(config_dir, s) or s)
@@ -377,135 +392,174 @@ def run_eval(
         judge_scores, pairwise = judge_score_kinds(cfg.judges, config_dir)
     check_gates_against_run(cfg.gates, suites, judge_scores, pairwise, config_path)
     specs = [model_spec(name, entry, cfg, config_dir) for name, entry in cfg.models.items()]
-    baseline = cfg.baseline
-    candidates = cfg.candidate_names()
-    warnings = _heldout_warnings(suites) + _dtype_warnings(specs)
-    secrets = api_secrets(specs, [m for j in cfg.judges for m in ([j.model] if j.model else []) + list(j.models or [])])
-    from .models.parity import parity_for_run
-
-    parity = parity_for_run(cfg.parity, config_path, specs, list(suites[0].samples), progress, warnings)
-
     location = store_path if store_path is not None else (_resolve(config_dir, cfg.store) if cfg.store else None)
-    store = Store(location or default_store_path())
+    return RunPlan(
+        cfg=cfg, config_path=config_path, config_dir=config_dir, out_dir=Path(out_dir), suites=suites, validators=validators,
+        specs=specs, baseline=cfg.baseline, candidates=cfg.candidate_names(),
+        warnings=_heldout_warnings(suites) + _dtype_warnings(specs),
+        secrets=api_secrets(specs, [m for j in cfg.judges for m in ([j.model] if j.model else []) + list(j.models or [])]),
+        store_location=location or default_store_path(),
+    )
+
+
+@dataclass
+class _Scored:
+    items: list[RunItem]
+    samples: dict[tuple[str, str], Sample]
+    generation_errors: int
+    scorer_errors: int
+
+
+def score_items(plan: RunPlan, run_id: str, completions: dict[str, Completion]) -> _Scored:
+    """Every (model, suite, sample) as a RunItem scored by its suite's validators; a failed
+    generation is an item with an error and no scores (never a fail).
+    """
+    items: list[RunItem] = []
+    samples: dict[tuple[str, str], Sample] = {}
+    n_gen_errors = n_score_errors = 0
+    for spec in plan.specs:
+        for suite in plan.suites:
+            for sample in suite.samples:
+                samples[(suite.name, sample.id)] = sample
+                key = generation_key(spec, sample)
+                c = completions[key]
+                scores: dict[str, dict[str, Any]] = {}
+                if c.error is None:
+                    for name, check, only_tags in plan.validators[suite.name]:
+                        if only_tags and not only_tags.intersection(sample.tags):
+                            continue  # this scorer applies to other items of the suite
+                        sc = check(sample, c)
+                        n_score_errors += sc.error is not None
+                        scores[name] = sc.as_dict()
+                else:
+                    n_gen_errors += 1
+                items.append(RunItem(
+                    run_id=run_id, model=spec.name, model_id=spec.model_id, suite=suite.name,
+                    suite_version=suite.version, sample_id=sample.id, sample=sample_record(sample), generation_key=key,
+                    output=c.text if c.error is None else None, error=c.error, scores=scores,
+                ))
+    return _Scored(items, samples, n_gen_errors, n_score_errors)
+
+
+@dataclass
+class _Judged:
+    items: list[RunItem]
+    stats: dict[str, Any] = field(default_factory=dict)
+    errors: int = 0
+    made: int = 0
+    cached: int = 0
+
+
+def judge_items(plan: RunPlan, store: Store, scored: _Scored, progress: bool) -> _Judged:
+    """The judges' scores joined to the items; their failures are counted, never scored."""
+    if not plan.cfg.judges:
+        return _Judged(scored.items)
+    outcome = _judge(plan.cfg, plan.config_dir, store, scored.items, scored.samples, plan.baseline, plan.candidates, progress)
+    extra = outcome.scores
+    items = [
+        dataclasses.replace(it, scores={**it.scores, **{sc.scorer: sc.as_dict() for sc in extra.get((it.model, it.suite, it.sample_id), [])}})
+        for it in scored.items
+    ]
+    return _Judged(items, outcome.stats, outcome.errors, outcome.calls_made, outcome.calls_cached)
+
+
+def build_record(plan: RunPlan, run_id: str, *, scored: _Scored, judged: _Judged, made: int, cached: int,
+                 parity: list[dict[str, Any]] | None, timing: Timing, warnings: list[str]) -> RunSummary:
+    """The run record before its gates: models (with provenance), suites, metrics, calls, errors."""
+    manifests, overlap_warnings = _candidate_manifests(plan.specs, plan.suites)
+    warnings = warnings + overlap_warnings
+    if scored.generation_errors:
+        warnings.append(f"{scored.generation_errors} generation(s) failed after retries; they are excluded from metrics and retried on the next run")
+    models_info = {
+        s.name: ModelInfo(
+            backend=s.backend, path=s.path, model=s.model, adapter=s.adapter, model_id=s.model_id,
+            base_url=redact_url(s.base_url) if s.base_url else None,
+            dtype=dict(s.options).get("dtype") if backend_info(s.backend).local_weights else None,
+            role="baseline" if s.name == plan.baseline else ("candidate" if s.name in plan.candidates else "other"),
+            candidate=manifests.get(s.name),
+        )
+        for s in plan.specs
+    }
+    return RunSummary(
+        run_id=run_id,
+        name=plan.name,
+        created=_now_iso(),
+        config_path=str(plan.config_path),
+        evalkit_version=__version__,
+        models=models_info,
+        baseline=plan.baseline,
+        candidates=plan.candidates,
+        suites=[SuiteInfo(name=s.name, kind=s.kind, version=s.version, n=len(s.samples), path=s.path) for s in plan.suites],
+        metrics=[MetricRow(**m) for m in _metrics(judged.items)],
+        calls=Calls(generations_made=made, generations_cached=cached, judge_calls_made=judged.made, judge_calls_cached=judged.cached),
+        errors=Errors(generation=scored.generation_errors, scorer=scored.scorer_errors, judge=judged.errors),
+        warnings=warnings,
+        judges=judged.stats,
+        parity=parity,
+        timing=timing,
+        reproducibility=reproducibility(
+            suites={s.name: s.version for s in plan.suites},
+            rubrics=_rubric_hashes(plan.cfg, plan.config_dir),
+            generation={s.name: s.generation.as_dict() for s in plan.specs},
+        ),
+    )
+
+
+def run_eval(
+    config_path: str | Path,
+    out_dir: str | Path,
+    *,
+    store_path: str | Path | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> RunResult:
+    """Plan -> generate (cached, resumable) -> score -> judge -> record and gates -> store -> reports."""
+    from .gates import regate_run
+    from .models.parity import parity_for_run
+    from .report import console_summary, write_reports
+
+    t_start = time.perf_counter()
+    plan = plan_run(config_path, out_dir, store_path=store_path, limit=limit, overrides=overrides)
+    warnings = list(plan.warnings)
+    parity = parity_for_run(plan.cfg.parity, plan.config_path, plan.specs, list(plan.suites[0].samples), progress, warnings)
+    store = Store(plan.store_location)
     run_id: str | None = None
     try:
-        config_dump = _redacted_config(cfg.model_dump(mode="json"))
-        run_id = store.begin_run(name=cfg.name or config_path.stem, config_path=str(config_path), config=config_dump, out_dir=str(out_dir))
+        config_dump = _redacted_config(plan.cfg.model_dump(mode="json"))
+        run_id = store.begin_run(name=plan.name, config_path=str(plan.config_path), config=config_dump, out_dir=str(out_dir))
 
-        # 2. Generate (cached, resumable).
-        with library_progress_bars(progress or not any(backend_info(s.backend).local_weights for s in specs)):
-            completions, made, cached, gen_s = generate_all(store, specs, suites, progress=progress, secrets=secrets)
+        with library_progress_bars(progress or not any(backend_info(s.backend).local_weights for s in plan.specs)):
+            completions, made, cached, gen_s = generate_all(store, plan.specs, plan.suites, progress=progress, secrets=plan.secrets)
         lossy = sum(1 for c in completions.values() if c.text and not encodable(c.text))
         if lossy:
             warnings.append(f"{lossy} output(s) hold characters UTF-8 cannot encode (lone surrogates): stored losslessly, "
                             "shown as U+FFFD in the reports, escaped (\\udXXX) in items.jsonl")
-
-        # 3. Score with validators.
         t_score = time.perf_counter()
-        items: list[RunItem] = []
-        samples: dict[tuple[str, str], Sample] = {}
-        n_gen_errors = n_score_errors = 0
-        for spec in specs:
-            for suite in suites:
-                for sample in suite.samples:
-                    samples[(suite.name, sample.id)] = sample
-                    key = generation_key(spec, sample)
-                    c = completions[key]
-                    scores: dict[str, dict[str, Any]] = {}
-                    if c.error is None:
-                        for name, check, only_tags in validators[suite.name]:
-                            if only_tags and not only_tags.intersection(sample.tags):
-                                continue  # this scorer applies to other items of the suite
-                            sc = check(sample, c)
-                            n_score_errors += sc.error is not None
-                            scores[name] = sc.as_dict()
-                    else:
-                        n_gen_errors += 1
-                    items.append(RunItem(
-                        run_id=run_id, model=spec.name, model_id=spec.model_id, suite=suite.name,
-                        suite_version=suite.version, sample_id=sample.id, sample=sample_record(sample), generation_key=key,
-                        output=c.text if c.error is None else None, error=c.error, scores=scores,
-                    ))
+        scored = score_items(plan, run_id, completions)
         score_s = time.perf_counter() - t_score
-
-        # 4. Judges (LLM-as-judge): their scores join the items; their failures are counted, never scored.
-        judge_stats: dict[str, Any] = {}
-        judge_errors = judge_made = judge_cached = 0
         t_judge = time.perf_counter()
-        if cfg.judges:
-            outcome = _judge(cfg, config_dir, store, items, samples, baseline, candidates, progress)
-            extra = outcome.scores
-            items = [
-                dataclasses.replace(it, scores={**it.scores, **{sc.scorer: sc.as_dict() for sc in extra.get((it.model, it.suite, it.sample_id), [])}})
-                for it in items
-            ]
-            judge_stats, judge_errors = outcome.stats, outcome.errors
-            judge_made, judge_cached = outcome.calls_made, outcome.calls_cached
+        judged = judge_items(plan, store, scored, progress)
         judge_s = time.perf_counter() - t_judge
+        if plan.cfg.adapter_check == "warn":
+            warnings += _adapter_warnings(plan.specs, judged.items)
 
-        # 5. Checks that need outputs: adapter applied, training-data overlap.
-        if cfg.adapter_check == "warn":
-            warnings += _adapter_warnings(specs, items)
-        manifests, overlap_warnings = _candidate_manifests(specs, suites)
-        warnings += overlap_warnings
-        if n_gen_errors:
-            warnings.append(f"{n_gen_errors} generation(s) failed after retries; they are excluded from metrics and retried on the next run")
-
-        # 6. The run record, then its gates (the same regate_run that `evalkit report --regate` uses).
-        from .gates import regate_run
-        from .record import RunSummary, reproducibility
-
-        models_info = {
-            s.name: ModelInfo(
-                backend=s.backend, path=s.path, model=s.model, adapter=s.adapter, model_id=s.model_id,
-                base_url=redact_url(s.base_url) if s.base_url else None,
-                dtype=dict(s.options).get("dtype") if backend_info(s.backend).local_weights else None,
-                role="baseline" if s.name == baseline else ("candidate" if s.name in candidates else "other"),
-                candidate=manifests.get(s.name),
-            )
-            for s in specs
-        }
-        record = RunSummary(
-            run_id=run_id,
-            name=cfg.name or config_path.stem,
-            created=_now_iso(),
-            config_path=str(config_path),
-            evalkit_version=__version__,
-            models=models_info,
-            baseline=baseline,
-            candidates=candidates,
-            suites=[SuiteInfo(name=s.name, kind=s.kind, version=s.version, n=len(s.samples), path=s.path) for s in suites],
-            metrics=[MetricRow(**m) for m in _metrics(items)],
-            calls=Calls(generations_made=made, generations_cached=cached, judge_calls_made=judge_made, judge_calls_cached=judge_cached),
-            errors=Errors(generation=n_gen_errors, scorer=n_score_errors, judge=judge_errors),
-            warnings=warnings,
-            judges=judge_stats,
-            parity=parity,
-            timing=Timing(generate_s=round(gen_s, 3), score_s=round(score_s, 3), judge_s=round(judge_s, 3)),
-            reproducibility=reproducibility(
-                suites={s.name: s.version for s in suites},
-                rubrics=_rubric_hashes(cfg, config_dir),
-                generation={s.name: s.generation.as_dict() for s in specs},
-            ),
-        )
-        record = regate_run(cfg.gates, record, items, store=store)
-        passed = record.passed
-        store.save_run_items(run_id, items)
+        record = build_record(plan, run_id, scored=scored, judged=judged, made=made, cached=cached, parity=parity,
+                              timing=Timing(generate_s=round(gen_s, 3), score_s=round(score_s, 3), judge_s=round(judge_s, 3)),
+                              warnings=warnings)
+        record = regate_run(plan.cfg.gates, record, judged.items, store=store)  # the same verdict `report --regate` gives
+        store.save_run_items(run_id, judged.items)
         record.timing.wall_s = round(time.perf_counter() - t_start, 3)
         summary = record.to_json()
-        store.finish_run(run_id, summary, "passed" if passed else "failed")
-
-        from .report import console_summary, write_reports
-
-        out = Path(out_dir)
-        write_reports(out, summary, items, store=store)
-        return RunResult(run_id, summary["exit_code"], summary, out, console_summary(summary) + f"\nreports: {out}")
+        store.finish_run(run_id, summary, "passed" if record.passed else "failed")
+        write_reports(plan.out_dir, summary, judged.items, store=store)
+        return RunResult(run_id, record.exit_code, summary, plan.out_dir, console_summary(summary) + f"\nreports: {plan.out_dir}")
     except BaseException as e:
         if run_id is not None:
             # the run stops here (missing key, unreachable server, Ctrl-C, a bug): record why, so
             # `runs list` does not show it running forever; a rerun resumes from the store
             reason = e.one_line() if isinstance(e, UserError) else ("interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}")
-            store.fail_run(run_id, redact_secrets(reason, secrets), status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+            store.fail_run(run_id, redact_secrets(reason, plan.secrets), status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         raise
     finally:
         store.close()
