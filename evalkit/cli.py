@@ -14,8 +14,8 @@ from typing import Optional
 import typer
 
 from . import __version__
-from ._fs import out_dir_option
-from ._text import redact_userinfo, terminal_safe
+from ._util.fs import out_dir_option
+from ._util.text import redact_userinfo, terminal_safe
 from .config import MAX_NEW_TOKENS_LIMIT
 from .errors import UserError
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,8 +15,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import __version__
-from ._fs import check_output_dir
-from ._text import encodable, redact_secrets, redact_url
+from ._util.fs import check_output_dir
+from ._util.text import encodable, redact_secrets, redact_url
 from .config import EvalConfig, GateSpec, ModelEntry, load_eval_config, read_yaml
 from .data.suites import load_suite
 from .errors import ConfigError, UserError
@@ -88,9 +87,9 @@ def generation_key(spec: ModelSpec, sample: Sample) -> str:
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
+    from ._util.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="gen", disable=not enabled, file=sys.stderr, dynamic_ncols=True, leave=False)
+    return progress_bar(total, desc, enabled, unit="gen")
 
 
 def api_secrets(specs: Sequence[ModelSpec], entries: Iterable[ModelEntry] = ()) -> list[str]:

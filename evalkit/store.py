@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ._text import encodable, redact_url
+from ._util.text import encodable, redact_url
 from .errors import UserError
 from .types import Completion
 

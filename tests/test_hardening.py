@@ -504,7 +504,7 @@ def test_yaml_duplicate_keys_nested_and_merge_keys():
 
 
 def test_terminal_and_url_helpers():
-    from evalkit._text import redact_url, redact_userinfo, terminal_safe
+    from evalkit._util.text import redact_url, redact_userinfo, terminal_safe
 
     assert terminal_safe("a\x1b[31mred\x1b[0m\r\nb\x07\x9b\u202e", one_line=True) == "ared b???"
     assert terminal_safe("x\ud800y") == "x\ufffdy"

@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from .._fs import out_dir_option, out_file_option
-from .._text import terminal_safe
+from .._util.fs import out_dir_option, out_file_option
+from .._util.text import terminal_safe
 
 data_app = typer.Typer(
     name="data",
@@ -45,7 +45,7 @@ def validate_cmd(
 
     Example:  evalkit data validate data/train.jsonl data/val.jsonl --max-tokens 2048 --tokenizer models/base
     """
-    from ..data._io import write_json_atomic
+    from .._util.fs import write_json_atomic
     from ..data.validate import validate_files
 
     result = validate_files(files, max_tokens=max_tokens, tokenizer=tokenizer, require_assistant=not prompts, progress=not no_progress)
@@ -146,7 +146,7 @@ def audit_cmd(
 
     Example:  evalkit data audit data/split/train.jsonl --against suites/regression --against data/split/test.jsonl --out reports/audit
     """
-    from ..data._io import atomic_writer
+    from .._util.fs import atomic_writer
     from ..data.audit import audit_file
 
     report = audit_file(

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .._text import terminal_safe
+from .._util.text import terminal_safe
 
 judges_app = typer.Typer(
     help=(

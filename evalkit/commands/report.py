@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from .._fs import out_dir_option, out_file_option
-from .._text import terminal_safe
+from .._util.fs import out_dir_option, out_file_option
+from .._util.text import terminal_safe
 from ..errors import UserError
 
 STORE_HELP = "The store holding the runs: a SQLite file path or sqlite:///PATH (default: .evalkit/store.db in the current directory)."

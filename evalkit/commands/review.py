@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .._fs import out_file_option
+from .._util.fs import out_file_option
 
 if TYPE_CHECKING:
     from ..store import Store

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .._fs import out_dir_option
+from .._util.fs import out_dir_option
 
 
 def train_cmd(

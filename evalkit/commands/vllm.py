@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .._fs import out_file_option
+from .._util.fs import out_file_option
 from ..errors import UserError
 
 

@@ -2,42 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Iterator
 
-from .._fs import default_file_mode
+from .._util.progress import progress_bar as _bar
 from ..errors import DataError
-
-
-@contextmanager
-def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
-    """Write a text file via a temp file in the same folder + rename: readers never see half a file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.fchmod(fd, default_file_mode())
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    with atomic_writer(path) as fh:
-        json.dump(obj, fh, indent=2, ensure_ascii=False, sort_keys=False)
-        fh.write("\n")
 
 
 class BadLine(str):
@@ -92,7 +61,5 @@ def file_sha256(path: str | Path) -> str:
 
 
 def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "line"):
-    """A tqdm bar on stderr (disabled: a no-op object with the same ``update``/``close``)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=None if enabled else True, leave=False, mininterval=0.5)
+    """The data stage's bars: lines, scaled (k, M)."""
+    return _bar(total, desc, enabled, unit, unit_scale=True)

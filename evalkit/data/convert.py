@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .._util.fs import atomic_writer
 from ..errors import DataError, UserError
 from ._chat import check_example
-from ._io import atomic_writer, progress_bar
+from ._io import progress_bar
 from .jsonl import iter_jsonl
 
 Format = Literal["alpaca", "sharegpt", "prompt-completion", "chat"]

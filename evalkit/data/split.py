@@ -24,9 +24,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._util.fs import atomic_writer, write_json_atomic
 from ..errors import DataError, UserError
 from ..types import stable_hash
-from ._io import atomic_writer, file_sha256, iter_raw_lines, progress_bar, write_json_atomic
+from ._io import file_sha256, iter_raw_lines, progress_bar
 
 MANIFEST_NAME = "split.json"
 SPLITS = ("train", "val", "test")

@@ -184,9 +184,16 @@ class ApiBackend(Generic[C]):
         outcomes: dict[str, dict[int, str | None]] = {n: {} for n in first_batch}
         secrets = self._secrets()
 
+        # The first batch probes the endpoint: the other requests wait until one of it succeeds (the
+        # endpoint works) or all of it is in (then a refused key or a dead server stops the run
+        # before the rest is sent).
+        probed = {n: asyncio.Event() for n in first_batch}
+
         async def one(i: int, req: GenerationRequest) -> Completion:
             spec = self.specs[req.model.name]
             client = clients[spec.name]
+            if i not in batch_sets[spec.name]:
+                await probed[spec.name].wait()
             async with sems[spec.name]:
                 t0 = time.perf_counter()
                 kind: str | None = None
@@ -202,6 +209,8 @@ class ApiBackend(Generic[C]):
                 seen[i] = kind
                 if kind is not None and len(seen) == len(batch_sets[spec.name]) and all(k == kind for k in seen.values()):
                     raise self._fatal_error(spec, client, kind, out.error or "")
+                if kind is None or len(seen) == len(batch_sets[spec.name]):
+                    probed[spec.name].set()
             if progress is not None:
                 progress(1)
             return out

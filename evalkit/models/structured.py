@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Literal, Mapping
 
-from .._text import redact_secrets, redact_url, redact_userinfo
+from .._util.text import redact_secrets, redact_url, redact_userinfo
 from ..config import ModelEntry
 from ..errors import BackendUnavailable, ConfigError, missing_extra
 from ..types import Message, ModelSpec

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from .._fs import default_file_mode
-from .._text import displayable, encodable, terminal_safe
+from .._util.fs import write_files_atomic
+from .._util.text import displayable, encodable, terminal_safe
 from ..store import RunItem, Store
 from .junit import render_junit
 from .markdown import render_markdown, verdict_line
@@ -87,25 +86,7 @@ def write_reports(
         "report.html": displayable(render_html(summary, items, store=store)),
         "junit.xml": displayable(render_junit(summary)),
     }
-    mode = default_file_mode()
-    temps: list[tuple[str, Path]] = []
-    try:
-        for name, text in rendered.items():
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            temps.append((name, Path(tmp_name)))
-        written: list[Path] = []
-        for name, tmp in temps:
-            os.replace(tmp, out_dir / name)
-            written.append(out_dir / name)
-    except BaseException:
-        for _, tmp in temps:
-            tmp.unlink(missing_ok=True)
-        raise
+    written = write_files_atomic(out_dir, rendered)
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary and target:
         with open(target, "a", encoding="utf-8") as f:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import math
 import statistics
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -23,7 +22,7 @@ from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .._text import redact_url
+from .._util.text import redact_url
 from ..config import JudgeEntry
 from ..errors import ConfigError
 from ..models.structured import (
@@ -382,10 +381,10 @@ def _execute(todo: list[_Request], clients: dict[tuple, StructuredEndpoint | Loc
     results: dict[str, _Result] = {}
     if not todo:
         return results
-    from tqdm import tqdm
+    from .._util.progress import progress_bar
 
     async def main() -> None:
-        bar = tqdm(total=len(todo), desc="judging", unit="judgment", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(len(todo), "judging", progress, unit="judgment")
         pending_rows: list[tuple[str, str, dict[str, Any]]] = []
         fatal: list[BaseException] = []
         last_flush = time.monotonic()
