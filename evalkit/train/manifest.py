@@ -9,13 +9,74 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import DataError
 from ..types import Sample
 
 CANDIDATE_FILE = "candidate.json"
 MANIFEST_VERSION = 1
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class BaseInfo(_Part):
+    path: str
+    hash: str = ""
+    quantized_for_training: str | None = None
+    architectures: list[str] = Field(default_factory=list)
+
+
+class DataInfo(_Part):
+    """The files trained on, their hashes and sizes, and the prompt hashes of every training example
+    (the run stage warns when a suite item is among them).
+    """
+
+    train_path: str | None = None
+    mix_path: str | None = None
+    n_train: int = 0
+    n_val: int = 0
+    train_prompt_hashes: list[str] = Field(default_factory=list)
+
+
+class TrainMetrics(_Part):
+    train_loss: list[dict[str, Any]] = Field(default_factory=list)
+    val_loss: list[dict[str, Any]] = Field(default_factory=list)
+    final_train_loss: float | None = None
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    restored_best_from_step: int | None = None
+    stopped_early: bool = False
+    overfitting: bool = False
+    steps: int = 0
+    wall_time_s: float | None = None
+
+
+class CandidateManifest(_Part):
+    """candidate.json: what a trained adapter (or merged checkpoint) is and how it came to be.
+
+    ``manifest_version`` counts incompatible changes; unknown keys are kept (a newer evalkit's
+    manifest still loads).
+    """
+
+    kind: Literal["evalkit.candidate"] = "evalkit.candidate"
+    manifest_version: int = MANIFEST_VERSION
+    name: str = ""
+    created_at: str = ""
+    adapter: dict[str, Any] = Field(default_factory=dict)
+    base: BaseInfo | None = None
+    data: DataInfo = Field(default_factory=DataInfo)
+    config: dict[str, Any] = Field(default_factory=dict)
+    metrics: TrainMetrics = Field(default_factory=TrainMetrics)
+    device: str | None = None
+    evalkit_version: str = ""
+    git_commit: str | None = None
+    libraries: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -44,9 +105,14 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def write_candidate(out_dir: Path, candidate: dict[str, Any]) -> Path:
+def write_candidate(out_dir: Path, candidate: CandidateManifest | dict[str, Any]) -> Path:
+    """Write candidate.json (checked against :class:`CandidateManifest` first)."""
+    from .._util.fs import atomic_writer
+
+    manifest = candidate if isinstance(candidate, CandidateManifest) else CandidateManifest.model_validate(candidate)
     path = Path(out_dir) / CANDIDATE_FILE
-    path.write_text(json.dumps(candidate, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    with atomic_writer(path) as fh:
+        fh.write(json.dumps(manifest.model_dump(mode="json"), indent=2, ensure_ascii=False, default=str) + "\n")
     return path
 
 
@@ -61,7 +127,12 @@ def load_candidate(adapter_dir: str | Path) -> dict[str, Any] | None:
         raise DataError(f"invalid JSON: {e.msg}", where=path, line=e.lineno) from None
     if not isinstance(data, dict) or data.get("kind") != "evalkit.candidate":
         raise DataError("not an evalkit candidate manifest", where=path)
-    return data
+    try:
+        manifest = CandidateManifest.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise DataError(f"candidate manifest: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}", where=path) from None
+    return manifest.model_dump(mode="json")
 
 
 def candidate_record(candidate: dict[str, Any]) -> dict[str, Any]:
