@@ -313,6 +313,165 @@ def _esc(text: str, limit: int = 80) -> str:
     return html.escape(preview(text, limit)).replace("`", "'").replace("|", "&#124;")
 
 
+class _SystemPrompts:
+    """Check: how many distinct system prompts the file uses (and which differ only in case/spacing)."""
+
+    def __init__(self) -> None:
+        self.variants: dict[str, list[int]] = {}  # text -> [count, first line]
+        self.without_system = 0
+
+    def observe(self, lineno: int, msgs: list[dict]) -> None:
+        sp = system_prompt(msgs)
+        if sp is None:
+            self.without_system += 1
+        elif sp in self.variants:
+            self.variants[sp][0] += 1
+        elif len(self.variants) < 1000:
+            self.variants[sp] = [1, lineno]
+
+    def finding(self) -> dict[str, Any]:
+        variants = sorted(self.variants.items(), key=lambda kv: (-kv[1][0], kv[1][1]))
+        n_variants = len(variants) + (1 if self.without_system and variants else 0)
+        return {
+            "found": n_variants > 1,
+            "variants": [{"count": c, "first_line": first, "text": t} for t, (c, first) in variants[:MAX_LIST]],
+            "without_system": self.without_system,
+            "differ_only_in_case_or_spacing": _system_near_variants([t for t, _ in variants]),
+        }
+
+
+class _OutputFormat:
+    """Check: output kinds (JSON, text, ...) and JSON key styles per task (the first tag)."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, Counter] = defaultdict(Counter)
+        self.kind_lines: dict[tuple[str, str], list[int]] = defaultdict(list)
+        self.styles: dict[str, Counter] = defaultdict(Counter)
+        self.style_lines: dict[tuple[str, str], list[int]] = defaultdict(list)
+        self.mixed_style_lines: list[int] = []
+        self.n_mixed_style = 0
+
+    def observe(self, lineno: int, obj: dict, out_text: str) -> None:
+        tags = obj.get("tags") or []
+        group = str(tags[0]) if isinstance(tags, list) and tags else ""
+        kind, value = output_kind(out_text)
+        if not (len(self.kinds) < 1000 or group in self.kinds):
+            return
+        self.kinds[group][kind] += 1
+        if len(self.kind_lines[(group, kind)]) < MAX_LIST:
+            self.kind_lines[(group, kind)].append(lineno)
+        if value is None:
+            return
+        st = key_styles(value)
+        for style in st:
+            self.styles[group][style] += 1
+            if len(self.style_lines[(group, style)]) < MAX_LIST:
+                self.style_lines[(group, style)].append(lineno)
+        if len(st) > 1:
+            self.n_mixed_style += 1
+            if len(self.mixed_style_lines) < MAX_LIST:
+                self.mixed_style_lines.append(lineno)
+
+    def finding(self) -> dict[str, Any]:
+        return _format_findings(self.kinds, self.kind_lines, self.styles, self.style_lines, self.mixed_style_lines, self.n_mixed_style)
+
+
+class _BaseSample:
+    """A bounded, seeded, uniform sample of the file (reservoir) for the base-model check."""
+
+    def __init__(self, limit: int, seed: int) -> None:
+        self.limit = limit
+        self.rnd = random.Random(seed)
+        self.seen = 0
+        self.reservoir: list[tuple[int, list[dict], str]] = []
+
+    def observe(self, lineno: int, prompt: list[dict], out_text: str) -> None:
+        self.seen += 1
+        if len(self.reservoir) < self.limit:
+            self.reservoir.append((lineno, prompt, out_text))
+        else:
+            j = self.rnd.randrange(self.seen)
+            if j < self.limit:
+                self.reservoir[j] = (lineno, prompt, out_text)
+
+
+class _Duplicates:
+    """Checks: exact duplicates, near duplicates (MinHash signatures filled a batch at a time into one
+    preallocated buffer) and contradictions (same prompt, different answers); and, fed from the same
+    batches, contamination with eval items (n-grams, and embeddings when asked).
+    """
+
+    def __init__(self, path: Path, hasher: Any, index: ContaminationIndex | None, embedder: _Embedder | None) -> None:
+        self.hasher, self.index, self.embedder = hasher, index, embedder
+        self.lines = array("I")
+        self.prompt_h = array("Q")
+        self.output_h = array("Q")
+        # a newline count bounds the examples: no 2x peak from concatenating per-batch signatures
+        self.sig_all = np.zeros((_count_lines(path), NUM_PERM), dtype=np.uint16)
+        self.n_sig = 0
+        self.b_lines: list[int] = []
+        self.b_texts: list[list[str]] = []
+        self.b_tokens: list[list[list[int]]] = []
+        self.b_prompts: list[str] = []
+
+    def observe(self, lineno: int, msgs: list[dict], prompt: list[dict], output: str | None) -> None:
+        self.lines.append(lineno)
+        self.prompt_h.append(H.text_key("\x1e".join(f"{m['role']}\x1f{H.normalize(m['content'])}" for m in prompt)))
+        self.output_h.append(H.text_key(H.normalize(output)) if output is not None else 0)
+        lowered = [m["content"].lower() for m in msgs if m["role"] != "system"]
+        self.b_lines.append(lineno)
+        self.b_tokens.append([self.hasher(H.words(t)) for t in lowered])
+        if self.index is not None:
+            self.b_texts.append([" ".join(t.split()) for t in lowered])
+        if self.embedder is not None:
+            self.b_prompts.append("\n".join(m["content"] for m in prompt if m["role"] == "user"))
+        if len(self.b_lines) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.b_lines:
+            return
+        batch = TokenBatch.build(self.b_lines, self.b_tokens)
+        sig = batch.signatures()
+        self.sig_all[self.n_sig : self.n_sig + len(sig)] = sig
+        self.n_sig += len(sig)
+        if self.index is not None:
+            self.index.match(batch, self.b_texts)
+        if self.embedder is not None:
+            self.embedder.match(self.b_lines, self.b_prompts)
+        self.b_lines, self.b_texts, self.b_tokens, self.b_prompts = [], [], [], []
+
+    def findings(self, near_threshold: float) -> dict[str, dict[str, Any]]:
+        self.flush()
+        n = len(self.lines)
+        ln = np.frombuffer(self.lines, dtype=np.uint32) if n else np.zeros(0, np.uint32)
+        ph = np.frombuffer(self.prompt_h, dtype=np.uint64) if n else np.zeros(0, np.uint64)
+        oh = np.frombuffer(self.output_h, dtype=np.uint64) if n else np.zeros(0, np.uint64)
+        exact_groups, contradiction_groups, n_exact_extra, n_exact_groups, n_contra_groups = _exact_and_contradictions(ln, ph, oh)
+        near_groups = _near_duplicates(self.sig_all[: self.n_sig], ln, ph, oh, near_threshold)
+        self.sig_all = np.zeros((0, NUM_PERM), dtype=np.uint16)  # the largest buffer: free it now
+        return {
+            "exact_duplicates": {
+                "found": bool(exact_groups),
+                "groups": n_exact_groups,
+                "redundant_examples": n_exact_extra,
+                "examples": [{"lines": g} for g in exact_groups[:MAX_LIST]],
+            },
+            "near_duplicates": {
+                "found": bool(near_groups),
+                "threshold": near_threshold,
+                "method": f"MinHash ({NUM_PERM} permutations, LSH {BANDS}x{ROWS}) on word {SHINGLE}-gram shingles",
+                "groups": len(near_groups),
+                "examples": [{"lines": g, "similarity": s} for g, s in near_groups[:MAX_LIST]],
+            },
+            "contradictions": {
+                "found": bool(contradiction_groups),
+                "groups": n_contra_groups,
+                "examples": [{"lines": g} for g in contradiction_groups[:MAX_LIST]],
+            },
+        }
+
+
 def audit_file(
     path: str | Path,
     *,
@@ -327,7 +486,9 @@ def audit_file(
     seed: int = 0,
     progress: bool = False,
 ) -> AuditReport:
-    """Audit one chat JSONL training file. See the module docstring for the checks."""
+    """Audit one chat JSONL training file in one pass: every line feeds each check, then each check
+    reports its finding. See the module docstring for the checks.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", where=path)
@@ -342,48 +503,12 @@ def audit_file(
     if embedder is not None and index is not None:
         embedder.bind(index.embed_hits)
 
-    lines = array("I")
-    prompt_h = array("Q")
-    output_h = array("Q")
-    # one preallocated signature buffer (a newline count bounds the examples): no 2x peak from concatenating
-    sig_all = np.zeros((_count_lines(path), NUM_PERM), dtype=np.uint16)
-    n_sig = 0
+    duplicates = _Duplicates(path, hasher, index, embedder)
+    system_prompts = _SystemPrompts()
+    output_format = _OutputFormat()
+    sample = _BaseSample(base_limit, seed) if base else None
     bad_lines: list[int] = []
     n_bad = 0
-    sys_variants: dict[str, list[int]] = {}
-    without_system = 0
-    kinds: dict[str, Counter] = defaultdict(Counter)
-    kind_lines: dict[tuple[str, str], list[int]] = defaultdict(list)
-    styles: dict[str, Counter] = defaultdict(Counter)
-    style_lines: dict[tuple[str, str], list[int]] = defaultdict(list)
-    mixed_style_lines: list[int] = []
-    n_mixed_style = 0
-    reservoir: list[tuple[int, list[dict], str]] = []
-    rnd = random.Random(seed)
-    n_seen = 0
-
-    b_lines: list[int] = []
-    b_texts: list[list[str]] = []
-    b_tokens: list[list[list[int]]] = []
-    b_prompts: list[str] = []
-
-    def flush() -> None:
-        if not b_lines:
-            return
-        batch = TokenBatch.build(b_lines, b_tokens)
-        nonlocal n_sig
-        sig = batch.signatures()
-        sig_all[n_sig : n_sig + len(sig)] = sig  # noqa: F821 (a closure over sig_all, deleted after the last flush)
-        n_sig += len(sig)
-        if index is not None:
-            index.match(batch, b_texts)
-        if embedder is not None:
-            embedder.match(b_lines, b_prompts)
-        b_lines.clear()
-        b_texts.clear()
-        b_tokens.clear()
-        b_prompts.clear()
-
     bar = progress_bar(None, f"audit {path.name}", progress)
     for lineno, raw in iter_raw_lines(path):
         bar.update(1)
@@ -400,105 +525,26 @@ def audit_file(
                 bad_lines.append(lineno)
             continue
         prompt, output = split_prompt(msgs)
-        out_text = output if output is not None else ""
-        lines.append(lineno)
-        prompt_h.append(H.text_key("\x1e".join(f"{m['role']}\x1f{H.normalize(m['content'])}" for m in prompt)))
-        output_h.append(H.text_key(H.normalize(out_text)) if output is not None else 0)
-        # system prompts
-        sp = system_prompt(msgs)
-        if sp is None:
-            without_system += 1
-        elif sp in sys_variants:
-            sys_variants[sp][0] += 1
-        elif len(sys_variants) < 1000:
-            sys_variants[sp] = [1, lineno]
-        # output format, per task (first tag)
+        duplicates.observe(lineno, msgs, prompt, output)
+        system_prompts.observe(lineno, msgs)
         if output is not None:
-            tags = obj.get("tags") or []
-            group = str(tags[0]) if isinstance(tags, list) and tags else ""
-            kind, value = output_kind(out_text)
-            if len(kinds) < 1000 or group in kinds:
-                kinds[group][kind] += 1
-                if len(kind_lines[(group, kind)]) < MAX_LIST:
-                    kind_lines[(group, kind)].append(lineno)
-                if value is not None:
-                    st = key_styles(value)
-                    for s in st:
-                        styles[group][s] += 1
-                        if len(style_lines[(group, s)]) < MAX_LIST:
-                            style_lines[(group, s)].append(lineno)
-                    if len(st) > 1:
-                        n_mixed_style += 1
-                        if len(mixed_style_lines) < MAX_LIST:
-                            mixed_style_lines.append(lineno)
-            # base-model sample (reservoir: bounded, seeded, uniform over the file)
-            if base:
-                n_seen += 1
-                if len(reservoir) < base_limit:
-                    reservoir.append((lineno, prompt, out_text))
-                else:
-                    j = rnd.randrange(n_seen)
-                    if j < base_limit:
-                        reservoir[j] = (lineno, prompt, out_text)
-        lowered = [m["content"].lower() for m in msgs if m["role"] != "system"]
-        b_lines.append(lineno)
-        b_tokens.append([hasher(H.words(t)) for t in lowered])
-        if index is not None:
-            b_texts.append([" ".join(t.split()) for t in lowered])
-        if embedder is not None:
-            b_prompts.append("\n".join(m["content"] for m in prompt if m["role"] == "user"))
-        if len(b_lines) >= BATCH:
-            flush()
-    flush()
+            output_format.observe(lineno, obj, output)
+            if sample is not None:
+                sample.observe(lineno, prompt, output)
     bar.close()
 
-    n = len(lines)
-    ln = np.frombuffer(lines, dtype=np.uint32) if n else np.zeros(0, np.uint32)
-    ph = np.frombuffer(prompt_h, dtype=np.uint64) if n else np.zeros(0, np.uint64)
-    oh = np.frombuffer(output_h, dtype=np.uint64) if n else np.zeros(0, np.uint64)
-    exact_groups, contradiction_groups, n_exact_extra, n_exact_groups, n_contra_groups = _exact_and_contradictions(ln, ph, oh)
-    sig = sig_all[:n_sig]
-    near_groups = _near_duplicates(sig, ln, ph, oh, near_threshold)
-    del sig, sig_all
-
-    checks: dict[str, Any] = {}
-    checks["exact_duplicates"] = {
-        "found": bool(exact_groups),
-        "groups": n_exact_groups,
-        "redundant_examples": n_exact_extra,
-        "examples": [{"lines": g} for g in exact_groups[:MAX_LIST]],
-    }
-    checks["near_duplicates"] = {
-        "found": bool(near_groups),
-        "threshold": near_threshold,
-        "method": f"MinHash ({NUM_PERM} permutations, LSH {BANDS}x{ROWS}) on word {SHINGLE}-gram shingles",
-        "groups": len(near_groups),
-        "examples": [{"lines": g, "similarity": s} for g, s in near_groups[:MAX_LIST]],
-    }
-    checks["contradictions"] = {
-        "found": bool(contradiction_groups),
-        "groups": n_contra_groups,
-        "examples": [{"lines": g} for g in contradiction_groups[:MAX_LIST]],
-    }
-    variants = sorted(sys_variants.items(), key=lambda kv: (-kv[1][0], kv[1][1]))
-    n_variants = len(variants) + (1 if without_system and variants else 0)
-    near_same = _system_near_variants([t for t, _ in variants])
-    checks["system_prompts"] = {
-        "found": n_variants > 1,
-        "variants": [{"count": c, "first_line": first, "text": t} for t, (c, first) in variants[:MAX_LIST]],
-        "without_system": without_system,
-        "differ_only_in_case_or_spacing": near_same,
-    }
-    checks["output_format"] = _format_findings(kinds, kind_lines, styles, style_lines, mixed_style_lines, n_mixed_style)
+    checks: dict[str, Any] = duplicates.findings(near_threshold)
+    checks["system_prompts"] = system_prompts.finding()
+    checks["output_format"] = output_format.finding()
     if index is not None:
         checks["contamination"] = _contamination_findings(index, embedder, against, ngram)
-    if base:
-        checks["base_model"] = _base_model_check(base, reservoir, base_max_new_tokens, progress)
+    if base and sample is not None:
+        checks["base_model"] = _base_model_check(base, sample.reservoir, base_max_new_tokens, progress)
 
     findings = sum(1 for c in checks.values() if c.get("found"))
     data = {
         "file": str(path),
-        "examples": n,
+        "examples": len(duplicates.lines),
         "invalid_lines": n_bad,
         "invalid_line_numbers": bad_lines,
         "findings": findings,
