@@ -1,4 +1,6 @@
-"""Gates: eval.yaml's ``gates:`` rules turned into ``GateResult``s with a reason and the items to blame.
+"""The gates' shared machinery: eval.yaml's ``gates:`` rules turned into ``GateResult``s with a
+reason and the items to blame. Each metric is a module of ``evalkit.gates.metrics`` that registers
+itself with :func:`metric`.
 
 One entry point, :func:`evaluate_gates`. Each gate reads the run's items (from the store, never live
 objects) and answers pass / fail / no decision / warn:
@@ -24,11 +26,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from . import stats
-from .config import GateSpec
-from .record import RunSummary
-from .store import RunItem, Store
-from .types import GateResult
+from .. import stats
+from ..config import GateSpec
+from ..record import RunSummary
+from ..store import RunItem, Store
+from ..types import GateResult
 
 # ---------------------------------------------------------------------------------------------
 # public helpers
@@ -42,7 +44,7 @@ def regate_run(gates: list[GateSpec], record: RunSummary, items: list[RunItem], 
     band) either way, so a re-gated run decides as the run did unless the data changed (blinded
     review results, a newer accepted run).
     """
-    from .record import GateRecord
+    from ..record import GateRecord
 
     results = evaluate_gates(
         gates, items=items, models={n: m.model_dump() for n, m in record.models.items()}, baseline=record.baseline,
@@ -104,10 +106,6 @@ def unknown_names(
     return None
 
 
-# ---------------------------------------------------------------------------------------------
-# evaluation
-
-
 @dataclass(frozen=True)
 class _Ctx:
     items: Sequence[RunItem]
@@ -157,11 +155,6 @@ def evaluate_gates(
 
 def _threshold(gate: GateSpec) -> float | None:
     return gate.min if gate.min is not None else gate.max
-
-
-def _evaluate_one(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
-    fn = _METRICS[gate.metric]
-    return fn(gate, model, ctx)
 
 
 def _select(gate: GateSpec, items: Iterable[RunItem], model: str) -> list[RunItem]:
@@ -300,10 +293,6 @@ def _ci_straddles_diff(gate: GateSpec, a: Sequence[float], b: Sequence[float]) -
     return None
 
 
-# ---------------------------------------------------------------------------------------------
-# per-item readings
-
-
 def _score(item: RunItem, scorer: str) -> dict[str, Any] | None:
     return item.scores.get(scorer)
 
@@ -378,31 +367,6 @@ def _value(item: RunItem, scorer: str) -> float | None:
     return None if math.isnan(v) else v
 
 
-# ---------------------------------------------------------------------------------------------
-# metrics
-
-
-def _pass_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
-    scorer = gate.scorer or ""
-    sel = _select(gate, ctx.items, model)
-    several = len({it.suite for it in sel}) > 1
-    verdicts = [(it, _scored_passed(it, scorer)) for it in sel]
-    scored = [(it, v) for it, v in verdicts if v is not None]
-    unscored = len(verdicts) - len(scored)
-    if not scored:
-        return _undecided(gate, model, None, _threshold(gate), f"no item of {model}{_scope(gate)} was scored by '{scorer}' ({len(sel)} items, {unscored} unscored{_error_note(sel, scorer)})", missing_data=True)
-    rate = sum(1 for _, v in scored if v) / len(scored)
-    failing = [item_label(it, several) for it, v in scored if not v]
-    note = f"; {unscored} unscored items excluded" if unscored else ""
-    what = f"{scorer} pass rate of {model}{_scope(gate)} is {_fmt(rate)} ({len(scored) - len(failing)}/{len(scored)})"
-    iv = _ci_straddles(gate, [1.0 if v else 0.0 for _, v in scored])
-    if iv is not None:
-        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", failing)
-    ok = _threshold_ok(gate, rate)
-    detail = f"{what}, {'within' if ok else 'outside'} {_bound_text(gate)}{note}" + ("" if ok else f"; failing: {_names(failing)}") + "."
-    return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=failing)
-
-
 def _judge_noise_se(items: Sequence[RunItem], scorer: str) -> float | None:
     """Standard error of a mean that comes from the judges' own disagreement between repeats.
 
@@ -439,7 +403,7 @@ def _judge_noise_band(ctx: _Ctx, model: str, scorer: str) -> tuple[float, float]
     """The judge stage's band across repeats for (model, scorer), when it recorded one."""
     if not ctx.judge_stats:
         return None
-    from .scoring.judges import judge_noise_band
+    from ..scoring.judges import judge_noise_band
 
     return judge_noise_band(ctx.judge_stats, model, scorer)
 
@@ -461,59 +425,6 @@ def _in_noise(gate: GateSpec, ctx: _Ctx, model: str, scorer: str, observed: floa
             if t is not None and abs(observed - t) < half:
                 return f"{_bound_text(gate)} lies within the judges' own noise (±{_fmt(half)} between repeats)"
     return None
-
-
-def _mean(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
-    if gate.vs is not None:
-        return _mean_vs(gate, model, ctx)
-    scorer = gate.scorer or ""
-    sel = _select(gate, ctx.items, model)
-    several = len({it.suite for it in sel}) > 1
-    pairs = [(it, _value(it, scorer)) for it in sel]
-    vals = [(it, v) for it, v in pairs if v is not None]
-    unscored = len(pairs) - len(vals)
-    if not vals:
-        return _undecided(gate, model, None, _threshold(gate), f"no item of {model}{_scope(gate)} has a '{scorer}' value ({len(sel)} items, {unscored} unscored{_error_note(sel, scorer)})", missing_data=True)
-    mean = sum(v for _, v in vals) / len(vals)
-    # the items that pull the mean the wrong way, worst first
-    if gate.min is not None:
-        failing = [item_label(it, several) for it, v in sorted(vals, key=lambda p: p[1]) if v < gate.min]
-    elif gate.max is not None:
-        failing = [item_label(it, several) for it, v in sorted(vals, key=lambda p: -p[1]) if v > gate.max]
-    else:
-        failing = []
-    note = f"; {unscored} unscored items excluded" if unscored else ""
-    what = f"mean {scorer} of {model}{_scope(gate)} is {_fmt(mean)} over {len(vals)} items"
-    noise = _in_noise(gate, ctx, model, scorer, mean, sel)
-    if noise is not None:
-        return _undecided(gate, model, mean, _threshold(gate), f"{what}, and {noise}{note}", failing)
-    iv = _ci_straddles(gate, [v for _, v in vals])
-    if iv is not None:
-        return _undecided(gate, model, mean, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", failing)
-    ok = _threshold_ok(gate, mean)
-    detail = f"{what}, {'within' if ok else 'outside'} {_bound_text(gate)}{note}" + ("" if ok else f"; lowest: {_names(failing)}") + "."
-    return _result(gate, model, passed=ok, observed=mean, detail=detail, failing=failing)
-
-
-def _error_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
-    sel = _select(gate, ctx.items, model)
-    several = len({it.suite for it in sel}) > 1
-    if not sel:
-        return _undecided(gate, model, None, _threshold(gate), f"{model} has no items{_scope(gate)}", missing_data=True)
-    if gate.scorer:
-        errs = [it for it in sel if it.error or (_score(it, gate.scorer) or {}).get("error")]
-        what = f"'{gate.scorer}' errors"
-    else:
-        errs = [it for it in sel if it.error]
-        what = "generation errors"
-    rate = len(errs) / len(sel)
-    failing = [item_label(it, several) for it in errs]
-    ok = _threshold_ok(gate, rate)
-    detail = f"{model}{_scope(gate)} has {len(errs)}/{len(sel)} items with {what} (rate {_fmt(rate)}), {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f": {_names(failing)}") + "."
-    return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=failing)
-
-
-# --- comparisons ------------------------------------------------------------------------------
 
 
 _NO_HISTORY = "\x00no-history:"
@@ -573,230 +484,30 @@ def _pairs(gate: GateSpec, model: str, ref: _Reference, ctx: _Ctx) -> tuple[list
     return out, missing
 
 
-def _regressions(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
-    ref = _reference(gate, model, ctx)
-    if isinstance(ref, str):
-        if ref.startswith(_NO_HISTORY):
-            return _first_run(gate, model, ref)
-        return _undecided(gate, model, None, _threshold(gate), f"cannot count regressions of {model}: {ref}")
-    pairs, missing = _pairs(gate, model, ref, ctx)
-    if not pairs:
-        return _undecided(gate, model, None, _threshold(gate), f"{model} and {ref.label} share no item{_scope(gate)} on the same suite version", missing_data=True)
-    several = len({c.suite for c, _ in pairs}) > 1
-    judge_of: Callable[[RunItem], bool | None] = (lambda it: _scored_passed(it, gate.scorer)) if gate.scorer else _all_validators_pass  # type: ignore[arg-type]
-    what = f"'{gate.scorer}'" if gate.scorer else "every validator"
-    ref_pass: list[bool] = []
-    cand_pass: list[bool] = []
-    regressed: list[str] = []
-    fixed = 0
-    broken: dict[str, int] = {}  # why a pair could not be compared -> count
-    for c, r in pairs:
-        pc, pr = judge_of(c), judge_of(r)
-        if pc is None or pr is None:
-            for side, it in ((model, c), (ref.label, r)):
-                why = _broken(it, gate.scorer)
-                if why:
-                    broken[f"{why} on {side}"] = broken.get(f"{why} on {side}", 0) + 1
-                    break
-            continue
-        ref_pass.append(pr)
-        cand_pass.append(pc)
-        if pr and not pc:
-            regressed.append(item_label(c, several))
-        elif pc and not pr:
-            fixed += 1
-    n = len(ref_pass)
-    count = float(len(regressed))
-    n_broken = sum(broken.values())
-    why_broken = ", ".join(f"{k}: {v}" for k, v in sorted(broken.items(), key=lambda kv: -kv[1]))
-    if n < gate.min_pairs:
-        return _undecided(
-            gate, model, None, _threshold(gate),
-            f"only {n} of {len(pairs)} pairs of {model} and {ref.label}{_scope(gate)} could be compared by {what} "
-            f"(min_pairs {gate.min_pairs})" + (f"; unscored: {why_broken}" if why_broken else ""),
-            missing_data=True,
-        )
-    note = (f"; {len(pairs) - n} pairs unscored" if len(pairs) > n else "") + (f" ({why_broken})" if why_broken else "") + (f"; {missing} items not in {ref.label}" if missing else "")
-    what_s = f"{len(regressed)} of {n} items{_scope(gate)} pass {what} on {ref.label} and fail on {model} ({fixed} the other way)"
-    ok = _threshold_ok(gate, count)
-    if ok and n_broken and not _threshold_ok(gate, count + n_broken):
-        # the pairs that failed to score could each be a regression: the gate cannot say "no regression"
-        return _undecided(
-            gate, model, count, _threshold(gate),
-            f"{what_s}, but {n_broken} pairs could not be scored ({why_broken}) and could hide regressions beyond {_bound_text(gate)}",
-            regressed, missing_data=True,
-        )
-    p_value = None
-    if gate.significant is not None:
-        t = stats.mcnemar_exact(ref_pass, cand_pass)
-        p_value = t.p_value
-        if not ok:
-            if p_value < gate.significant and len(regressed) > fixed:
-                detail = f"{what_s}, above {_bound_text(gate)}, a significant change for the worse (McNemar exact p={_fmt(p_value)} < {_fmt(gate.significant)}): {_names(regressed)}{note}."
-                return _result(gate, model, passed=False, observed=count, detail=detail, failing=regressed, p_value=p_value)
-            detail = f"{what_s}, above {_bound_text(gate)} but not significantly worse (McNemar exact p={_fmt(p_value)}, alpha {_fmt(gate.significant)}): {_names(regressed)}{note}."
-            return _result(gate, model, passed=True, observed=count, detail=detail, failing=regressed, p_value=p_value, outcome="warn")
-    if ok:
-        detail = f"{what_s}, within {_bound_text(gate)}{note}."
-    else:
-        detail = f"{what_s}, above {_bound_text(gate)}: {_names(regressed)}{note}."
-    return _result(gate, model, passed=ok, observed=count, detail=detail, failing=regressed, p_value=p_value)
+# --- the metric registry (each metric module registers itself) ------------------------------
+
+MetricFn = Callable[[GateSpec, str, "_Ctx"], GateResult]
+METRICS: dict[str, MetricFn] = {}
 
 
-def _mean_vs(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
-    """``mean`` with ``vs``: the threshold applies to the paired mean difference (model - vs)."""
-    scorer = gate.scorer or ""
-    ref = _reference(gate, model, ctx)
-    if isinstance(ref, str):
-        if ref.startswith(_NO_HISTORY):
-            return _first_run(gate, model, ref)
-        return _undecided(gate, model, None, _threshold(gate), f"cannot compare {model}: {ref}")
-    pairs, missing = _pairs(gate, model, ref, ctx)
-    several = len({c.suite for c, _ in pairs}) > 1
-    a: list[float] = []
-    b: list[float] = []
-    labels: list[str] = []
-    for c, r in pairs:
-        vc, vr = _value(c, scorer), _value(r, scorer)
-        if vc is None or vr is None:
-            continue
-        a.append(vr)
-        b.append(vc)
-        labels.append(item_label(c, several))
-    if len(a) < gate.min_pairs:
-        return _undecided(gate, model, None, _threshold(gate), f"{model} and {ref.label} share {len(a)} item(s){_scope(gate)} scored by '{scorer}' (min_pairs {gate.min_pairs}){_error_note(_select(gate, ctx.items, model) + [r for _, r in pairs], scorer)}", missing_data=True)
-    diff = sum(y - x for x, y in zip(a, b)) / len(a)
-    worse = [lab for lab, x, y in sorted(zip(labels, a, b), key=lambda t: t[2] - t[1]) if y < x]
-    note = f"; {missing} items not in {ref.label}" if missing else ""
-    what = f"mean {scorer} of {model}{_scope(gate)} differs from {ref.label} by {diff:+.4g} over {len(a)} paired items"
-    ok = _threshold_ok(gate, diff)
-    p_value = None
-    if gate.significant is not None:
-        t = stats.wilcoxon_signed_rank(a, b)
-        p_value = t.p_value
-        sig = p_value < gate.significant
-        if gate.min is not None and ok and not (sig and diff > 0):
-            detail = f"{what}, at least min {_fmt(gate.min)} but not a significant improvement (Wilcoxon p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
-            return _result(gate, model, passed=False, observed=diff, detail=detail, failing=worse, p_value=p_value)
-        if not ok and gate.min is None and not (sig and diff > 0):
-            detail = f"{what}, above max {_fmt(gate.max)} but not significantly (Wilcoxon p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
-            return _result(gate, model, passed=True, observed=diff, detail=detail, failing=worse, p_value=p_value, outcome="warn")
-    iv = _ci_straddles_diff(gate, a, b)
-    if iv is not None:
-        return _undecided(gate, model, diff, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% paired CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", worse, p_value)
-    ptxt = f" (Wilcoxon p={_fmt(p_value)})" if p_value is not None else ""
-    detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; worse on: {_names(worse)}") + f"{note}."
-    return _result(gate, model, passed=ok, observed=diff, detail=detail, failing=worse, p_value=p_value)
+def metric(name: str) -> Callable[[MetricFn], MetricFn]:
+    """Register a gate metric under ``name`` (what eval.yaml's ``metric:`` says)."""
 
+    def deco(fn: MetricFn) -> MetricFn:
+        METRICS[name] = fn
+        return fn
 
-def _judge_key(item_scores: dict[str, Any], judge: str) -> str | None:
-    """The pairwise score of judge ``judge``: by score name, or by the judge stage's ``details.judge`` mark."""
-    for k in (judge, f"judge.{judge}"):
-        if k in item_scores:
-            return k
-    for k in sorted(item_scores):
-        s = item_scores[k] or {}
-        if (s.get("details") or {}).get("judge") == judge and is_pairwise_score(k, s):
-            return k
-    for k in sorted(item_scores):
-        if k.startswith(f"judge.{judge}.") or k.startswith(f"{judge}."):
-            return k
-    return None
-
-
-def _win_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
-    judge = gate.judge or gate.scorer or "pairwise"
-    sel = _select(gate, ctx.items, model)
-    several = len({it.suite for it in sel}) > 1
-    key = next((k for k in (_judge_key(it.scores, judge) for it in sel) if k), None)
-    if key is None:
-        return _undecided(gate, model, None, _threshold(gate), f"no pairwise judge score '{judge}' on {model}'s items{_scope(gate)}", missing_data=True)
-    vals = [(it, _value(it, key)) for it in sel]
-    scored = [(it, v) for it, v in vals if v is not None]
-    if len(scored) < gate.min_pairs:
-        return _undecided(gate, model, None, _threshold(gate), f"{len(scored)} of {len(vals)} '{key}' verdicts on {model}{_scope(gate)} are usable (min_pairs {gate.min_pairs}); the rest are errors", missing_data=True)
-    rate = sum(v for _, v in scored) / len(scored)
-    wins = sum(1 for _, v in scored if v > 0.5)
-    losses = sum(1 for _, v in scored if v < 0.5)
-    ties = len(scored) - wins - losses
-    losing = [item_label(it, several) for it, v in scored if v < 0.5]
-    errors = len(vals) - len(scored)
-    note = f"; {errors} judge errors excluded" if errors else ""
-    vs_txt = f" against {gate.vs}" if gate.vs and gate.vs != "baseline" else (f" against {ctx.baseline}" if ctx.baseline else "")
-    what = f"{model} wins {_fmt(rate)} by '{key}'{vs_txt}{_scope(gate)} ({wins} wins, {ties} ties, {losses} losses)"
-    ok = _threshold_ok(gate, rate)
-    p_value = None
-    if gate.significant is not None:
-        t = stats.sign_test(wins, losses)
-        p_value = t.p_value
-        sig = p_value < gate.significant
-        if gate.min is not None and ok and not (sig and wins > losses):
-            detail = f"{what}, at least min {_fmt(gate.min)} but not significantly better (sign test p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
-            return _result(gate, model, passed=False, observed=rate, detail=detail, failing=losing, p_value=p_value)
-    noise = _in_noise(gate, ctx, model, key, rate, [it for it, _ in scored])
-    if noise is not None:
-        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and {noise}{note}", losing, p_value)
-    iv = _ci_straddles(gate, [v for _, v in scored])
-    if iv is not None:
-        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", losing, p_value)
-    ptxt = f" (sign test p={_fmt(p_value)})" if p_value is not None else ""
-    detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; lost: {_names(losing)}") + f"{note}."
-    return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=losing, p_value=p_value)
-
-
-def _adapter_applied(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
-    info = ctx.models.get(model) or {}
-    adapter = info.get("adapter")
-    if not adapter:
-        return _result(gate, model, passed=True, observed=None, detail=f"{model} has no adapter, so there is nothing to check.")
-    base = next(
-        (n for n, m in ctx.models.items() if n != model and not m.get("adapter") and m.get("path") and m.get("path") == info.get("path")),
-        None,
-    ) or (ctx.baseline if ctx.baseline and ctx.baseline != model else None)
-    if base is None:
-        return _undecided(gate, model, None, None, f"no model in this run shares {model}'s base ({info.get('path')}) without an adapter, and there is no baseline")
-    index = {(it.suite, it.suite_version, it.sample_id): it for it in ctx.items if it.model == base}
-    sel = _select(gate, ctx.items, model)
-    several = len({it.suite for it in sel}) > 1
-    pairs = [(it, index.get((it.suite, it.suite_version, it.sample_id))) for it in sel]
-    pairs = [(c, b) for c, b in pairs if b is not None and c.output is not None and b.output is not None]
-    if not pairs:
-        return _undecided(gate, model, None, None, f"{model} and {base} have no item with outputs on both", missing_data=True)
-    same = [item_label(c, several) for c, b in pairs if b is not None and c.output == b.output]
-    share_diff = 1.0 - len(same) / len(pairs)
-    if len(same) == len(pairs):
-        detail = f"{model} (adapter {adapter}) gave exactly {base}'s output on all {len(pairs)} items: the adapter was probably not applied."
-        return _result(gate, model, passed=False, observed=share_diff, detail=detail, failing=same)
-    detail = f"{model}'s outputs differ from {base}'s on {len(pairs) - len(same)} of {len(pairs)} items, so the adapter is applied."
-    return _result(gate, model, passed=True, observed=share_diff, detail=detail)
-
-
-def _human_unshippable(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
-    """At most ``max`` "would not ship" verdicts from blinded review (evalkit.review owns the counting:
-    ``max: 2`` means 2 per 20 reviewed items). Without review results: no decision.
-    """
-    from .review import human_unshippable_gate
-
-    if ctx.store is None or ctx.run_id is None:
-        return _undecided(gate, model, None, _threshold(gate), "no review results (run `evalkit review new`, review, then `evalkit review unblind`)")
-    limit = gate.max if gate.max is not None else 2.0
-    r: GateResult = human_unshippable_gate(ctx.store, ctx.run_id, name=gate.name, model=model, max_count=limit, on_no_decision=gate.on_no_decision)
-    if r.observed is None and r.passed is not True:
-        return _undecided(gate, model, None, limit, f"no review results for {model}")
-    return r
+    return deco
 
 
 def metric_names() -> list[str]:
     """The gate metrics eval.yaml may name (config validation and --help read this)."""
-    return sorted(_METRICS)
+    from . import metrics  # noqa: F401  (importing the package registers every metric)
+
+    return sorted(METRICS)
 
 
-_METRICS: dict[str, Callable[[GateSpec, str, _Ctx], GateResult]] = {
-    "pass_rate": _pass_rate,
-    "mean": _mean,
-    "error_rate": _error_rate,
-    "regressions": _regressions,
-    "win_rate": _win_rate,
-    "adapter_applied": _adapter_applied,
-    "human_unshippable": _human_unshippable,
-}
+def _evaluate_one(gate: GateSpec, model: str, ctx: "_Ctx") -> GateResult:
+    from . import metrics  # noqa: F401
+
+    return METRICS[gate.metric](gate, model, ctx)

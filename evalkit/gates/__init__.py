@@ -1,0 +1,23 @@
+"""Gates: eval.yaml's ``gates:`` rules turned into ``GateResult``s with a reason and the items to blame.
+
+``core`` holds the shared machinery (selection, "no decision", comparisons, the registry);
+``metrics`` has one module per metric, each registering itself. What the rest of evalkit uses:
+"""
+
+from . import metrics  # noqa: F401  (registers every metric)
+from .core import (
+    all_passed,
+    blocks,
+    evaluate_gates,
+    is_judge_score,
+    is_pairwise_score,
+    item_label,
+    metric_names,
+    regate_run,
+    unknown_names,
+)
+
+__all__ = [
+    "all_passed", "blocks", "evaluate_gates", "is_judge_score", "is_pairwise_score", "item_label", "metric_names",
+    "regate_run", "unknown_names",
+]

@@ -1,0 +1,101 @@
+"""Gate metric regressions: items that pass on the compared model and fail on the candidate (McNemar exact)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ... import stats
+from ...config import GateSpec
+from ...store import RunItem
+from ...types import GateResult
+from ..core import (
+    _NO_HISTORY,
+    _all_validators_pass,
+    _bound_text,
+    _broken,
+    _Ctx,
+    _first_run,
+    _fmt,
+    _names,
+    _pairs,
+    _reference,
+    _result,
+    _scope,
+    _scored_passed,
+    _threshold,
+    _threshold_ok,
+    _undecided,
+    item_label,
+    metric,
+)
+
+
+@metric("regressions")
+def _regressions(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    ref = _reference(gate, model, ctx)
+    if isinstance(ref, str):
+        if ref.startswith(_NO_HISTORY):
+            return _first_run(gate, model, ref)
+        return _undecided(gate, model, None, _threshold(gate), f"cannot count regressions of {model}: {ref}")
+    pairs, missing = _pairs(gate, model, ref, ctx)
+    if not pairs:
+        return _undecided(gate, model, None, _threshold(gate), f"{model} and {ref.label} share no item{_scope(gate)} on the same suite version", missing_data=True)
+    several = len({c.suite for c, _ in pairs}) > 1
+    judge_of: Callable[[RunItem], bool | None] = (lambda it: _scored_passed(it, gate.scorer)) if gate.scorer else _all_validators_pass  # type: ignore[arg-type]
+    what = f"'{gate.scorer}'" if gate.scorer else "every validator"
+    ref_pass: list[bool] = []
+    cand_pass: list[bool] = []
+    regressed: list[str] = []
+    fixed = 0
+    broken: dict[str, int] = {}  # why a pair could not be compared -> count
+    for c, r in pairs:
+        pc, pr = judge_of(c), judge_of(r)
+        if pc is None or pr is None:
+            for side, it in ((model, c), (ref.label, r)):
+                why = _broken(it, gate.scorer)
+                if why:
+                    broken[f"{why} on {side}"] = broken.get(f"{why} on {side}", 0) + 1
+                    break
+            continue
+        ref_pass.append(pr)
+        cand_pass.append(pc)
+        if pr and not pc:
+            regressed.append(item_label(c, several))
+        elif pc and not pr:
+            fixed += 1
+    n = len(ref_pass)
+    count = float(len(regressed))
+    n_broken = sum(broken.values())
+    why_broken = ", ".join(f"{k}: {v}" for k, v in sorted(broken.items(), key=lambda kv: -kv[1]))
+    if n < gate.min_pairs:
+        return _undecided(
+            gate, model, None, _threshold(gate),
+            f"only {n} of {len(pairs)} pairs of {model} and {ref.label}{_scope(gate)} could be compared by {what} "
+            f"(min_pairs {gate.min_pairs})" + (f"; unscored: {why_broken}" if why_broken else ""),
+            missing_data=True,
+        )
+    note = (f"; {len(pairs) - n} pairs unscored" if len(pairs) > n else "") + (f" ({why_broken})" if why_broken else "") + (f"; {missing} items not in {ref.label}" if missing else "")
+    what_s = f"{len(regressed)} of {n} items{_scope(gate)} pass {what} on {ref.label} and fail on {model} ({fixed} the other way)"
+    ok = _threshold_ok(gate, count)
+    if ok and n_broken and not _threshold_ok(gate, count + n_broken):
+        # the pairs that failed to score could each be a regression: the gate cannot say "no regression"
+        return _undecided(
+            gate, model, count, _threshold(gate),
+            f"{what_s}, but {n_broken} pairs could not be scored ({why_broken}) and could hide regressions beyond {_bound_text(gate)}",
+            regressed, missing_data=True,
+        )
+    p_value = None
+    if gate.significant is not None:
+        t = stats.mcnemar_exact(ref_pass, cand_pass)
+        p_value = t.p_value
+        if not ok:
+            if p_value < gate.significant and len(regressed) > fixed:
+                detail = f"{what_s}, above {_bound_text(gate)}, a significant change for the worse (McNemar exact p={_fmt(p_value)} < {_fmt(gate.significant)}): {_names(regressed)}{note}."
+                return _result(gate, model, passed=False, observed=count, detail=detail, failing=regressed, p_value=p_value)
+            detail = f"{what_s}, above {_bound_text(gate)} but not significantly worse (McNemar exact p={_fmt(p_value)}, alpha {_fmt(gate.significant)}): {_names(regressed)}{note}."
+            return _result(gate, model, passed=True, observed=count, detail=detail, failing=regressed, p_value=p_value, outcome="warn")
+    if ok:
+        detail = f"{what_s}, within {_bound_text(gate)}{note}."
+    else:
+        detail = f"{what_s}, above {_bound_text(gate)}: {_names(regressed)}{note}."
+    return _result(gate, model, passed=ok, observed=count, detail=detail, failing=regressed, p_value=p_value)

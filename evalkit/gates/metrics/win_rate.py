@@ -1,0 +1,83 @@
+"""Gate metric win_rate: a pairwise judge's win rate (ties count half; the sign test)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ... import stats
+from ...config import GateSpec
+from ...types import GateResult
+from ..core import (
+    _bound_text,
+    _ci_straddles,
+    _Ctx,
+    _fmt,
+    _in_noise,
+    _names,
+    _result,
+    _scope,
+    _select,
+    _threshold,
+    _threshold_ok,
+    _undecided,
+    _value,
+    is_pairwise_score,
+    item_label,
+    metric,
+)
+
+
+def _judge_key(item_scores: dict[str, Any], judge: str) -> str | None:
+    """The pairwise score of judge ``judge``: by score name, or by the judge stage's ``details.judge`` mark."""
+    for k in (judge, f"judge.{judge}"):
+        if k in item_scores:
+            return k
+    for k in sorted(item_scores):
+        s = item_scores[k] or {}
+        if (s.get("details") or {}).get("judge") == judge and is_pairwise_score(k, s):
+            return k
+    for k in sorted(item_scores):
+        if k.startswith(f"judge.{judge}.") or k.startswith(f"{judge}."):
+            return k
+    return None
+
+
+@metric("win_rate")
+def _win_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    judge = gate.judge or gate.scorer or "pairwise"
+    sel = _select(gate, ctx.items, model)
+    several = len({it.suite for it in sel}) > 1
+    key = next((k for k in (_judge_key(it.scores, judge) for it in sel) if k), None)
+    if key is None:
+        return _undecided(gate, model, None, _threshold(gate), f"no pairwise judge score '{judge}' on {model}'s items{_scope(gate)}", missing_data=True)
+    vals = [(it, _value(it, key)) for it in sel]
+    scored = [(it, v) for it, v in vals if v is not None]
+    if len(scored) < gate.min_pairs:
+        return _undecided(gate, model, None, _threshold(gate), f"{len(scored)} of {len(vals)} '{key}' verdicts on {model}{_scope(gate)} are usable (min_pairs {gate.min_pairs}); the rest are errors", missing_data=True)
+    rate = sum(v for _, v in scored) / len(scored)
+    wins = sum(1 for _, v in scored if v > 0.5)
+    losses = sum(1 for _, v in scored if v < 0.5)
+    ties = len(scored) - wins - losses
+    losing = [item_label(it, several) for it, v in scored if v < 0.5]
+    errors = len(vals) - len(scored)
+    note = f"; {errors} judge errors excluded" if errors else ""
+    vs_txt = f" against {gate.vs}" if gate.vs and gate.vs != "baseline" else (f" against {ctx.baseline}" if ctx.baseline else "")
+    what = f"{model} wins {_fmt(rate)} by '{key}'{vs_txt}{_scope(gate)} ({wins} wins, {ties} ties, {losses} losses)"
+    ok = _threshold_ok(gate, rate)
+    p_value = None
+    if gate.significant is not None:
+        t = stats.sign_test(wins, losses)
+        p_value = t.p_value
+        sig = p_value < gate.significant
+        if gate.min is not None and ok and not (sig and wins > losses):
+            detail = f"{what}, at least min {_fmt(gate.min)} but not significantly better (sign test p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
+            return _result(gate, model, passed=False, observed=rate, detail=detail, failing=losing, p_value=p_value)
+    noise = _in_noise(gate, ctx, model, key, rate, [it for it, _ in scored])
+    if noise is not None:
+        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and {noise}{note}", losing, p_value)
+    iv = _ci_straddles(gate, [v for _, v in scored])
+    if iv is not None:
+        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", losing, p_value)
+    ptxt = f" (sign test p={_fmt(p_value)})" if p_value is not None else ""
+    detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; lost: {_names(losing)}") + f"{note}."
+    return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=losing, p_value=p_value)
