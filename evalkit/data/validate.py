@@ -402,10 +402,16 @@ def _name_duplicate_ids(path: str | Path, problems: list[Problem], blocks: Seque
         for b, linenos in sorted(by_block.items()):
             first, offset = blocks[b]
             fh.seek(offset)
-            raws = fh.readlines(_BLOCK_BYTES)  # the same block as the first pass read
+            # the block's bytes as the first pass read them; its lines found by a numpy newline scan
+            size = blocks[b + 1][1] - offset if b + 1 < len(blocks) else -1
+            data = fh.read(size)
+            ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
             for lineno in linenos:
+                k = lineno - first
+                start = int(ends[k - 1]) + 1 if k > 0 else 0
+                end = int(ends[k]) if k < len(ends) else len(data)
                 try:
-                    sid = json.loads(raws[lineno - first]).get("id")
+                    sid = json.loads(data[start:end]).get("id")
                 except Exception:
                     continue
                 i = wanted[lineno]

@@ -217,3 +217,17 @@ def test_token_counts_equal_str_split():
     assert token_counts(texts).tolist() == [len(t.split()) for t in texts]
     ascii_only = ["one two", "", "  three   four five ", "six"]
     assert token_counts(ascii_only).tolist() == [2, 0, 3, 1]
+
+
+def test_duplicate_ids_are_named_across_blocks_and_at_the_last_line(tmp_path, monkeypatch):
+    from evalkit.data import validate
+
+    monkeypatch.setattr(validate, "_BLOCK_BYTES", 300)  # a few lines per block
+    lines = [json.dumps({"id": f"id{i % 7}", "messages": [{"role": "user", "content": f"q {i}"}, {"role": "assistant", "content": "a"}]}) for i in range(40)]
+    path = tmp_path / "dups.jsonl"
+    path.write_text("\n".join(lines))  # no newline after the last line
+    dups = [p for p in validate_files([path]).problems if p.kind == "duplicate_id"]
+    assert len(dups) == 40 - 7
+    for p in dups:
+        i = p.line - 1
+        assert f"duplicate id 'id{i % 7}' (first on line {i % 7 + 1})" in p.message, p
