@@ -153,13 +153,15 @@ class GateSpec(Strict):
         if self.metric not in ("regressions", "adapter_applied") and self.min is None and self.max is None:
             raise ValueError("a gate needs 'min' or 'max'")
         # options a metric would silently ignore are errors (gates.py reads them)
-        if self.vs is not None and self.metric not in ("regressions", "mean", "win_rate"):
-            raise ValueError(f"'vs' compares with another model: metric regressions, mean or win_rate (not {self.metric})")
-        if self.significant is not None and not (self.metric in ("regressions", "win_rate") or (self.metric == "mean" and self.vs)):
-            raise ValueError("'significant' needs a paired comparison: metric regressions, win_rate, or mean with 'vs'")
+        if self.vs is not None and self.metric not in ("regressions", "mean", "win_rate", "pass_rate"):
+            raise ValueError(f"'vs' compares with another model: metric regressions, pass_rate, mean or win_rate (not {self.metric})")
+        if self.significant is not None and not (self.metric in ("regressions", "win_rate") or (self.metric in ("mean", "pass_rate") and self.vs)):
+            raise ValueError("'significant' needs a paired comparison: metric regressions, win_rate, or mean / pass_rate with 'vs'")
         if self.ci is not None and self.metric not in ("pass_rate", "mean", "win_rate"):
             raise ValueError(f"'ci' applies to pass_rate, mean and win_rate gates (not {self.metric})")
         lo, hi = _METRIC_RANGES.get(self.metric, (None, None))
+        if self.metric == "pass_rate" and self.vs is not None:
+            lo, hi = -1.0, 1.0  # a difference of two rates
         for key, t in (("min", self.min), ("max", self.max)):
             if t is None:
                 continue

@@ -288,7 +288,7 @@ def test_options_a_metric_would_ignore_are_config_errors(tmp_path):
     bad = {
         "significant: 0.05": "{name: g, metric: pass_rate, scorer: fmt, min: 0.5, significant: 0.05}",
         "'ci' applies": "{name: g, metric: regressions, ci: 0.95}",
-        "'vs' compares": "{name: g, metric: pass_rate, scorer: fmt, min: 0.5, vs: baseline}",
+        "'vs' compares": "{name: g, metric: error_rate, max: 0.1, vs: baseline}",  # pass_rate takes vs now (paired)
     }
     for expect, line in bad.items():
         p = tmp_path / "eval.yaml"
@@ -318,3 +318,61 @@ def test_score_kind_not_name_tells_validators_from_judges():
     ]
     [r] = G.evaluate_gates([gate(name="noreg", metric="regressions", max=0)], items=items, models=MODELS, baseline="base", candidates=["cand"])
     assert r.outcome == "fail" and r.failing_items == ("x1",)  # the validator regressed; the judge score is not a validator
+
+
+def _paired(base_pass, cand_pass, broken=()):
+    items = []
+    for i, (b, c) in enumerate(zip(base_pass, cand_pass)):
+        items.append(item("base", f"x{i}", {"fmt": ok(b)}))
+        items.append(item("cand", f"x{i}", {"fmt": ok(None, error="boom") if i in broken else ok(c)}))
+    return items
+
+
+def _discordant(n, fixed, regressed, both=0):
+    """n pairs: `fixed` fail on base / pass on cand, `regressed` the other way, `both` pass on both."""
+    base = [False] * fixed + [True] * regressed + [True] * both + [False] * (n - fixed - regressed - both)
+    cand = [True] * fixed + [False] * regressed + [True] * both + [False] * (n - fixed - regressed - both)
+    return base, cand
+
+
+def test_pass_rate_vs_baseline_is_a_paired_mcnemar_gate():
+    from scipy.stats import binomtest
+
+    base, cand = _discordant(30, fixed=12, regressed=2, both=8)
+    g = gate(name="better", metric="pass_rate", scorer="fmt", vs="baseline", min=0, significant=0.05)
+    [r] = G.evaluate_gates([g], items=_paired(base, cand), models=MODELS, baseline="base", candidates=["cand"])
+    assert r.outcome == "pass" and r.observed == pytest.approx(10 / 30)
+    assert r.p_value == pytest.approx(binomtest(2, 14, 0.5).pvalue)
+    # a small, non-significant gain does not show an improvement; the regressions are named
+    base, cand = _discordant(30, fixed=3, regressed=1, both=8)
+    [r] = G.evaluate_gates([g], items=_paired(base, cand), models=MODELS, baseline="base", candidates=["cand"])
+    assert r.outcome == "fail" and "not a significant improvement" in r.detail and r.failing_items == ("x3",)
+    assert r.p_value == pytest.approx(binomtest(1, 4, 0.5).pvalue)
+
+
+def test_pass_rate_vs_non_inferiority_margin_and_missing_pairs():
+    ni = gate(name="no-worse", metric="pass_rate", scorer="fmt", vs="baseline", min=-0.05, significant=0.05)
+    base, cand = _discordant(30, fixed=1, regressed=2, both=20)
+    [r] = G.evaluate_gates([ni], items=_paired(base, cand), models=MODELS, baseline="base", candidates=["cand"])
+    assert r.outcome == "pass" and r.observed == pytest.approx(-1 / 30)  # within the margin, no improvement needed
+    # three pairs the candidate could not be scored on could each be a regression: worst case -4/33
+    [r] = G.evaluate_gates([ni], items=_paired(base + [True] * 3, cand + [True] * 3, broken={30, 31, 32}),
+                           models=MODELS, baseline="base", candidates=["cand"])
+    assert r.outcome == "no_decision" and "3 unscored pairs could each be a regression" in r.detail
+    worse = gate(name="no-worse", metric="pass_rate", scorer="fmt", vs="baseline", min=-0.05)
+    base, cand = _discordant(30, fixed=0, regressed=3, both=20)
+    [r] = G.evaluate_gates([worse], items=_paired(base, cand), models=MODELS, baseline="base", candidates=["cand"])
+    assert r.outcome == "fail" and r.observed == pytest.approx(-0.1) and set(r.failing_items) == {"x0", "x1", "x2"}
+    few = gate(name="few", metric="pass_rate", scorer="fmt", vs="baseline", min=0, min_pairs=50)
+    [r] = G.evaluate_gates([few], items=_paired(base, cand), models=MODELS, baseline="base", candidates=["cand"])
+    assert r.outcome == "no_decision" and "(min_pairs 50)" in r.detail
+
+
+def test_pass_rate_vs_config():
+    from evalkit.config import GateSpec
+
+    with pytest.raises(ValueError, match="outside the range of pass_rate"):
+        GateSpec(name="g", metric="pass_rate", scorer="fmt", vs="baseline", min=-2)
+    assert GateSpec(name="g", metric="pass_rate", scorer="fmt", vs="baseline", min=-0.02, significant=0.05).min == -0.02
+    with pytest.raises(ValueError, match="'significant' needs a paired comparison"):
+        GateSpec(name="g", metric="pass_rate", scorer="fmt", min=0.5, significant=0.05)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from ... import stats
 from ...config import GateSpec
 from ...types import GateResult
 from ..core import (
+    _NO_HISTORY,
     _bound_text,
+    _broken,
     _ci_straddles,
+    _ci_straddles_diff,
     _Ctx,
     _error_note,
+    _first_run,
     _fmt,
     _names,
+    _pairs,
+    _reference,
     _result,
     _scope,
     _scored_passed,
@@ -25,6 +32,8 @@ from ..core import (
 
 @metric("pass_rate")
 def _pass_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    if gate.vs is not None:
+        return _pass_rate_vs(gate, model, ctx)
     scorer = gate.scorer or ""
     sel = _select(gate, ctx.items, model)
     several = len({it.suite for it in sel}) > 1
@@ -43,3 +52,65 @@ def _pass_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     ok = _threshold_ok(gate, rate)
     detail = f"{what}, {'within' if ok else 'outside'} {_bound_text(gate)}{note}" + ("" if ok else f"; failing: {_names(failing)}") + "."
     return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=failing)
+
+
+def _pass_rate_vs(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+    """``pass_rate`` with ``vs``: the paired difference in pass rate (model - vs) on the items both
+    scored; McNemar's exact test on the discordant pairs; the paired bootstrap CI; the regressions
+    (pass on ``vs``, fail on ``model``) are the failing items.
+
+    ``min: 0`` with ``significant`` asks for a significant improvement; a negative ``min`` is a
+    non-inferiority margin (the difference may not fall below it). Pairs that could not be scored
+    count against the candidate in a worst case: when that case would cross the bound, no decision.
+    """
+    scorer = gate.scorer or ""
+    ref = _reference(gate, model, ctx)
+    if isinstance(ref, str):
+        if ref.startswith(_NO_HISTORY):
+            return _first_run(gate, model, ref)
+        return _undecided(gate, model, None, _threshold(gate), f"cannot compare {model}: {ref}")
+    pairs, missing = _pairs(gate, model, ref, ctx)
+    several = len({c.suite for c, _ in pairs}) > 1
+    ref_pass: list[bool] = []
+    cand_pass: list[bool] = []
+    regressed: list[str] = []
+    n_broken = 0
+    for c, r in pairs:
+        pc, pr = _scored_passed(c, scorer), _scored_passed(r, scorer)
+        if pc is None or pr is None:
+            n_broken += bool(_broken(c, scorer) or _broken(r, scorer))
+            continue
+        ref_pass.append(pr)
+        cand_pass.append(pc)
+        if pr and not pc:
+            regressed.append(item_label(c, several))
+    n = len(ref_pass)
+    if n < gate.min_pairs:
+        return _undecided(gate, model, None, _threshold(gate), f"only {n} of {len(pairs)} pairs of {model} and {ref.label}{_scope(gate)} were scored by '{scorer}' (min_pairs {gate.min_pairs})", missing_data=True)
+    fixed = sum(1 for r, c in zip(ref_pass, cand_pass) if c and not r)
+    diff = (sum(cand_pass) - sum(ref_pass)) / n
+    note = (f"; {n_broken} pairs unscored" if n_broken else "") + (f"; {missing} items not in {ref.label}" if missing else "")
+    what = (f"{scorer} pass rate of {model}{_scope(gate)} differs from {ref.label} by {diff:+.4g} over {n} paired items "
+            f"({sum(cand_pass)}/{n} vs {sum(ref_pass)}/{n}; {len(regressed)} regressed, {fixed} fixed)")
+    ok = _threshold_ok(gate, diff)
+    if ok and n_broken:
+        worst = (sum(cand_pass) - sum(ref_pass) - n_broken) / (n + n_broken)
+        if not _threshold_ok(gate, worst):
+            return _undecided(gate, model, diff, _threshold(gate), f"{what}, but {n_broken} unscored pairs could each be a regression (worst case {worst:+.4g}, outside {_bound_text(gate)})", regressed, missing_data=True)
+    p_value = None
+    if gate.significant is not None:
+        t = stats.mcnemar_exact(ref_pass, cand_pass)
+        p_value = t.p_value
+        improvement_asked = gate.min is not None and gate.min >= 0
+        if ok and improvement_asked and not (p_value < gate.significant and fixed > len(regressed)):
+            detail = f"{what}, at least min {_fmt(gate.min)} but not a significant improvement (McNemar exact p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
+            return _result(gate, model, passed=False, observed=diff, detail=detail, failing=regressed, p_value=p_value)
+        if not ok and gate.max is not None and gate.min is None and not (p_value < gate.significant and fixed > len(regressed)):
+            detail = f"{what}, above max {_fmt(gate.max)} but not significantly (McNemar exact p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
+            return _result(gate, model, passed=True, observed=diff, detail=detail, failing=regressed, p_value=p_value, outcome="warn")
+    iv = _ci_straddles_diff(gate, [1.0 if v else 0.0 for v in ref_pass], [1.0 if v else 0.0 for v in cand_pass])
+    if iv is not None:
+        return _undecided(gate, model, diff, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% paired CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", regressed, p_value)
+    ptxt = f" (McNemar exact p={_fmt(p_value)})" if p_value is not None else ""
+    detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; regressed: {_names(regressed)}") + f"{note}."
+    return _result(gate, model, passed=ok, observed=diff, detail=detail, failing=regressed, p_value=p_value)
