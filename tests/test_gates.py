@@ -329,7 +329,7 @@ def _paired(base_pass, cand_pass, broken=()):
 
 
 def _discordant(n, fixed, regressed, both=0):
-    """n pairs: `fixed` fail on base / pass on cand, `regressed` the other way, `both` pass on both."""
+    """N pairs: `fixed` fail on base / pass on cand, `regressed` the other way, `both` pass on both."""
     base = [False] * fixed + [True] * regressed + [True] * both + [False] * (n - fixed - regressed - both)
     cand = [True] * fixed + [False] * regressed + [True] * both + [False] * (n - fixed - regressed - both)
     return base, cand
