@@ -150,7 +150,7 @@ class GateSpec(Strict):
                 self.max = 0
             if self.vs is None:
                 self.vs = "baseline"
-        if self.metric not in ("regressions", "adapter_applied") and self.min is None and self.max is None:
+        if self.metric not in ("regressions", "adapter_applied", "must_pass") and self.min is None and self.max is None:
             raise ValueError("a gate needs 'min' or 'max'")
         # options a metric would silently ignore are errors (gates.py reads them)
         if self.vs is not None and self.metric not in ("regressions", "mean", "win_rate", "pass_rate"):

@@ -165,6 +165,7 @@ def sample_record(s: Sample) -> dict[str, Any]:
         "reference": s.reference,
         "tags": list(s.tags),
         "metadata": dict(s.metadata),
+        "must_pass": s.must_pass,
     }
 
 
@@ -236,6 +237,10 @@ def check_gates_against_run(gates: Sequence[GateSpec], suites: Sequence[Suite], 
     known = {s.name: ({sc.name for sc in s.scorers}, {t for x in s.samples for t in x.tags}) for s in suites}
     for i, g in enumerate(gates):
         why = unknown_names(g, suites=known, judge_scores=judge_scores, pairwise_judges=pairwise)
+        if why is None and g.metric == "must_pass" and g.tag is None:
+            scope = [s for s in suites if g.suite in (None, s.name)]
+            if not any(x.must_pass for s in scope for x in s.samples):
+                why = f"gate '{g.name}': no sample is marked must_pass: true (mark golden items, or give the gate a tag:)"
         if why:
             try:
                 _, lines = read_yaml(config_path)

@@ -43,6 +43,7 @@ class Sample:
     schema: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    must_pass: bool = False  # a golden item: failing it fails a must_pass gate, whatever the statistics
 
     def messages_as_dicts(self) -> list[dict[str, str]]:
         return [m.as_dict() for m in self.messages]

@@ -511,3 +511,30 @@ def test_terminal_and_url_helpers():
     assert redact_url("https://u:p@h:8/v1?api_key=s&x=1") == "https://***@h:8/v1?api_key=%2A%2A%2A&x=1"
     assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
     assert redact_userinfo("at postgresql://me:pw@db/x and http://a@b") == "at postgresql://***@db/x and http://***@b"
+
+
+def test_a_failing_must_pass_item_fails_a_run_every_statistic_passes(tmp_path, loopback_api):
+    """Golden items: the candidate passes 29 of 30 (pass rate and regression gates pass), but the one
+    it fails is marked must_pass: the run fails, and that gate is listed first.
+    """
+    loopback_api.set_responder(extractor(broken_ids={7}))
+    suite = make_suite(tmp_path, n=30)
+    rows = [json.loads(line) for line in (suite / "samples.jsonl").read_text().splitlines()]
+    rows[7]["must_pass"] = True
+    rows[3]["must_pass"] = True
+    (suite / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gates = ("  - {name: format, metric: pass_rate, scorer: json_schema, min: 0.9}\n"
+             "  - {name: noreg, metric: regressions, max: 1}\n"
+             "  - {name: golden, metric: must_pass, scorer: json_schema}\n")
+    cfg = write_eval(tmp_path, loopback_api.base_url, gates)
+    out = tmp_path / "o"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 1
+    g = _summary(out)["gates"]
+    assert [x["name"] for x in g] == ["golden", "format", "noreg"]
+    assert g[0]["outcome"] == "fail" and g[0]["failing_items"] == ["s7"] and "1 of 2 items marked must_pass" in g[0]["detail"]
+    assert g[1]["outcome"] == "pass" and g[2]["outcome"] == "pass"
+    # a must_pass gate with nothing marked (and no tag) is a config error before any call
+    (suite / "samples.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "must_pass"}) + "\n" for r in rows))
+    before = len(loopback_api.requests)
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 2
+    assert len(loopback_api.requests) == before

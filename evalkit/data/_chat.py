@@ -12,7 +12,7 @@ from typing import Any
 
 from ..types import ROLES
 
-ALLOWED_KEYS = frozenset({"id", "messages", "tags", "metadata", "reference", "schema"})
+ALLOWED_KEYS = frozenset({"id", "messages", "tags", "metadata", "reference", "schema", "must_pass"})
 MESSAGE_KEYS = frozenset({"role", "content", "name"})
 
 
@@ -45,6 +45,8 @@ def _looks_fine(obj: Any, require_assistant: bool) -> bool:
     tags = obj.get("tags")
     if tags is not None and not (type(tags) is list and all(type(t) is str for t in tags)):
         return False
+    if "must_pass" in obj and type(obj["must_pass"]) is not bool:
+        return False
     return "metadata" not in obj or type(obj["metadata"]) is dict
 
 
@@ -65,6 +67,8 @@ def check_example(obj: Any, *, require_assistant: bool = True) -> list[tuple[str
         out.append(("bad_tags", "'tags' must be a list of strings"))
     if "metadata" in obj and not isinstance(obj["metadata"], dict):
         out.append(("bad_metadata", "'metadata' must be an object"))
+    if "must_pass" in obj and not isinstance(obj["must_pass"], bool):
+        out.append(("bad_must_pass", "'must_pass' must be true or false"))
     if "messages" not in obj:
         out.append(("missing_messages", "missing 'messages'"))
         return out

@@ -41,6 +41,7 @@ if msgspec is not None:
         metadata: Union[dict, msgspec.UnsetType] = msgspec.UNSET
         reference: Any = None
         schema: Any = None
+        must_pass: bool = False
 
 
 # UTF-8 of the non-ASCII characters str.split() splits on (U+0085, U+00A0, U+1680, U+2000-200A,

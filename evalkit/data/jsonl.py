@@ -45,7 +45,7 @@ def parse_messages(raw: Any) -> tuple[Message, ...]:
     return tuple(out)
 
 
-_SAMPLE_KEYS = {"id", "messages", "reference", "tags", "metadata", "schema"}
+_SAMPLE_KEYS = {"id", "messages", "reference", "tags", "metadata", "schema", "must_pass"}
 
 
 def parse_sample(obj: Any, *, default_id: str | None = None) -> Sample:
@@ -83,6 +83,9 @@ def parse_sample(obj: Any, *, default_id: str | None = None) -> Sample:
     schema = obj.get("schema")
     if schema is not None and not isinstance(schema, (dict, str)):
         raise ValueError("'schema' must be a JSON Schema object or a file name")
+    must_pass = obj.get("must_pass", False)
+    if not isinstance(must_pass, bool):
+        raise ValueError("'must_pass' must be true or false")
     return Sample(
         id=str(sid),
         messages=messages,
@@ -90,6 +93,7 @@ def parse_sample(obj: Any, *, default_id: str | None = None) -> Sample:
         schema=schema,  # type: ignore[arg-type]  # a file name is resolved by the suite loader
         tags=tuple(tags),
         metadata=metadata,
+        must_pass=must_pass,
     )
 
 

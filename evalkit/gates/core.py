@@ -50,6 +50,8 @@ def regate_run(gates: list[GateSpec], record: RunSummary, items: list[RunItem], 
         gates, items=items, models={n: m.model_dump() for n, m in record.models.items()}, baseline=record.baseline,
         candidates=list(record.candidates), store=store, run_name=record.name, run_id=record.run_id, judge_stats=record.judges,
     )
+    # must-pass results lead (a golden item failing is the first thing a reader should see)
+    results = sorted(results, key=lambda r: r.metric != "must_pass")
     passed = all_passed(results)  # an undecided gate blocks unless it says on_no_decision: warn/pass
     return record.model_copy(update={
         "gates": [GateRecord.model_validate(r.as_dict()) for r in results], "passed": passed, "exit_code": 0 if passed else 1,
