@@ -15,8 +15,8 @@ import typer
 
 from . import __version__
 from ._util.fs import out_dir_option
+from ._util.limits import MAX_NEW_TOKENS_LIMIT
 from ._util.text import redact_userinfo, terminal_safe
-from .config import MAX_NEW_TOKENS_LIMIT
 from .errors import UserError
 
 app = typer.Typer(

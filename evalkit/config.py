@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ._util.limits import MAX_NEW_TOKENS_LIMIT
 from .errors import ConfigError
 
 T = TypeVar("T", bound=BaseModel)
@@ -20,9 +21,6 @@ T = TypeVar("T", bound=BaseModel)
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
-
-
-MAX_NEW_TOKENS_LIMIT = 1 << 20  # far above any model's context; 1e30 or .inf is a typo, not a request
 
 
 class GenerationConfig(Strict):
@@ -201,14 +199,13 @@ def check_http_url(url: str) -> None:
     """A server address must be http(s)://host[:port][/path]; anything else fails before a run starts."""
     try:
         parts = urlsplit(url)
-        port = parts.port  # raises on a non-numeric or out-of-range port
+        parts.port  # noqa: B018  (reading it raises on a non-numeric or out-of-range port)
     except ValueError as e:
         raise ValueError(f"not a valid URL ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("not a valid server URL: expected http://HOST[:PORT][/PATH] or https://...")
     if any(c.isspace() for c in url):
         raise ValueError("not a valid server URL: it contains whitespace")
-    del port
 
 
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")

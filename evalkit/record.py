@@ -12,12 +12,12 @@ Unknown keys are kept (``extra="allow"``): a newer evalkit's summary still loads
 from __future__ import annotations
 
 import platform
-import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ._util.provenance import git_state, package_versions
 
 SCHEMA_VERSION = 2
 
@@ -153,42 +153,15 @@ class RunSummary(_Record):
 def reproducibility(*, suites: dict[str, str], rubrics: dict[str, str], generation: dict[str, dict[str, Any]]) -> Reproducibility:
     from . import __version__
 
-    commit, dirty = _git_state(Path(__file__).resolve().parent.parent)
+    commit, dirty = git_state(Path(__file__).resolve().parent.parent)
     return Reproducibility(
         evalkit_version=__version__,
         git_commit=commit,
         git_dirty=dirty,
         python=platform.python_version(),
         platform=f"{platform.system()} {platform.machine()}",
-        packages={p: _version(p) for p in TRACKED_PACKAGES},
+        packages=package_versions(TRACKED_PACKAGES),
         suites=suites,
         rubrics=rubrics,
         generation=generation,
     )
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-_GIT_CACHE: dict[Path, tuple[str | None, bool | None]] = {}
-
-
-def _git_state(root: Path) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the git tree evalkit runs from; (None, None) for an installed package."""
-    if root in _GIT_CACHE:
-        return _GIT_CACHE[root]
-    state: tuple[str | None, bool | None] = (None, None)
-    if (root / ".git").exists():
-        try:
-            commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-            status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
-            if commit.returncode == 0:
-                state = (commit.stdout.strip(), bool(status.stdout.strip()) if status.returncode == 0 else None)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    _GIT_CACHE[root] = state
-    return state

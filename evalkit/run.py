@@ -357,7 +357,7 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1 (got {limit})")
     if overrides and overrides.get("generation_max_new_tokens") is not None:
-        from .config import MAX_NEW_TOKENS_LIMIT
+        from ._util.limits import MAX_NEW_TOKENS_LIMIT
 
         mnt = int(overrides["generation_max_new_tokens"])
         if not 1 <= mnt <= MAX_NEW_TOKENS_LIMIT:

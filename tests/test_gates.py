@@ -376,3 +376,9 @@ def test_pass_rate_vs_config():
     assert GateSpec(name="g", metric="pass_rate", scorer="fmt", vs="baseline", min=-0.02, significant=0.05).min == -0.02
     with pytest.raises(ValueError, match="'significant' needs a paired comparison"):
         GateSpec(name="g", metric="pass_rate", scorer="fmt", min=0.5, significant=0.05)
+
+
+def test_no_candidate_to_gate_blocks_even_with_on_no_decision_pass():
+    g = gate(name="floor", metric="pass_rate", scorer="fmt", min=0.5, on_no_decision="pass")
+    [r] = G.evaluate_gates([g], items=_paired([True], [True]), models=MODELS, baseline="base", candidates=[])
+    assert r.outcome == "no_decision" and not G.all_passed([r])

@@ -49,7 +49,7 @@ def check_output_file(path: str | Path, what: str = "--out") -> Path:
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{what}: {p} is a folder; give a file path")
-    check_output_dir(p.parent if str(p.parent) else Path("."), what)
+    check_output_dir(p.parent, what)
     return p
 
 

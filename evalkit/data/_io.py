@@ -9,10 +9,6 @@ from .._util.progress import progress_bar as _bar
 from ..errors import DataError
 
 
-class BadLine(str):
-    """What ``iter_raw_lines(..., strict=False)`` yields for a line that is not UTF-8 text: the problem."""
-
-
 def line_problem(raw: bytes) -> str | None:
     """Why one raw line is not text evalkit accepts (strict UTF-8, no NUL byte), or None."""
     nul = raw.find(b"\x00")
@@ -25,12 +21,12 @@ def line_problem(raw: bytes) -> str | None:
     return None
 
 
-def iter_raw_lines(path: str | Path, *, strict: bool = True) -> Iterator[tuple[int, str]]:
+def iter_raw_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """``(line_number, text)`` for every line (blank ones included), read one at a time.
 
     Every command reads data the same way: strict UTF-8, no NUL bytes. A line that breaks this raises
-    DataError naming FILE:LINE (``strict``), or is yielded as a :class:`BadLine` holding the problem
-    (``validate``, which reports every problem in one pass). Nothing is silently replaced.
+    DataError naming FILE:LINE; nothing is silently replaced (``validate`` reads bytes itself and
+    reports the same problem, from :func:`line_problem`, beside the others).
     """
     p = Path(path)
     if not p.is_file():
@@ -38,15 +34,11 @@ def iter_raw_lines(path: str | Path, *, strict: bool = True) -> Iterator[tuple[i
     with p.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
-                if b"\x00" in raw:
-                    raise ValueError
-                text = raw.decode("utf-8")
-            except (UnicodeDecodeError, ValueError):
-                problem = line_problem(raw) or "unreadable line"
-                if strict:
-                    raise DataError(problem, where=p, line=lineno) from None
-                yield lineno, BadLine(problem)
-                continue
+                text = raw.decode("utf-8") if b"\x00" not in raw else None
+            except UnicodeDecodeError:
+                text = None
+            if text is None:
+                raise DataError(line_problem(raw) or "unreadable line", where=p, line=lineno)
             yield lineno, text
 
 

@@ -148,7 +148,7 @@ def evaluate_gates(
     for gate in gates:
         targets = [gate.model] if gate.model else list(candidates)
         if not targets:
-            out.append(_undecided(gate, None, None, _threshold(gate), "no candidate model to gate (set 'candidates' or the gate's 'model')"))
+            out.append(_undecided(gate, None, None, _threshold(gate), "no candidate model to gate (set 'candidates' or the gate's 'model')", missing_data=True))
             continue
         for model in targets:
             out.append(_evaluate_one(gate, model, ctx))
@@ -484,6 +484,27 @@ def _pairs(gate: GateSpec, model: str, ref: _Reference, ctx: _Ctx) -> tuple[list
         else:
             out.append((it, r))
     return out, missing
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    ref: _Reference
+    pairs: list[tuple[RunItem, RunItem]]
+    missing: int  # candidate items with no comparable reference item
+
+
+def _compare(gate: GateSpec, model: str, ctx: _Ctx, doing: str) -> _Comparison | GateResult:
+    """The paired items of a ``vs`` gate, or the result when there is nothing to compare with: a
+    warning on a project's first run (``last_accepted`` with nothing accepted), else no decision.
+    ``doing`` completes "cannot ... {model}" in that sentence.
+    """
+    ref = _reference(gate, model, ctx)
+    if isinstance(ref, str):
+        if ref.startswith(_NO_HISTORY):
+            return _first_run(gate, model, ref)
+        return _undecided(gate, model, None, _threshold(gate), f"cannot {doing} {model}: {ref}")
+    pairs, missing = _pairs(gate, model, ref, ctx)
+    return _Comparison(ref, pairs, missing)
 
 
 # --- the metric registry (each metric module registers itself) ------------------------------

@@ -17,6 +17,7 @@ import os
 import time
 from typing import Any, Generic, Mapping, Sequence, TypeVar
 
+from .._util.text import redact_secrets
 from ..errors import BackendUnavailable, UserError
 from ..types import Completion, Message, ModelSpec
 from .base import GenerationRequest, ProgressFn
@@ -73,10 +74,7 @@ async def post_json(client: Any, path: str, body: Mapping[str, Any], headers: Ma
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
-    for s in secrets:
-        if s and s != PLACEHOLDER_KEY and len(s) >= 4:
-            text = text.replace(s, "***")
-    return text
+    return redact_secrets(text, [s for s in secrets if s != PLACEHOLDER_KEY])
 
 
 def describe_failure(provider: str, exc: BaseException) -> str:

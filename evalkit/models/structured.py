@@ -408,7 +408,7 @@ class LocalEndpoint:
                 replies = await asyncio.to_thread(self._generate, [(s, u, m, t) for s, u, m, t, _ in batch])
             except BaseException as e:  # noqa: BLE001 - handed to every waiting request
                 err = e if isinstance(e, FatalEndpointError) else FatalEndpointError(f"judge {self.jm.label}: {type(e).__name__}: {e}")
-                self.fatal = err if isinstance(err, FatalEndpointError) else None
+                self.fatal = err
                 for *_, fut in batch:
                     if not fut.done():
                         fut.set_exception(err)

@@ -7,12 +7,12 @@ The run stage reads it with ``load_candidate(adapter_dir)`` to record the candid
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .._util.provenance import git_state, package_versions
 from ..errors import DataError
 from ..types import Sample
 
@@ -81,28 +81,12 @@ class CandidateManifest(_Part):
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
     """The current commit of the repository around ``cwd`` (with ``-dirty`` when there are changes), or None."""
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{rev}-dirty" if dirty else rev or None
+    commit, dirty = git_state(Path(cwd or ".").resolve())
+    return f"{commit}-dirty" if commit and dirty else commit
 
 
 def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
+    return {k: v for k, v in package_versions(("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate")).items() if v}
 
 
 def write_candidate(out_dir: Path, candidate: CandidateManifest | dict[str, Any]) -> Path:

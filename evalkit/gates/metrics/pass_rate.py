@@ -6,18 +6,15 @@ from ... import stats
 from ...config import GateSpec
 from ...types import GateResult
 from ..core import (
-    _NO_HISTORY,
     _bound_text,
     _broken,
     _ci_straddles,
     _ci_straddles_diff,
+    _compare,
     _Ctx,
     _error_note,
-    _first_run,
     _fmt,
     _names,
-    _pairs,
-    _reference,
     _result,
     _scope,
     _scored_passed,
@@ -64,12 +61,10 @@ def _pass_rate_vs(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     count against the candidate in a worst case: when that case would cross the bound, no decision.
     """
     scorer = gate.scorer or ""
-    ref = _reference(gate, model, ctx)
-    if isinstance(ref, str):
-        if ref.startswith(_NO_HISTORY):
-            return _first_run(gate, model, ref)
-        return _undecided(gate, model, None, _threshold(gate), f"cannot compare {model}: {ref}")
-    pairs, missing = _pairs(gate, model, ref, ctx)
+    cmp = _compare(gate, model, ctx, "compare")
+    if isinstance(cmp, GateResult):
+        return cmp
+    ref, pairs, missing = cmp.ref, cmp.pairs, cmp.missing
     several = len({c.suite for c, _ in pairs}) > 1
     ref_pass: list[bool] = []
     cand_pass: list[bool] = []

@@ -9,16 +9,13 @@ from ...config import GateSpec
 from ...store import RunItem
 from ...types import GateResult
 from ..core import (
-    _NO_HISTORY,
     _all_validators_pass,
     _bound_text,
     _broken,
+    _compare,
     _Ctx,
-    _first_run,
     _fmt,
     _names,
-    _pairs,
-    _reference,
     _result,
     _scope,
     _scored_passed,
@@ -32,12 +29,10 @@ from ..core import (
 
 @metric("regressions")
 def _regressions(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
-    ref = _reference(gate, model, ctx)
-    if isinstance(ref, str):
-        if ref.startswith(_NO_HISTORY):
-            return _first_run(gate, model, ref)
-        return _undecided(gate, model, None, _threshold(gate), f"cannot count regressions of {model}: {ref}")
-    pairs, missing = _pairs(gate, model, ref, ctx)
+    cmp = _compare(gate, model, ctx, "count regressions of")
+    if isinstance(cmp, GateResult):
+        return cmp
+    ref, pairs, missing = cmp.ref, cmp.pairs, cmp.missing
     if not pairs:
         return _undecided(gate, model, None, _threshold(gate), f"{model} and {ref.label} share no item{_scope(gate)} on the same suite version", missing_data=True)
     several = len({c.suite for c, _ in pairs}) > 1
