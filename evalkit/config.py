@@ -5,6 +5,7 @@ Unknown keys are errors (``extra="forbid"``). Precedence: defaults < file < CLI 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -14,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._util.limits import MAX_NEW_TOKENS_LIMIT
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -373,6 +374,14 @@ def read_utf8(path: Path) -> str:
     if nul >= 0:
         raise ConfigError("contains a NUL byte; this is a text file", where=path, line=raw.count(b"\n", 0, nul) + 1)
     return text
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file (strict UTF-8, no NUL); a syntax error names the file and line."""
+    try:
+        return json.loads(read_utf8(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg}", where=path, line=e.lineno) from None
 
 
 def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:

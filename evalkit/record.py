@@ -118,6 +118,7 @@ class RunSummary(_Record):
     name: str | None = None
     created: str = ""
     config_path: str | None = None
+    store: str | None = None  # where the run is stored (absolute SQLite path): `report`/`review` given this folder find it
     evalkit_version: str = ""
     passed: bool = False
     exit_code: int = 1

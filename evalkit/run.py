@@ -24,7 +24,7 @@ from .models import GenerationRequest, backend_info, checkpoint_dtype, fingerpri
 from .models.hf_bars import library_progress_bars
 from .record import Calls, Errors, MetricRow, ModelInfo, RunSummary, SuiteInfo, Timing, reproducibility
 from .scoring.validators import build_validator
-from .store import RunItem, Store
+from .store import RunItem, Store, store_file
 from .types import Completion, GenerationParams, ModelSpec, Sample, Suite, stable_hash
 
 
@@ -489,6 +489,7 @@ def build_record(plan: RunPlan, run_id: str, *, scored: _Scored, judged: _Judged
         name=plan.name,
         created=_now_iso(),
         config_path=str(plan.config_path),
+        store=str(store_file(plan.store_location).resolve()),
         evalkit_version=__version__,
         models=models_info,
         baseline=plan.baseline,

@@ -174,7 +174,7 @@ class RunItem:
     scores: dict[str, dict[str, Any]]  # scorer -> Score.as_dict()
 
 
-def _store_file(location: str | Path) -> Path:
+def store_file(location: str | Path) -> Path:
     """The SQLite file of a store value (a path or sqlite:///...); other URL schemes are refused."""
     from .config import store_location
 
@@ -191,15 +191,46 @@ def _store_file(location: str | Path) -> Path:
 
 def open_existing_store(path: str | Path | None) -> "Store":
     """The store a read command (report, runs, review, export) works on: it must exist already."""
-    p = _store_file(path or Path(".evalkit") / "store.db")
+    p = store_file(path or Path(".evalkit") / "store.db")
     if not p.is_file():
         raise UserError("no store here; run `evalkit run eval.yaml` first, or pass --store PATH", where=p)
     return Store(p)
 
 
+def locate_run(run: str, store: str | Path | None) -> tuple[str | Path | None, str]:
+    """What a read command's RUN argument names: (store location, run id or 'latest' or a prefix).
+
+    RUN may be a run's output folder (or its summary.json): its summary names the run id and the store
+    it was written to, so a reviewer need not know where the store is. ``--store`` still wins. Anything
+    else is a run id, a unique prefix of one, or 'latest', looked up in ``store``.
+    """
+    p = Path(run)
+    summary_file = p / "summary.json" if p.is_dir() else p if p.name == "summary.json" else None
+    if summary_file is None:
+        if ("/" in run or "\\" in run) and not p.exists():
+            raise UserError("no such run folder (a run's output folder holds its summary.json)", where=p)
+        return store, run
+    if not summary_file.is_file():
+        raise UserError("not a run's output folder: it has no summary.json", where=p)
+    from .config import read_json
+
+    data = read_json(summary_file)
+    run_id = data.get("run_id") if isinstance(data, dict) else None
+    if not isinstance(run_id, str) or not run_id:
+        raise UserError("summary.json has no run_id: not a run summary", where=summary_file)
+    if store is not None:
+        return store, run_id
+    where = data.get("store")
+    if not isinstance(where, str) or not where:
+        raise UserError("summary.json does not say where its store is (an older evalkit wrote it): pass --store", where=summary_file)
+    if not store_file(where).is_file():
+        raise UserError(f"the store this run was written to is not here: {redact_url(where)} (pass --store)", where=summary_file)
+    return where, run_id
+
+
 class Store:
     def __init__(self, path: str | Path):
-        self.path = _store_file(path)
+        self.path = store_file(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)

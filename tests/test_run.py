@@ -134,6 +134,50 @@ def test_passing_run_exits_0_and_unchanged_rerun_makes_no_calls(tmp_path, loopba
     assert len(loopback_api.requests) == 2 * n
 
 
+def test_read_commands_take_a_run_output_folder(tmp_path, loopback_api, capsys, monkeypatch):
+    """report / export / compare / runs show / accept / review new find the run and its store from summary.json."""
+    loopback_api.set_responder(extractor(broken_ids={2}))
+    make_suite(tmp_path)
+    cfg = write_eval(tmp_path, loopback_api.base_url, "  - {name: format, metric: pass_rate, scorer: json_schema, min: 0.5}\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o1"), "--no-progress"]) == 0
+    s1 = json.loads((tmp_path / "o1" / "summary.json").read_text())
+    assert s1["store"] == str((tmp_path / "store.db").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no .evalkit/store.db here: only the folder says where the store is
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "o1"), "--out", "again"]) == 0
+    assert json.loads((elsewhere / "again" / "summary.json").read_text())["run_id"] == s1["run_id"]
+    assert main(["export", str(tmp_path / "o1" / "summary.json"), "--out", "rows.csv"]) == 0
+    assert "wrote 12 rows" in capsys.readouterr().out
+    assert main(["runs", "show", str(tmp_path / "o1")]) == 0
+    assert main(["accept", str(tmp_path / "o1")]) == 0
+    assert f"accepted: {s1['run_id']}" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "o1"), str(elsewhere / "again"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run_b"] == s1["run_id"]
+    assert main(["review", "new", str(tmp_path / "o1"), "--n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"--store {tmp_path / 'store.db'}" in out and f"from run {s1['run_id']}" in out
+    # --store still wins; a folder that is not a run's, a summary without a store, a store that moved: one line, exit 2
+    assert main(["runs", "show", str(tmp_path / "o1"), "--store", str(tmp_path / "nope.db")]) == 2
+    assert "no store here" in capsys.readouterr().err
+    assert main(["report", str(elsewhere), "--out", "x"]) == 2
+    assert "not a run's output folder: it has no summary.json" in capsys.readouterr().err
+    assert main(["report", "no/such/run", "--out", "x"]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    old = elsewhere / "old"
+    old.mkdir()
+    (old / "summary.json").write_text(json.dumps({k: v for k, v in s1.items() if k != "store"}))
+    assert main(["export", str(old), "--out", "r.csv"]) == 2
+    assert "an older evalkit wrote it): pass --store" in capsys.readouterr().err
+    assert not (elsewhere / "x").exists() and not (elsewhere / "r.csv").exists()  # nothing half written
+    assert main(["export", str(old), "--out", "r.csv", "--store", str(tmp_path / "store.db")]) == 0
+    (tmp_path / "store.db").rename(tmp_path / "moved.db")
+    assert main(["review", "new", str(tmp_path / "o1")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the store this run was written to is not here" in err
+
+
 def test_threshold_zero_and_min_gates(tmp_path, loopback_api):
     loopback_api.set_responder(extractor(broken_ids={0, 1, 2, 3, 4, 5}))
     make_suite(tmp_path)

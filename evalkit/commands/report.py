@@ -25,10 +25,21 @@ runs_app = typer.Typer(
 )
 
 
+RUN_HELP = "Run id, a unique prefix of one, 'latest', or the run's output folder (its summary.json names the run and its store)."
+
+
 def _open_store(path: Optional[str]):
     from ..store import open_existing_store
 
     return open_existing_store(path)
+
+
+def _locate(run: str, store: Optional[str]) -> tuple[Optional[str], str]:
+    """(store, run id) for a RUN argument that may be a run's output folder."""
+    from ..store import locate_run
+
+    where, run_id = locate_run(run, store)
+    return (str(where) if where is not None else None), run_id
 
 
 def _finished(store, run: str):
@@ -84,7 +95,7 @@ def list_cmd(
 
 @runs_app.command("show")
 def show_cmd(
-    run: str = typer.Argument("latest", help="Run id, a unique prefix of one, or 'latest'."),
+    run: str = typer.Argument("latest", help=RUN_HELP),
     store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Print a stored run's verdict and gate table (what `evalkit run` printed).
@@ -93,13 +104,14 @@ def show_cmd(
     """
     from ..report import console_summary
 
+    store, run = _locate(run, store)
     with _open_store(store) as st:
         rec = _finished(st, run)
     typer.echo(console_summary(rec.summary or {}, out_dir=rec.out_dir))
 
 
 def accept_cmd(
-    run: str = typer.Argument(..., help="Run id, a unique prefix of one, or 'latest'."),
+    run: str = typer.Argument(..., help=RUN_HELP),
     store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
     undo: bool = typer.Option(False, "--undo", help="Remove the mark instead."),
     force: bool = typer.Option(False, "--force", help="Accept a run whose gates failed."),
@@ -109,6 +121,7 @@ def accept_cmd(
 
     Example:  evalkit accept latest
     """
+    store, run = _locate(run, store)
     with _open_store(store) as st:
         rec = _finished(st, run)
         if not undo and rec.status != "passed" and not force:
@@ -118,7 +131,7 @@ def accept_cmd(
 
 
 def report_cmd(
-    run: str = typer.Argument("latest", help="Run id, a unique prefix of one, or 'latest'."),
+    run: str = typer.Argument("latest", help=RUN_HELP),
     out: Path = typer.Option(..., "--out", "-o", callback=out_dir_option, help="Folder for summary.json, items.jsonl, report.md, report.html, junit.xml."),
     store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
     regate: bool = typer.Option(
@@ -135,6 +148,7 @@ def report_cmd(
     """
     from ..report import console_summary, write_reports
 
+    store, run = _locate(run, store)
     with _open_store(store) as st:
         rec = _finished(st, run)
         items = st.run_items(rec.run_id)
@@ -168,8 +182,8 @@ def _regate(st, rec, items, summary):
 
 
 def compare_cmd(
-    run_a: str = typer.Argument(..., help="The earlier run (A): id, prefix, or 'latest'."),
-    run_b: str = typer.Argument(..., help="The later run (B): id, prefix, or 'latest'."),
+    run_a: str = typer.Argument(..., help="The earlier run (A): id, prefix, 'latest', or its output folder."),
+    run_b: str = typer.Argument(..., help="The later run (B): id, prefix, 'latest', or its output folder."),
     store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
     model_a: Optional[str] = typer.Option(None, "--model-a", help="Model of run A to compare (default: every model name both runs have)."),
     model_b: Optional[str] = typer.Option(None, "--model-b", help="Model of run B to compare (default: the same name as --model-a)."),
@@ -183,15 +197,20 @@ def compare_cmd(
     """
     from ..report.compare import compare_runs, render_compare_text
 
-    with _open_store(store) as st:
+    store_a, run_a = _locate(run_a, store)
+    store_b, run_b = _locate(run_b, store)
+    with _open_store(store_a) as st:
         a = _finished(st, run_a)
+        items_a = st.run_items(a.run_id)
+    with _open_store(store_b) as st:  # two output folders may name two stores (a CI artifact's and yours)
         b = _finished(st, run_b)
-        result = compare_runs(a, st.run_items(a.run_id), b, st.run_items(b.run_id), model_a=model_a, model_b=model_b)
+        items_b = st.run_items(b.run_id)
+    result = compare_runs(a, items_a, b, items_b, model_a=model_a, model_b=model_b)
     typer.echo(json.dumps(result, indent=2) if as_json else render_compare_text(result))
 
 
 def export_cmd(
-    run: str = typer.Argument("latest", help="Run id, a unique prefix of one, or 'latest'."),
+    run: str = typer.Argument("latest", help=RUN_HELP),
     out: Path = typer.Option(..., "--out", "-o", callback=out_file_option, help="File to write: .csv, .parquet or .jsonl."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv | parquet | jsonl (default: from the file's suffix)."),
     store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
@@ -204,6 +223,7 @@ def export_cmd(
     from ..report.exports import export_items, format_for
 
     format_for(out, fmt)  # bad format: fail before reading the store
+    store, run = _locate(run, store)
     with _open_store(store) as st:
         rec = _finished(st, run)
         items = st.run_items(rec.run_id)

@@ -39,7 +39,7 @@ def _open_store(path: Optional[str]) -> "Store":
 
 @review_app.command("new")
 def new_cmd(
-    run: str = typer.Argument(..., help="Run id, a unique prefix of one, or 'latest'."),
+    run: str = typer.Argument(..., help="Run id, a unique prefix of one, 'latest', or the run's output folder (its summary.json names the run and its store)."),
     a: Optional[str] = typer.Option(None, "--a", help="Model whose win rate is reported (default: the run's first candidate)."),
     b: Optional[str] = typer.Option(None, "--b", help="Model it is compared with (default: the run's baseline)."),
     n: int = typer.Option(20, "--n", help="Number of pairs to review."),
@@ -61,9 +61,15 @@ def new_cmd(
     \b
     Example:
       evalkit review new latest --a cand --b base --n 20 --seed 7 --stratify 'topic:*'
+      evalkit review new reports/run1 --n 20     # a run's output folder: no need to know its store
     """
-    from ..review import create_session
+    import shlex
 
+    from ..review import create_session
+    from ..store import locate_run
+
+    where, run = locate_run(run, store)
+    store = str(where) if where is not None else None
     with _open_store(store) as st:
         made = create_session(
             st, run, model_a=a, model_b=b, n=n, seed=seed, stratify=stratify or (), suites=suite or (), prefer_different=prefer_different
@@ -77,7 +83,8 @@ def new_cmd(
         typer.echo("  per stratum: " + ", ".join(f"{k}: {v}" for k, v in sorted(made.strata.items())))
     if s.n < n:
         typer.echo(f"  only {s.n} eligible items, fewer than --n {n}.")
-    typer.echo(f"  next: evalkit review serve {s.session_id} --reviewer YOUR_NAME")
+    at = f" --store {shlex.quote(store)}" if store is not None else ""
+    typer.echo(f"  next: evalkit review serve {s.session_id} --reviewer YOUR_NAME{at}")
     typer.echo(s.session_id)
 
 

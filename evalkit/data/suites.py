@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from ..config import SuiteConfig, load_model, read_yaml
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..types import Sample, ScorerSpec, Suite
 from .jsonl import read_samples
 
@@ -54,12 +53,9 @@ def _parse_scorer(entry: Any, idx: int, suite_yaml: Path, lines: dict) -> Scorer
 def _load_json_file(path: Path, referrer: Path, line: int | None) -> Any:
     if not path.is_file():
         raise ConfigError(f"file not found: {path}", where=referrer, line=line)
-    from ..config import read_utf8
+    from ..config import read_json
 
-    try:
-        return json.loads(read_utf8(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e.msg}", where=path, line=e.lineno) from None
+    return read_json(path)
 
 
 def load_suite(folder: str | Path) -> Suite:

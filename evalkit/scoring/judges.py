@@ -35,6 +35,7 @@ from ..models.structured import (
     endpoint_from_entry,
     open_endpoint,
 )
+from ..rubrics import resolve_rubric
 from ..store import Store
 from ..types import Sample, Score, ScoreKind, stable_hash
 from .judge_rubric import Rubric, load_rubric, parse_verdict_text
@@ -126,11 +127,6 @@ class _JudgePlan:
     units: list[_Unit]
 
 
-def _rubric_path(entry: JudgeEntry, config_dir: Path) -> Path:
-    p = Path(entry.rubric)
-    return p if p.is_absolute() else (config_dir / p)
-
-
 def _judge_models(entry: JudgeEntry, rubric: Rubric, where: str) -> list[EndpointModel]:
     if entry.model is not None and entry.models:
         raise ConfigError(f"{where}: set either 'model' (one judge) or 'models' (an ensemble), not both")
@@ -150,9 +146,7 @@ def _load(judges: Sequence[JudgeEntry], config_dir: Path) -> list[tuple[JudgeEnt
     names: set[str] = set()
     for i, entry in enumerate(judges):
         where = f"judges[{i}]"
-        path = _rubric_path(entry, config_dir)
-        if not path.is_file():
-            raise ConfigError(f"{where}.rubric: rubric file not found: {path}")
+        path = resolve_rubric(entry.rubric, config_dir, where=f"{where}.rubric")
         rubric = load_rubric(path)
         name = entry.name or rubric.name
         if name in names:

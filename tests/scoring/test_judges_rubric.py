@@ -15,7 +15,7 @@ from evalkit.scoring.judges import judge_config_errors, judge_scorer_names
 from evalkit.types import Message, Sample
 
 ROOT = Path(__file__).resolve().parents[2]
-JUDGES = ROOT / "judges"
+JUDGES = ROOT / "evalkit" / "rubrics"
 
 
 def sample(prompt: str = "What is 2+2?", reference: str | None = "4") -> Sample:
@@ -130,33 +130,33 @@ def test_bad_rubrics_fail_with_file_and_line(tmp_path, text, line, needle):
 def test_judge_config_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     local = ModelEntry(backend="openai", model="judge", base_url="http://127.0.0.1:9/v1")
-    judge_config_errors([JudgeEntry(rubric="judges/default.yaml", model=local)], ROOT)
+    judge_config_errors([JudgeEntry(rubric="default", model=local)], ROOT)
     with pytest.raises(ConfigError, match=r"judges\[0\]\.rubric: rubric file not found"):
         judge_config_errors([JudgeEntry(rubric="judges/nope.yaml", model=local)], ROOT)
     with pytest.raises(ConfigError, match="no judge model"):
-        judge_config_errors([JudgeEntry(rubric="judges/default.yaml")], ROOT)
+        judge_config_errors([JudgeEntry(rubric="default")], ROOT)
     # a real API with no key set fails before the run generates anything; the key's value never shows
     with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
-        judge_config_errors([JudgeEntry(rubric="judges/default.yaml", model=ModelEntry(backend="openai", model="gpt-4o-mini"))], ROOT)
+        judge_config_errors([JudgeEntry(rubric="default", model=ModelEntry(backend="openai", model="gpt-4o-mini"))], ROOT)
     with pytest.raises(ConfigError, match="named 'default'"):
-        judge_config_errors([JudgeEntry(rubric="judges/default.yaml", model=local)] * 2, ROOT)
+        judge_config_errors([JudgeEntry(rubric="default", model=local)] * 2, ROOT)
     # an hf judge runs in process (one model layer): its checkpoint folder must exist
     with pytest.raises(ConfigError, match="an hf judge needs 'path', a local checkpoint folder"):
-        judge_config_errors([JudgeEntry(rubric="judges/default.yaml", model=ModelEntry(backend="hf", path="/x"))], ROOT)
+        judge_config_errors([JudgeEntry(rubric="default", model=ModelEntry(backend="hf", path="/x"))], ROOT)
     with pytest.raises(ConfigError, match="vLLM judge needs 'url'"):
-        judge_config_errors([JudgeEntry(rubric="judges/default.yaml", model=ModelEntry(backend="vllm", path="/ckpt"))], ROOT)
+        judge_config_errors([JudgeEntry(rubric="default", model=ModelEntry(backend="vllm", path="/ckpt"))], ROOT)
     with pytest.raises(ConfigError, match="not both"):
-        judge_config_errors([JudgeEntry(rubric="judges/default.yaml", model=local, models=[local])], ROOT)
+        judge_config_errors([JudgeEntry(rubric="default", model=local, models=[local])], ROOT)
     with pytest.raises(ConfigError, match="more than once"):
-        judge_config_errors([JudgeEntry(rubric="judges/default.yaml", models=[local, local])], ROOT)
+        judge_config_errors([JudgeEntry(rubric="default", models=[local, local])], ROOT)
     with pytest.raises(ConfigError, match="only a pairwise rubric"):
-        judge_config_errors([JudgeEntry(rubric="judges/default.yaml", model=local, vs="base")], ROOT)
+        judge_config_errors([JudgeEntry(rubric="default", model=local, vs="base")], ROOT)
     bad = write(tmp_path, 'name: x\nprompt: "{{ output }}"\ncriteria: [{name: a}]\n')
     with pytest.raises(ConfigError) as ei:
         judge_config_errors([JudgeEntry(rubric=str(bad), model=local)], ROOT)
     assert ei.value.one_line().startswith(f"{bad}:2:")
     names = judge_scorer_names(
-        [JudgeEntry(rubric="judges/default.yaml", model=local), JudgeEntry(rubric="judges/pairwise.yaml", model=local)], ROOT
+        [JudgeEntry(rubric="default", model=local), JudgeEntry(rubric="pairwise", model=local)], ROOT
     )
     assert names == ["judge.correctness", "judge.format", "judge.completeness", "pairwise"]
 
@@ -191,8 +191,76 @@ def test_cli_check_renders_and_fails_with_exit_2(tmp_path, capsys):
 
 def test_judge_config_errors_point_into_eval_yaml(tmp_path):
     cfg = tmp_path / "eval.yaml"
-    cfg.write_text("models: {}\njudges:\n  - rubric: judges/default.yaml\n  - rubric: judges/missing.yaml\n    model: {backend: openai, model: j, base_url: 'http://127.0.0.1:9/v1'}\n")
+    cfg.write_text("models: {}\njudges:\n  - rubric: default\n  - rubric: judges/missing.yaml\n    model: {backend: openai, model: j, base_url: 'http://127.0.0.1:9/v1'}\n")
     local = ModelEntry(backend="openai", model="j", base_url="http://127.0.0.1:9/v1")
     with pytest.raises(ConfigError) as ei:
         judge_config_errors([JudgeEntry(rubric=str(JUDGES / "default.yaml"), model=local), JudgeEntry(rubric="judges/missing.yaml", model=local)], tmp_path, cfg)
     assert ei.value.one_line().startswith(f"{cfg}:4: judges[1].rubric: rubric file not found")
+
+
+def test_builtin_rubrics_resolve_by_name_and_paths_still_work(tmp_path):
+    from evalkit.rubrics import builtin_rubrics, resolve_rubric
+
+    assert list(builtin_rubrics()) == ["default", "pairwise", "reference"]
+    assert resolve_rubric("default", tmp_path) == JUDGES / "default.yaml"
+    own = write(tmp_path, (JUDGES / "default.yaml").read_text(), "mine.yaml")
+    assert resolve_rubric("mine.yaml", tmp_path) == own  # relative to eval.yaml's folder
+    assert resolve_rubric(str(own), "/nonexistent") == own
+    with pytest.raises(ConfigError, match=r"judges\[0\]\.rubric: unknown built-in rubric 'defualt': built-in are default, pairwise, reference"):
+        resolve_rubric("defualt", tmp_path, where="judges[0].rubric")
+    with pytest.raises(ConfigError, match=r"rubric file not found: .*judges/default\.yaml \(the built-in rubric is named 'default': rubric: default\)"):
+        resolve_rubric("judges/default.yaml", tmp_path)
+    local = ModelEntry(backend="openai", model="j", base_url="http://127.0.0.1:9/v1")
+    names = judge_scorer_names([JudgeEntry(rubric="reference", model=local), JudgeEntry(rubric="pairwise", model=local)], tmp_path)
+    assert names == ["reference.correctness", "reference.format", "reference.completeness", "pairwise"]
+
+
+def test_cli_judges_list_and_check_by_name(capsys):
+    assert main(["judges", "list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^default +single +scores: judge\.correctness, judge\.format, judge\.completeness$", out, re.M)
+    assert re.search(r"^pairwise +pairwise +scores: pairwise$", out, re.M)
+    assert str(JUDGES / "reference.yaml") in out
+    assert main(["judges", "check", "pairwise", "--output", "left", "--output-b", "right"]) == 0
+    assert "rubric 'pairwise', mode pairwise" in capsys.readouterr().out
+    assert main(["judges", "check", "nope"]) == 2
+    assert "unknown built-in rubric 'nope'" in capsys.readouterr().err
+
+
+def test_a_pip_installed_wheel_finds_rubric_default(tmp_path):
+    """A wheel built from this checkout, installed into a fresh venv, resolves `rubric: default` (no judges/ folder)."""
+    import os
+    import subprocess
+    import sys
+    import sysconfig
+
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+                   check=True, cwd=tmp_path, capture_output=True, timeout=300)
+    [wheel] = wheels.glob("evalkit-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    target = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True).stdout.strip()
+    # install the wheel alone into the fresh venv (pip from this venv, --target its site-packages)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", target, str(wheel)], check=True, timeout=300)
+    # dependencies come from this venv's site-packages on PYTHONPATH (a path entry, so the editable
+    # checkout's .pth finder is not loaded); the working directory holds no evalkit/ folder
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    code = (
+        "import evalkit, sys\n"
+        "from evalkit.config import JudgeEntry, ModelEntry\n"
+        "from evalkit.scoring.judges import judge_scorer_names\n"
+        "from evalkit.rubrics import resolve_rubric\n"
+        f"assert evalkit.__file__.startswith({str(venv)!r}), evalkit.__file__\n"
+        "m = ModelEntry(backend='openai', model='j', base_url='http://127.0.0.1:9/v1')\n"
+        "print(resolve_rubric('default'))\n"
+        "print(judge_scorer_names([JudgeEntry(rubric='default', model=m)], '.'))\n"
+    )
+    got = subprocess.run([str(py), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    path, names = got.stdout.splitlines()
+    assert path.startswith(str(venv)) and path.endswith("evalkit/rubrics/default.yaml")
+    assert names == "['judge.correctness', 'judge.format', 'judge.completeness']"
+    listed = subprocess.run([str(py), "-m", "evalkit.cli", "judges", "list"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and str(venv) in listed.stdout, listed.stderr

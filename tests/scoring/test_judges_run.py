@@ -47,9 +47,9 @@ def model_and_judge(broken_ids=()):
 
 JUDGES = (
     "judges:\n"
-    "  - rubric: {root}/judges/default.yaml\n"
+    "  - rubric: default\n"
     "    model: {{backend: openai, model: judge, base_url: '{url}', api_key_env: EK_TEST_KEY}}\n"
-    "  - rubric: {root}/judges/pairwise.yaml\n"
+    "  - rubric: pairwise\n"
     "    model: {{backend: openai, model: judge, base_url: '{url}', api_key_env: EK_TEST_KEY}}\n"
 )
 
@@ -102,9 +102,7 @@ def test_gate_threshold_inside_the_judges_noise_is_no_decision(tmp_path, loopbac
     """repeats: 3 and a judge that answers 3, 5, 4 for the same prompt: a min 4.2 gate cannot be decided."""
     import threading
     from collections import Counter
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
     gen = extractor()
     seen: Counter = Counter()
     lock = threading.Lock()
@@ -121,7 +119,7 @@ def test_gate_threshold_inside_the_judges_noise_is_no_decision(tmp_path, loopbac
     make_suite(tmp_path)
     judges = (
         "judges:\n"
-        f"  - rubric: {root}/judges/default.yaml\n"
+        f"  - rubric: default\n"
         f"    model: {{backend: openai, model: judge, base_url: '{loopback_api.base_url}', api_key_env: EK_TEST_KEY, concurrency: 1}}\n"
         "    repeats: 3\n"
     )
