@@ -135,7 +135,7 @@ def test_passing_run_exits_0_and_unchanged_rerun_makes_no_calls(tmp_path, loopba
 
 
 def test_read_commands_take_a_run_output_folder(tmp_path, loopback_api, capsys, monkeypatch):
-    """report / export / compare / runs show / accept / review new find the run and its store from summary.json."""
+    """The read commands (report / export / compare / runs show / accept / review new find the run and its store from summary.json)."""
     loopback_api.set_responder(extractor(broken_ids={2}))
     make_suite(tmp_path)
     cfg = write_eval(tmp_path, loopback_api.base_url, "  - {name: format, metric: pass_rate, scorer: json_schema, min: 0.5}\n")
