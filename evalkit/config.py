@@ -130,6 +130,12 @@ class GateSpec(Strict):
     ci: float | None = Field(None, gt=0, lt=1)
     # comparisons (regressions, vs): fewer scored pairs than this is "no decision", never a pass
     min_pairs: int = Field(1, ge=1)
+    # win_rate: gate the length-controlled win rate (a logistic model on the length difference,
+    # evaluated at equal lengths) instead of the raw one
+    length_controlled: bool = False
+    # vs: last_accepted when the suite changed since that run: compare the items both runs have
+    # (compare_common), fail the gate, or compare the common items and warn
+    on_changed_items: Literal["compare_common", "fail", "warn"] | None = None
 
     @field_validator("metric")
     @classmethod
@@ -156,6 +162,10 @@ class GateSpec(Strict):
             raise ValueError(f"'vs' compares with another model: metric regressions, pass_rate, mean or win_rate (not {self.metric})")
         if self.significant is not None and not (self.metric in ("regressions", "win_rate") or (self.metric in ("mean", "pass_rate") and self.vs)):
             raise ValueError("'significant' needs a paired comparison: metric regressions, win_rate, or mean / pass_rate with 'vs'")
+        if self.length_controlled and self.metric != "win_rate":
+            raise ValueError(f"'length_controlled' applies to win_rate gates (not {self.metric})")
+        if self.on_changed_items is not None and self.vs != "last_accepted":
+            raise ValueError("'on_changed_items' applies to gates with 'vs: last_accepted' (items paired across runs)")
         if self.ci is not None and self.metric not in ("pass_rate", "mean", "win_rate"):
             raise ValueError(f"'ci' applies to pass_rate, mean and win_rate gates (not {self.metric})")
         lo, hi = _METRIC_RANGES.get(self.metric, (None, None))

@@ -382,3 +382,68 @@ def test_no_candidate_to_gate_blocks_even_with_on_no_decision_pass():
     g = gate(name="floor", metric="pass_rate", scorer="fmt", min=0.5, on_no_decision="pass")
     [r] = G.evaluate_gates([g], items=_paired([True], [True]), models=MODELS, baseline="base", candidates=[])
     assert r.outcome == "no_decision" and not G.all_passed([r])
+
+
+def _length_biased_verdicts(n: int, seed: int, biased: bool) -> tuple[list[float], list[int]]:
+    """Pairwise outcomes and length differences: the candidate is longer on 70% of items. A biased judge
+    gives the longer answer the win 80% of the time (true quality equal); an unbiased one gives the
+    candidate 65% whatever the lengths.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    longer = rng.random(n) < 0.7
+    diffs = np.where(longer, rng.integers(40, 400, n), -rng.integers(40, 400, n))
+    p = np.where(longer, 0.8, 0.2) if biased else np.full(n, 0.65)
+    u = rng.random(n)
+    values = np.where(u < p - 0.05, 1.0, np.where(u < p + 0.05, 0.5, 0.0))  # 10% ties
+    return [float(v) for v in values], [int(d) for d in diffs]
+
+
+def test_length_controlled_win_rate_removes_a_length_bias_and_leaves_an_unbiased_judge_alone():
+    from evalkit import stats
+
+    vals, diffs = _length_biased_verdicts(600, seed=3, biased=True)
+    lc = stats.length_controlled_win_rate(vals, diffs)
+    assert lc.raw > 0.58  # the judge's taste for length makes the raw rate look like a win
+    assert abs(lc.estimate - 0.5) < 0.06 and lc.low < 0.5 < lc.high and lc.length_coef > 1
+    assert abs(lc.estimate - 0.5) < abs(lc.raw - 0.5) / 2
+    vals, diffs = _length_biased_verdicts(600, seed=4, biased=False)
+    lc = stats.length_controlled_win_rate(vals, diffs)
+    assert abs(lc.estimate - lc.raw) < 0.03 and abs(lc.length_coef) < 0.5 and lc.low > 0.55
+    # no spread in lengths: nothing to remove; seeded: the same CI twice
+    lc = stats.length_controlled_win_rate([1, 1, 0, 0.5, 1], [10] * 5)
+    assert lc.estimate == pytest.approx(0.7, abs=1e-4) and lc.length_coef == 0  # (a tiny ridge keeps all-win samples finite)
+    assert stats.length_controlled_win_rate(vals, diffs).low == stats.length_controlled_win_rate(vals, diffs).low
+
+
+def test_win_rate_gate_length_controlled():
+    vals, diffs = _length_biased_verdicts(300, seed=7, biased=True)
+    items = [item("cand", f"i{k}", {"pairwise": ok(None, value=v, winner="x", vs="base", length_diff=d)}) for k, (v, d) in enumerate(zip(vals, diffs))]
+    raw = gate(name="beats", metric="win_rate", judge="pairwise", min=0.58)
+    [r] = run([raw], items)
+    assert r.outcome == "pass" and r.observed > 0.6  # the raw rate is fooled by length
+    [r] = run([gate(name="beats", metric="win_rate", judge="pairwise", min=0.58, length_controlled=True)], items)
+    assert r.outcome == "fail" and r.observed < 0.55
+    assert "length-controlled win rate" in r.detail and "leans to longer answers" in r.detail and "raw: cand wins" in r.detail
+    [r] = run([gate(name="beats", metric="win_rate", judge="pairwise", min=0.5, significant=0.05, length_controlled=True)], items)
+    assert r.outcome == "fail" and "not significantly above 0.5" in r.detail and r.p_value > 0.05
+    [r] = run([gate(name="beats", metric="win_rate", judge="pairwise", min=0.5, ci=0.95, length_controlled=True)], items)
+    assert r.outcome == "no_decision" and "straddles min 0.5" in r.detail
+    # lengths not recorded (an older run): taken from the two stored outputs; unknown: no decision, blocks
+    old = [item("cand", "a", {"pairwise": ok(None, value=1.0, winner="x", vs="base")}, output="long answer"),
+           item("base", "a", {}, output="short"),
+           item("cand", "b", {"pairwise": ok(None, value=0.0, winner="x", vs="base")}, output="s"),
+           item("base", "b", {}, output="much longer")]
+    assert G.pairwise_length_diffs([(old[0], 1.0), (old[2], 0.0)], "pairwise", old) == [6.0, -10.0]
+    [r] = run([gate(name="beats", metric="win_rate", judge="pairwise", min=0.5, length_controlled=True, on_no_decision="pass")], [old[0], old[2]])
+    assert r.outcome == "no_decision" and G.blocks(r) and "lengths of some pairs are unknown" in r.detail
+
+
+def test_length_controlled_and_on_changed_items_are_config_errors_elsewhere():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="'length_controlled' applies to win_rate gates"):
+        gate(name="g", metric="pass_rate", scorer="fmt", min=0.5, length_controlled=True)
+    with pytest.raises(ValidationError, match="'on_changed_items' applies to gates with 'vs: last_accepted'"):
+        gate(name="g", metric="regressions", scorer="fmt", vs="baseline", on_changed_items="fail")

@@ -13,11 +13,12 @@ from .core import (
     is_pairwise_score,
     item_label,
     metric_names,
+    pairwise_length_diffs,
     regate_run,
     unknown_names,
 )
 
 __all__ = [
     "all_passed", "blocks", "evaluate_gates", "is_judge_score", "is_pairwise_score", "item_label", "metric_names",
-    "regate_run", "unknown_names",
+    "pairwise_length_diffs", "regate_run", "unknown_names",
 ]

@@ -325,6 +325,29 @@ def is_pairwise_score(name: str, score: dict[str, Any]) -> bool:
     return "winner" in d or bool(d.get("pairwise")) or name == "pairwise" or name.endswith(".pairwise")
 
 
+def pairwise_length_diffs(scored: Sequence[tuple[RunItem, float]], key: str, items: Iterable[RunItem]) -> list[float] | None:
+    """Characters of the candidate's output minus the compared model's, per scored pairwise item.
+
+    The judge stage records it (``details.length_diff``); items judged before it did fall back to the
+    two stored outputs. None when some pair has neither (the length-controlled rate cannot be computed).
+    """
+    outputs: dict[tuple[str, str, str], str | None] | None = None
+    out: list[float] = []
+    for it, _ in scored:
+        details = (it.scores.get(key) or {}).get("details") or {}
+        d = details.get("length_diff")
+        if isinstance(d, (int, float)):
+            out.append(float(d))
+            continue
+        if outputs is None:
+            outputs = {(x.model, x.suite, x.sample_id): x.output for x in items}
+        other = outputs.get((str(details.get("vs")), it.suite, it.sample_id))
+        if other is None or it.output is None:
+            return None
+        out.append(float(len(it.output) - len(other)))
+    return out
+
+
 def _broken(item: RunItem, scorer: str | None) -> str | None:
     """Why an item cannot be scored because something failed (generation, scorer, judge), or None.
 

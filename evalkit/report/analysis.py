@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
 from .. import stats
-from ..gates import is_judge_score, is_pairwise_score
+from ..gates import is_judge_score, is_pairwise_score, pairwise_length_diffs
 from ..store import RunItem
 
 
@@ -125,24 +125,46 @@ def score_distributions(items: Sequence[RunItem]) -> dict[str, dict[str, dict[fl
 
 def win_rates(items: Sequence[RunItem], confidence: float = 0.95) -> list[dict[str, Any]]:
     """Pairwise judge scores (values 0 / 0.5 / 1 with ``details.pairwise`` or a name containing
-    'pairwise'): win rate per model and judge, with a bootstrap CI and the sign test.
+    'pairwise'): win rate per model and judge, with a bootstrap CI and the sign test, and beside it
+    the length-controlled win rate (the rate at equal answer lengths) with its bootstrap CI.
     """
-    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[tuple[RunItem, float]]] = defaultdict(list)
     for it in items:
         for name, s in it.scores.items():
             if not is_pairwise_score(name, s):
                 continue
             if s.get("error") or s.get("value") is None:
                 continue
-            groups[(it.model, name)].append(float(s["value"]))
+            groups[(it.model, name)].append((it, float(s["value"])))
     rows = []
-    for (model, name), vals in sorted(groups.items()):
+    for (model, name), scored in sorted(groups.items()):
+        vals = [v for _, v in scored]
         iv = stats.bootstrap_ci(vals, confidence=confidence)
         wins = sum(1 for v in vals if v > 0.5)
         losses = sum(1 for v in vals if v < 0.5)
         t = stats.sign_test(wins, losses)
-        rows.append({"model": model, "judge": name, "value": iv.estimate, "ci_low": iv.low, "ci_high": iv.high,
-                     "wins": wins, "losses": losses, "ties": len(vals) - wins - losses, "p_value": t.p_value, "n": len(vals)})
+        row: dict[str, Any] = {"model": model, "judge": name, "value": iv.estimate, "ci_low": iv.low, "ci_high": iv.high,
+                               "wins": wins, "losses": losses, "ties": len(vals) - wins - losses, "p_value": t.p_value, "n": len(vals),
+                               "lc_value": None, "lc_low": None, "lc_high": None, "length_coef": None}
+        diffs = pairwise_length_diffs(scored, name, items)
+        if diffs is not None:
+            lc = stats.length_controlled_win_rate(vals, diffs, confidence=confidence)
+            row.update(lc_value=lc.estimate, lc_low=lc.low, lc_high=lc.high, length_coef=lc.length_coef)
+        rows.append(row)
+    return rows
+
+
+def position_bias(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per pairwise judge and judge model: pairs asked in both orders, flips, flip rate, first-position
+    preference, ties, and the ties a flip made (the judge stage's ``position_bias``).
+    """
+    rows = []
+    for judge, st in sorted((summary.get("judges") or {}).items()):
+        if not isinstance(st, dict):
+            continue
+        for label, b in sorted((st.get("position_bias") or {}).items()):
+            if isinstance(b, dict):
+                rows.append({"judge": judge, "judge_model": label, **b})
     return rows
 
 

@@ -104,7 +104,7 @@ def _reliability_rows(stage: dict[str, Any]) -> list[tuple[str, Any]]:
     rows = []
     for key, v in analysis.flatten(stage):
         last = key.rsplit(".", 1)[-1]
-        if ".providers." in f".{key}." or ".tokens." in f".{key}." or ".noise." in f".{key}.":
+        if any(f".{part}." in f".{key}." for part in ("providers", "tokens", "noise", "position_bias")):  # position_bias: its own table
             continue
         if last in _RELIABILITY_KEYS or ("length_bias" in key and last in ("spearman", "p_value")) or "bias" in last:
             rows.append((key, ", ".join(map(str, v)) if isinstance(v, list) else v))
@@ -177,6 +177,7 @@ def render_html(summary: dict[str, Any], items: Sequence[RunItem], *, store: Sto
         plots=[(k, Markup(p)) for k, p in plots],  # built by svg.py, which escapes every label
         reliability=reliability,
         stage_rows=_reliability_rows(reliability["stage"]),
+        position=analysis.position_bias(summary),
         cost=_cost(summary),
         warnings=summary.get("warnings") or [],
         errors=summary.get("errors") or {},

@@ -560,6 +560,8 @@ def _aggregate_pairwise(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: 
     scorer = rubric.scorer_name()
     flips = consistent = 0
     first_pos = pos_verdicts = 0
+    # per judge model: ordered pairs judged, flips, first-position verdicts, ties and ties caused by a flip
+    bias: dict[str, Counter] = {lab: Counter() for lab in labels}
     wtl: dict[str, Counter] = defaultdict(Counter)
     values: list[tuple[float, float]] = []  # (len diff, value)
     agree: list[bool] = []
@@ -583,16 +585,23 @@ def _aggregate_pairwise(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: 
                     last_err = next((x.error for x in bad if x is not None and x.error), last_err or "no verdict")
                     continue
                 w_ab, w_ba = ab.verdict["winner"], ba.verdict["winner"]  # type: ignore[union-attr,index]  # both checked above
+                b = bias[lab]
                 for w in (w_ab, w_ba):
                     if w != "tie":
                         pos_verdicts += 1
                         first_pos += w == "A"
+                        b["decisive"] += 1
+                        b["first"] += w == "A"
                 r_ab, r_ba = _cand_result("ab", w_ab), _cand_result("ba", w_ba)
                 flip = r_ab != r_ba
                 any_flip |= flip
                 flips += flip
                 consistent += not flip
                 result = r_ab if not flip else "tie"
+                b["pairs"] += 1
+                b["flips"] += flip
+                b["ties"] += result == "tie"
+                b["ties_from_flips"] += flip  # asked in one order only, these would have been a win or a loss
                 unit_values[lab].append(_RESULT_VALUE[result])
                 by_repeat[r].append(_RESULT_VALUE[result])
                 orders.append({"judge_model": lab, "repeat": r, "ab": w_ab, "ba": w_ba, "result": result, "position_flip": flip})
@@ -623,6 +632,7 @@ def _aggregate_pairwise(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: 
             "vs": u.vs,
             "orders": orders,
             "position_flip": any_flip,
+            "length_diff": u.output_len - u.vs_len,  # characters, candidate minus compared: the length-controlled win rate's input
             "judge_models": labels,
             "judgment_keys": keys,
             "failed_judgments": failed,
@@ -631,6 +641,7 @@ def _aggregate_pairwise(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: 
     pairs = flips + consistent
     st["position_bias_rate"] = round(flips / pairs, 4) if pairs else None
     st["first_position_preference"] = round(first_pos / pos_verdicts, 4) if pos_verdicts else None
+    st["position_bias"] = {lab: _position_bias(c) for lab, c in bias.items()}
     st["win_tie_loss"] = {m: {"win": c["win"], "tie": c["tie"], "loss": c["loss"], "win_rate": round((c["win"] + 0.5 * c["tie"]) / max(1, sum(c.values())), 4)} for m, c in wtl.items()}
     st["length_bias"] = {scorer: _length_bias(values)}
     if agree:
@@ -638,6 +649,19 @@ def _aggregate_pairwise(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: 
     if entry.repeats > 1:
         st["repeat_std_mean"] = round(_mean(item_stds), 4) if item_stds else None
         st["noise"] = _noise(repeat_vals)
+
+
+def _position_bias(c: Counter) -> dict[str, Any]:
+    """One judge model's order effects: flip rate, first-position preference, ties a flip made."""
+    return {
+        "pairs": c["pairs"],  # pairs judged in both orders (per repeat)
+        "flips": c["flips"],  # the verdict changed with the order
+        "flip_rate": round(c["flips"] / c["pairs"], 4) if c["pairs"] else None,
+        # share of decisive verdicts (A or B, either order) that chose the answer shown first; 0.5 is unbiased
+        "first_position_preference": round(c["first"] / c["decisive"], 4) if c["decisive"] else None,
+        "ties": c["ties"],
+        "ties_from_flips": c["ties_from_flips"],  # ties only because the two orders disagreed
+    }
 
 
 def _length_bias(pairs: Sequence[tuple[float, float]]) -> dict[str, Any]:

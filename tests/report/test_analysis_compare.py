@@ -55,6 +55,31 @@ def test_distributions_win_rates_and_the_sign_test():
     assert (w["model"], w["judge"], w["wins"], w["ties"], w["losses"], w["n"]) == ("cand", "pw", 6, 2, 2, 10)
     assert w["value"] == pytest.approx((6 + 0.5 * 2) / 10)
     assert w["p_value"] == pytest.approx(sps.binomtest(6, 8, 0.5).pvalue)  # ties dropped
+    # these scores name no compared model and record no lengths: no length-controlled rate, not a made-up one
+    assert w["lc_value"] is None and w["lc_low"] is None
+
+
+def test_win_rates_length_controlled_column_and_position_bias_table():
+    from evalkit import stats
+    from evalkit.report import render_html
+
+    vals = [1.0, 1.0, 1.0, 0.0, 1.0, 0.5, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+    diffs = [300, 250, 400, -20, 180, 0, 220, -150, 90, 310, -60, 45]
+    items = [item("cand", f"x{i}", {"pw": {"value": v, "passed": None, "kind": "pairwise", "details": {"judge": "pw", "vs": "base", "length_diff": d}}})
+             for i, (v, d) in enumerate(zip(vals, diffs))]
+    [w] = A.win_rates(items)
+    lc = stats.length_controlled_win_rate(vals, diffs)
+    assert w["lc_value"] == pytest.approx(lc.estimate) and (w["lc_low"], w["lc_high"]) == pytest.approx((lc.low, lc.high))
+    assert w["lc_value"] < w["value"] and w["length_coef"] > 0  # every loss is the shorter answer's
+    summary = {"run_id": "r", "candidates": ["cand"], "baseline": "base", "gates": [], "metrics": [],
+               "judges": {"pw": {"mode": "pairwise", "position_bias_rate": 0.25,
+                                 "position_bias": {"openai:<b>judge</b>": {"pairs": 12, "flips": 3, "flip_rate": 0.25, "first_position_preference": 0.7143, "ties": 4, "ties_from_flips": 3}}}}}
+    assert A.position_bias(summary) == [{"judge": "pw", "judge_model": "openai:<b>judge</b>", "pairs": 12, "flips": 3, "flip_rate": 0.25,
+                                         "first_position_preference": 0.7143, "ties": 4, "ties_from_flips": 3}]
+    page = render_html(summary, items)
+    assert "length-controlled</th>" in page and f"{lc.estimate:.3g}" in page
+    assert "ties from flips</th>" in page and "openai:&lt;b&gt;judge&lt;/b&gt;" in page and "<b>judge" not in page
+    assert "pw.position_bias.openai" not in page  # shown once, in its own table
 
 
 def test_worst_regressions_first_and_tag_deltas():

@@ -315,6 +315,34 @@ def test_pairwise_both_orders_disagreement_is_a_tie_and_position_bias(loopback_a
     assert {output_of(last_user_text(b), "answer_a") for b in bodies} == {"GOOD a", "bad"}
 
 
+def test_position_bias_per_judge_model_flip_rate_and_ties_from_flips(loopback_api, store):
+    """An ensemble: 'fair' judges by content; 'lazy' answers 'A' on q0 and q1 (whichever answer is shown first)."""
+
+    def responder(api, req):
+        text = last_user_text(req)
+        a, b = output_of(text, "answer_a"), output_of(text, "answer_b")
+        if req["model"] == "lazy" and ("q0" in text or "q1" in text):
+            return {"winner": "A", "reason": "first"}
+        return {"winner": "A" if "GOOD" in a and "GOOD" not in b else "B" if "GOOD" in b and "GOOD" not in a else "tie", "reason": "r"}
+
+    loopback_api.set_responder(responder)
+    samples = [Sample(f"p{i}", (Message("user", f"q{i}"),)) for i in range(6)]
+    cand = ["GOOD a", "GOOD b", "GOOD c", "bad", "bad", "same"]
+    base = ["bad", "bad", "bad", "GOOD d", "GOOD e", "same"]
+    pairs = [PairInput("cand", "base", "suite", s, c, b) for s, c, b in zip(samples, cand, base)]
+    models = [ModelEntry(backend="openai", model=m, base_url=loopback_api.base_url) for m in ("fair", "lazy")]
+    out = run_judges([JudgeEntry(rubric="pairwise", name="ens", models=models)], config_dir=ROOT, store=store, items=[], pairs_for=lambda vs: pairs, progress=False)
+    bias = out.stats["ens"]["position_bias"]
+    fair, lazy = bias["openai:fair"], bias["openai:lazy"]
+    assert fair == {"pairs": 6, "flips": 0, "flip_rate": 0.0, "first_position_preference": 0.5, "ties": 1, "ties_from_flips": 0}
+    # lazy: p0 and p1 flip (A in both orders) and become ties; 7 of its 10 decisive verdicts chose the first answer
+    assert lazy == {"pairs": 6, "flips": 2, "flip_rate": 0.3333, "first_position_preference": 0.7, "ties": 3, "ties_from_flips": 2}
+    assert out.stats["ens"]["position_bias_rate"] == round(2 / 12, 4)  # over both models
+    scores = {k[2]: next(s for s in v if s.scorer == "ens") for k, v in out.scores.items()}
+    assert scores["p0"].value == 0.75 and scores["p0"].details["position_flip"] is True  # mean of fair's win and lazy's tie
+    assert [scores[f"p{i}"].details["length_diff"] for i in range(6)] == [3, 3, 3, -3, -3, 0]
+
+
 def test_repeats_spread_and_noise_band(loopback_api, store):
     """The judge answers 3, then 5, then 4 for the same prompt: mean 4, spread > 0, a noise band."""
     calls: Counter = Counter()

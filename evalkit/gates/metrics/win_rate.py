@@ -24,6 +24,7 @@ from ..core import (
     is_pairwise_score,
     item_label,
     metric,
+    pairwise_length_diffs,
 )
 
 
@@ -63,6 +64,8 @@ def _win_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     note = f"; {errors} judge errors excluded" if errors else ""
     vs_txt = f" against {gate.vs}" if gate.vs and gate.vs != "baseline" else (f" against {ctx.baseline}" if ctx.baseline else "")
     what = f"{model} wins {_fmt(rate)} by '{key}'{vs_txt}{_scope(gate)} ({wins} wins, {ties} ties, {losses} losses)"
+    if gate.length_controlled:
+        return _length_controlled(gate, model, ctx, key, scored, what, losing, note)
     ok = _threshold_ok(gate, rate)
     p_value = None
     if gate.significant is not None:
@@ -81,3 +84,27 @@ def _win_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     ptxt = f" (sign test p={_fmt(p_value)})" if p_value is not None else ""
     detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; lost: {_names(losing)}") + f"{note}."
     return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=losing, p_value=p_value)
+
+
+def _length_controlled(gate: GateSpec, model: str, ctx: _Ctx, key: str, scored: list[tuple[Any, float]], what: str, losing: list[str], note: str) -> GateResult:
+    """``length_controlled: true``: the bounds, the test and the CI apply to the win rate at equal lengths."""
+    diffs = pairwise_length_diffs(scored, key, ctx.items)
+    if diffs is None:
+        return _undecided(gate, model, None, _threshold(gate), f"{what}, but the answer lengths of some pairs are unknown (neither recorded nor stored)", missing_data=True)
+    confidence = gate.ci or 0.95
+    lc = stats.length_controlled_win_rate([v for _, v in scored], diffs, confidence=confidence)
+    lean = "longer" if lc.length_coef > 0 else "shorter"
+    head = (f"{model}'s length-controlled win rate is {_fmt(lc.estimate)} ({int(confidence * 100)}% CI [{_fmt(lc.low)}, {_fmt(lc.high)}]); "
+            f"raw: {what}; the judge leans to {lean} answers (length coefficient {lc.length_coef:+.2f})")
+    ok = _threshold_ok(gate, lc.estimate)
+    p_value = None
+    if gate.significant is not None:
+        p_value = lc.p_above(0.5)
+        if gate.min is not None and ok and not (p_value < gate.significant and lc.estimate > 0.5):
+            detail = f"{head}, at least min {_fmt(gate.min)} but not significantly above 0.5 (bootstrap p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
+            return _result(gate, model, passed=False, observed=lc.estimate, detail=detail, failing=losing, p_value=p_value)
+    if gate.ci is not None and any(t is not None and lc.low < t < lc.high for t in (gate.min, gate.max)):
+        return _undecided(gate, model, lc.estimate, _threshold(gate), f"{head}, and the CI straddles {_bound_text(gate)}{note}", losing, p_value)
+    ptxt = f" (bootstrap p={_fmt(p_value)})" if p_value is not None else ""
+    detail = f"{head}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; lost: {_names(losing)}") + f"{note}."
+    return _result(gate, model, passed=ok, observed=lc.estimate, detail=detail, failing=losing, p_value=p_value)
