@@ -447,3 +447,61 @@ def test_length_controlled_and_on_changed_items_are_config_errors_elsewhere():
         gate(name="g", metric="pass_rate", scorer="fmt", min=0.5, length_controlled=True)
     with pytest.raises(ValidationError, match="'on_changed_items' applies to gates with 'vs: last_accepted'"):
         gate(name="g", metric="regressions", scorer="fmt", vs="baseline", on_changed_items="fail")
+
+
+def _changed_suite_history(tmp_path, now_pass):
+    """An accepted run on suite version v1 (x0..x5, all passing); the current run is on v2: x5 removed,
+    x6 added, x2's prompt edited, x0/x1/x3/x4 the same content. ``now_pass`` maps id -> passed now.
+    """
+    store = Store(tmp_path / "store.db")
+    old = store.begin_run(name="nightly", config_path=None, config={}, out_dir=None)
+    store.save_run_items(old, [item("cand", f"x{i}", {"fmt": ok(True)}, version="v1", prompt=f"p{i}", run_id=old) for i in range(6)])
+    store.finish_run(old, {"run_id": old, "candidates": ["cand"]}, "passed")
+    store.set_accepted(old)
+    prompts = {"x0": "p0", "x1": "p1", "x2": "p2 (edited)", "x3": "p3", "x4": "p4", "x6": "p6"}
+    now = [item("cand", sid, {"fmt": ok(now_pass.get(sid, True))}, version="v2", prompt=p, run_id="current") for sid, p in prompts.items()]
+    return store, old, now
+
+
+@pytest.mark.parametrize("policy", [None, "compare_common", "warn", "fail"])
+def test_vs_last_accepted_when_the_suite_changed(tmp_path, policy):
+    from evalkit.gates.core import content_hash
+
+    store, old, now = _changed_suite_history(tmp_path, {"x2": False, "x6": False})  # only changed/added items fail
+    try:
+        extra = {"on_changed_items": policy} if policy else {}
+        g = gate(name="vs-accepted", metric="regressions", scorer="fmt", vs="last_accepted", **extra)
+        [r] = run([g], now, store=store, run_name="nightly", run_id="current")
+        said = "The suite changed since the last accepted run: 1 added (x6), 1 removed (x5), 1 changed (x2); compared the 4 items both runs share unchanged"
+        if policy == "fail":
+            assert r.outcome == "fail" and G.blocks(r) and set(r.failing_items) == {"x2", "x6"}
+            assert r.detail.startswith(f"The suite changed since the last accepted run {old}") and "on_changed_items is 'fail'" in r.detail
+            assert "compare the 4 items both runs share unchanged" in r.detail
+        elif policy == "warn":
+            assert r.outcome == "warn" and not G.blocks(r) and said in r.detail and "A warning" in r.detail
+        else:
+            # the 4 unchanged items are compared (none regressed); the edited x2 failing is not a regression
+            assert r.outcome == "pass" and r.detail.startswith("0 of 4 items pass 'fmt' on the last accepted run") and said in r.detail
+            assert ("on_changed_items: compare_common, the default" in r.detail) == (policy is None)
+        assert content_hash(now[0]) != content_hash(now[2])
+        # a real regression on an unchanged item fails under every policy but 'fail' (which fails anyway)
+        store2, _, now2 = _changed_suite_history(tmp_path / "b", {"x3": False})
+        [r2] = run([g], now2, store=store2, run_name="nightly", run_id="current")
+        assert r2.outcome == "fail" and ("x3" in r2.failing_items if policy != "fail" else "x2" in r2.failing_items)
+        store2.close()
+    finally:
+        store.close()
+
+
+def test_vs_last_accepted_removed_items_alone_count_and_an_unchanged_suite_says_nothing(tmp_path):
+    store, old, now = _changed_suite_history(tmp_path, {})
+    try:
+        same = [it for it in now if it.sample_id in ("x0", "x1", "x3", "x4")]  # v2, same content as v1
+        g = gate(name="vs-accepted", metric="pass_rate", scorer="fmt", vs="last_accepted", min=0, on_changed_items="fail")
+        [r] = run([g], same, store=store, run_name="nightly", run_id="current")
+        assert r.outcome == "fail" and "2 removed (x2, x5)" in r.detail and r.failing_items == ()
+        same_old = [item("cand", f"x{i}", {"fmt": ok(True)}, version="v1", prompt=f"p{i}", run_id="current") for i in range(6)]
+        [r] = run([g], same_old, store=store, run_name="nightly", run_id="current")
+        assert r.outcome == "pass" and "changed" not in r.detail and "6 paired items" in r.detail
+    finally:
+        store.close()

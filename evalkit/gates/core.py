@@ -23,14 +23,14 @@ gate spans several suites) and says why in one sentence (``detail``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 from .. import stats
 from ..config import GateSpec
 from ..record import RunSummary
 from ..store import RunItem, Store
-from ..types import GateResult
+from ..types import GateResult, stable_hash
 
 # ---------------------------------------------------------------------------------------------
 # public helpers
@@ -118,6 +118,8 @@ class _Ctx:
     run_name: str | None
     run_id: str | None
     judge_stats: dict[str, Any] | None = None
+    # (gate name, model) -> what changed in the suites since the last accepted run (set by _compare)
+    changes: dict[tuple[str, str], "_Changes"] = field(default_factory=dict)
 
 
 def evaluate_gates(
@@ -493,20 +495,63 @@ def _reference(gate: GateSpec, model: str, ctx: _Ctx) -> _Reference | str:
     return _Reference(f"{'baseline ' if vs == 'baseline' else ''}{ref}", [it for it in ctx.items if it.model == ref])
 
 
-def _pairs(gate: GateSpec, model: str, ref: _Reference, ctx: _Ctx) -> tuple[list[tuple[RunItem, RunItem]], int]:
-    """(candidate item, reference item) pairs on the same suite version and sample id; and how many
-    candidate items had no comparable reference item.
+def content_hash(item: RunItem) -> str:
+    """What an item asks and expects (messages and reference): equal hashes compare across runs."""
+    return stable_hash({"messages": item.sample.get("messages"), "reference": item.sample.get("reference")})
+
+
+@dataclass(frozen=True)
+class _Changes:
+    """Items of the gated suites that differ from the last accepted run's (by suite and id, then content)."""
+
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    compared: int = 0  # pairs both runs share unchanged
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def sentence(self, ref: str) -> str:
+        parts = [f"{len(xs)} {what} ({_names(xs)})" for what, xs in (("added", self.added), ("removed", self.removed), ("changed", self.changed)) if xs]
+        return f"The suite changed since {ref}: " + ", ".join(parts)
+
+
+def _pairs(gate: GateSpec, model: str, ref: _Reference, ctx: _Ctx) -> tuple[list[tuple[RunItem, RunItem]], int, _Changes]:
+    """(candidate item, reference item) pairs, how many candidate items had no comparable reference
+    item, and (``vs: last_accepted``) what changed since that run.
+
+    Within one run items pair on suite version and sample id. Across runs (``last_accepted``) they
+    pair on suite and sample id when their content (messages and reference) is the same, so a suite
+    that gained, lost or edited items still compares the ones both runs asked alike.
     """
-    index = {(it.suite, it.suite_version, it.sample_id): it for it in ref.items}
-    out: list[tuple[RunItem, RunItem]] = []
-    missing = 0
-    for it in _select(gate, ctx.items, model):
-        r = index.get((it.suite, it.suite_version, it.sample_id))
+    sel = _select(gate, ctx.items, model)
+    several = len({it.suite for it in sel}) > 1
+    if gate.vs != "last_accepted":
+        index = {(it.suite, it.suite_version, it.sample_id): it for it in ref.items}
+        out: list[tuple[RunItem, RunItem]] = []
+        missing = 0
+        for it in sel:
+            r = index.get((it.suite, it.suite_version, it.sample_id))
+            if r is None:
+                missing += 1
+            else:
+                out.append((it, r))
+        return out, missing, _Changes([], [], [])
+    old = {(it.suite, it.sample_id): it for it in (_select(gate, ref.items, ref.items[0].model) if ref.items else [])}
+    suites = {it.suite for it in sel}
+    added, changed, pairs = [], [], []
+    for it in sel:
+        r = old.get((it.suite, it.sample_id))
         if r is None:
-            missing += 1
+            added.append(item_label(it, several))
+        elif r.suite_version == it.suite_version or content_hash(r) == content_hash(it):
+            pairs.append((it, r))
         else:
-            out.append((it, r))
-    return out, missing
+            changed.append(item_label(it, several))
+    now = {(it.suite, it.sample_id) for it in sel}
+    removed = [item_label(r, several) for k, r in sorted(old.items()) if k not in now and r.suite in suites]
+    return pairs, 0, _Changes(added, removed, changed, len(pairs))
 
 
 @dataclass(frozen=True)
@@ -519,15 +564,36 @@ class _Comparison:
 def _compare(gate: GateSpec, model: str, ctx: _Ctx, doing: str) -> _Comparison | GateResult:
     """The paired items of a ``vs`` gate, or the result when there is nothing to compare with: a
     warning on a project's first run (``last_accepted`` with nothing accepted), else no decision.
-    ``doing`` completes "cannot ... {model}" in that sentence.
+    ``doing`` completes "cannot ... {model}" in that sentence. Across runs, a changed suite is
+    handled here by ``on_changed_items`` (fail now, or compare the unchanged common items).
     """
     ref = _reference(gate, model, ctx)
     if isinstance(ref, str):
         if ref.startswith(_NO_HISTORY):
             return _first_run(gate, model, ref)
         return _undecided(gate, model, None, _threshold(gate), f"cannot {doing} {model}: {ref}")
-    pairs, missing = _pairs(gate, model, ref, ctx)
+    pairs, missing, changes = _pairs(gate, model, ref, ctx)
+    if changes:
+        if gate.on_changed_items == "fail":
+            failing = changes.changed + changes.added
+            return _result(gate, model, passed=False, observed=None, failing=failing,
+                           detail=f"{changes.sentence(ref.label)}; on_changed_items is 'fail' (compare_common would compare the {len(pairs)} items both runs share unchanged).")
+        ctx.changes[(gate.name, model)] = changes
     return _Comparison(ref, pairs, missing)
+
+
+def _with_changes(gate: GateSpec, model: str, result: GateResult, ctx: _Ctx) -> GateResult:
+    """State what changed since the last accepted run in the detail; ``warn`` turns a pass into a warning."""
+    changes = ctx.changes.get((gate.name, model))
+    if not changes:
+        return result
+    policy = gate.on_changed_items or "compare_common"
+    ref = result.detail  # the sentence already names the reference run
+    tail = f" {changes.sentence('the last accepted run')}; compared the {changes.compared} items both runs share unchanged (on_changed_items: {policy}"
+    tail += ", the default)." if gate.on_changed_items is None else ")."
+    if policy == "warn" and result.outcome == "pass":
+        return replace(result, passed=None, outcome="warn", detail=f"{ref}{tail} A warning: on_changed_items is 'warn'.", failing_items=tuple(changes.changed + changes.added))
+    return replace(result, detail=f"{ref}{tail}")
 
 
 # --- the metric registry (each metric module registers itself) ------------------------------
@@ -556,4 +622,4 @@ def metric_names() -> list[str]:
 def _evaluate_one(gate: GateSpec, model: str, ctx: "_Ctx") -> GateResult:
     from . import metrics  # noqa: F401
 
-    return METRICS[gate.metric](gate, model, ctx)
+    return _with_changes(gate, model, METRICS[gate.metric](gate, model, ctx), ctx)
