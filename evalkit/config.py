@@ -253,6 +253,7 @@ class JudgeEntry(Strict):
     vs: str | None = None  # pairwise: compare each candidate with this model (default: baseline)
     concurrency: int | None = Field(None, ge=1)
     prices: dict[str, dict[str, float]] | None = None  # model -> {input, output} per 1M tokens
+    scoring: Literal["sampled", "expected"] | None = None  # overrides the rubric's (expected: probability-weighted)
     # added by the judge stage (optional, additive):
     structured_output: Literal["auto", "json_schema", "json_object", "prompt", "tool"] = "auto"  # auto: json_schema (OpenAI) / tool (Anthropic), falling back when a server lacks it
     noise: Literal["no_decision", "ignore"] = "no_decision"  # repeats > 1: a gate threshold inside the judge's own noise gives "no decision"

@@ -161,6 +161,17 @@ _NON_OUTPUT_OPTIONS = frozenset({
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with the model's log-probabilities at its position (a judge's
+    ``scoring: expected`` reads the distribution over the score's tokens from it).
+    """
+
+    text: str  # the token as it appears in the reply text
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()  # the most likely tokens at this position: (text, logprob)
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
     finish_reason: str | None = None
@@ -168,6 +179,7 @@ class Completion:
     tokens_out: int = 0
     latency_s: float = 0.0
     error: str | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None  # only when asked for (GenerationRequest.top_logprobs); never stored
 
 
 ScoreKind = Literal["validator", "judge", "pairwise", "human"]

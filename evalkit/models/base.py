@@ -15,6 +15,7 @@ class GenerationRequest:
     key: str
     model: ModelSpec
     messages: tuple[Message, ...]
+    top_logprobs: int = 0  # > 0: return each generated token's top-k log-probabilities (hf); not part of the output's identity
 
 
 ProgressFn = Callable[[int], None]  # called with the number of requests just finished

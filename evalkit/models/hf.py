@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import BackendUnavailable, ConfigError
-from ..types import Completion, GenerationParams, ModelSpec
+from ..types import Completion, GenerationParams, ModelSpec, TokenLogprob
 from .base import GenerationRequest, ProgressFn
 
 __all__ = ["HFBackend"]
@@ -39,6 +39,7 @@ class _Prepared:
     params: GenerationParams
     ids: tuple[int, ...]
     batch_size: int
+    top_logprobs: int = 0
 
 
 class HFBackend:
@@ -178,26 +179,26 @@ class HFBackend:
                 )
                 continue
             batch_size = int(req.model.options.get("batch_size") or self.batch_size)
-            prepared.append(_Prepared(i, self.adapter_name(req.model), req.model.generation, tuple(ids), batch_size))
+            prepared.append(_Prepared(i, self.adapter_name(req.model), req.model.generation, tuple(ids), batch_size, req.top_logprobs))
         if progress and len(prepared) < len(requests):
             progress(len(requests) - len(prepared))
 
         # Group by (adapter, generation params); inside a group, similar lengths share a batch.
-        groups: dict[tuple[str, GenerationParams], list[_Prepared]] = {}
+        groups: dict[tuple[str, GenerationParams, int], list[_Prepared]] = {}
         for p in prepared:
-            groups.setdefault((p.adapter, p.params), []).append(p)
-        for (adapter, params), items in groups.items():
+            groups.setdefault((p.adapter, p.params, p.top_logprobs), []).append(p)
+        for (adapter, params, top), items in groups.items():
             items = sorted(items, key=lambda p: len(p.ids))
             size = max(1, min(p.batch_size for p in items))
             for start in range(0, len(items), size):
                 batch = items[start : start + size]
-                for p, completion in zip(batch, self._generate_batch(adapter, params, batch)):
+                for p, completion in zip(batch, self._generate_batch(adapter, params, batch, top)):
                     results[p.index] = completion
                 if progress:
                     progress(len(batch))
         return [r for r in results if r is not None]
 
-    def _generate_batch(self, adapter: str, params: GenerationParams, batch: list[_Prepared]) -> list[Completion]:
+    def _generate_batch(self, adapter: str, params: GenerationParams, batch: list[_Prepared], top_logprobs: int = 0) -> list[Completion]:
         import contextlib
 
         import torch
@@ -241,13 +242,36 @@ class HFBackend:
                 attention_mask=attention.to(device),
                 generation_config=config,
                 tokenizer=self.tokenizer if params.stop else None,
+                **({"output_scores": True, "return_dict_in_generate": True} if top_logprobs else {}),
             )
         elapsed = time.perf_counter() - t0
-        new_tokens = out[:, width:].tolist()
-        return [
-            self._completion(row_ids, len(p.ids), params, elapsed / len(batch))
-            for p, row_ids in zip(batch, new_tokens)
-        ]
+        sequences = out.sequences if top_logprobs else out
+        new_tokens = sequences[:, width:].tolist()
+        done = [self._completion(row_ids, len(p.ids), params, elapsed / len(batch)) for p, row_ids in zip(batch, new_tokens)]
+        if not top_logprobs:
+            return done
+        import dataclasses
+
+        return [dataclasses.replace(c, logprobs=self._logprobs(out.scores, row, new_tokens[row][: c.tokens_out], top_logprobs)) for row, c in enumerate(done)]
+
+    def _logprobs(self, scores: Sequence[Any], row: int, ids: list[int], k: int) -> tuple[TokenLogprob, ...]:
+        """Each generated token of one row with its top-k log-probabilities (from the step's scores).
+
+        A token's text is what it adds to the decoded reply (decoded prefixes, so byte-level and
+        sentencepiece tokenizers both spell the reply exactly); the alternatives are decoded alone.
+        """
+        import torch
+
+        out: list[TokenLogprob] = []
+        prev = ""
+        for step, tid in enumerate(ids):
+            lp = torch.log_softmax(scores[step][row].float(), dim=-1)
+            top = torch.topk(lp, k)
+            text = self.tokenizer.decode(ids[: step + 1], skip_special_tokens=True)
+            piece, prev = text[len(prev):], text
+            alts = tuple((self.tokenizer.decode([int(i)], skip_special_tokens=True), float(v)) for v, i in zip(top.values.tolist(), top.indices.tolist()))
+            out.append(TokenLogprob(piece, float(lp[tid]), alts))
+        return tuple(out)
 
     def _completion(self, new_ids: list[int], tokens_in: int, params: GenerationParams, latency: float) -> Completion:
         ended = False

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import openai
 
-from ..types import Completion, Message, ModelSpec
+from ..types import Completion, Message, ModelSpec, TokenLogprob
 from .api_common import ApiBackend, ResponseShapeError, fast_transport, post_json
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -88,7 +88,7 @@ def read_chat_completion(data: Mapping[str, Any]) -> tuple[str | None, str | Non
 
 
 async def structured_request(client: openai.AsyncOpenAI, model: str, system: str, user: str, schema: Mapping[str, Any],
-                             mode: str, temperature: float, max_tokens: int, schema_name: str, max_tokens_param: str = "max_tokens") -> Any:
+                             mode: str, temperature: float, max_tokens: int, schema_name: str, max_tokens_param: str = "max_tokens", top_logprobs: int = 0) -> Any:
     """One structured chat completion (no retries: :class:`~evalkit.models.structured.StructuredEndpoint`
     retries). ``mode``: ``json_schema`` (response_format with the schema, strict), ``json_object``,
     or ``prompt`` (the schema is in the system text already).
@@ -101,11 +101,29 @@ async def structured_request(client: openai.AsyncOpenAI, model: str, system: str
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": schema_name, "schema": dict(schema), "strict": True}}
     elif mode == "json_object":
         body["response_format"] = {"type": "json_object"}
+    if top_logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = top_logprobs
     data = await post_json(client, "/chat/completions", body)
     try:
         text, finish, tokens_in, tokens_out = read_chat_completion(data)
     except ResponseShapeError as e:
         raise MalformedReply(str(e)) from None
     return Reply(raw=text or "", parsed=None, tokens_in=tokens_in, tokens_out=tokens_out, structured=mode,  # type: ignore[arg-type]
-                 system=system, user=user, attempts=1, latency_s=0.0, finish_reason=finish)
+                 system=system, user=user, attempts=1, latency_s=0.0, finish_reason=finish,
+                 logprobs=read_logprobs(data) if top_logprobs else None)
+
+
+def read_logprobs(data: Mapping[str, Any]) -> tuple[TokenLogprob, ...] | None:
+    """``choices[0].logprobs.content`` as TokenLogprobs; None when the server sent none (or a shape it should not)."""
+    try:
+        content = ((data.get("choices") or [{}])[0].get("logprobs") or {}).get("content")
+        if not isinstance(content, list) or not content:
+            return None
+        return tuple(
+            TokenLogprob(str(t["token"]), float(t["logprob"]), tuple((str(a["token"]), float(a["logprob"])) for a in (t.get("top_logprobs") or [])))
+            for t in content
+        )
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+        return None
 

@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, Literal, Mapping
 from .._util.text import redact_secrets, redact_url, redact_userinfo
 from ..config import ModelEntry
 from ..errors import BackendUnavailable, ConfigError, missing_extra
-from ..types import Message, ModelSpec
+from ..types import Message, ModelSpec, TokenLogprob
 
 StructuredMode = Literal["json_schema", "json_object", "prompt", "tool"]
 
@@ -147,6 +147,7 @@ class Reply:
     attempts: int
     latency_s: float
     finish_reason: str | None = None  # "length" / "max_tokens": the reply was cut off
+    logprobs: tuple[TokenLogprob, ...] | None = None  # when asked for and the provider returns them
 
 
 class CallFailed(Exception):
@@ -234,6 +235,12 @@ class MalformedReply(Exception):
     """The HTTP body parsed but has no usable message (no choices, no content)."""
 
 
+def _logprobs_unsupported(exc: BaseException) -> bool:
+    """A 400 whose message is about log-probabilities: the server cannot return them."""
+    status = getattr(exc, "status_code", None)
+    return status in (400, 422) and "logprob" in str(exc).lower()
+
+
 def _structured_unsupported(exc: BaseException) -> bool:
     status = getattr(exc, "status_code", None)
     if status not in (400, 422):
@@ -258,6 +265,8 @@ class StructuredEndpoint:
         self._sem: asyncio.Semaphore | None = None
         self._client: Any = None
         self.fatal: FatalEndpointError | None = None
+        # why this endpoint gives no log-probabilities (the provider has none, or refused the request's logprobs)
+        self.no_logprobs: str | None = "the Anthropic API returns no token log-probabilities" if jm.backend == "anthropic" else None
         if structured == "auto":
             self.mode: StructuredMode = "tool" if jm.backend == "anthropic" else "json_schema"
         else:
@@ -301,25 +310,32 @@ class StructuredEndpoint:
             finally:
                 self.stats.in_flight -= 1
 
-    async def complete(self, system: str, user: str, schema: Mapping[str, Any], *, temperature: float, max_tokens: int, schema_name: str, model: EndpointModel | None = None) -> Reply:
+    async def complete(self, system: str, user: str, schema: Mapping[str, Any], *, temperature: float, max_tokens: int, schema_name: str,
+                       model: EndpointModel | None = None, top_logprobs: int = 0) -> Reply:
         """One judgment request, retried on 429 / 5xx / timeouts / dropped connections / garbled bodies.
 
         ``model``: the judge model to ask (several models of one endpoint share this client's limit).
+        ``top_logprobs``: ask for each token's top-k log-probabilities (OpenAI-compatible servers);
+        a server that refuses them is asked again without, once, and ``no_logprobs`` says why.
         """
         self._open()
         jm = model or self.jm
         start = time.perf_counter()
         attempt = 0
         used: list[StructuredMode] = []
+        used_top: list[int] = []
 
         async def send() -> Reply:
             mode = self.mode  # read when the request goes out: another request may have downgraded it
             used.append(mode)
             sys_text = system + (schema_instruction(schema) if mode in ("json_object", "prompt") else "")
-            return await self._request(jm, sys_text, user, schema, mode, temperature, max_tokens, schema_name)
+            top = top_logprobs if self.no_logprobs is None else 0
+            used_top.append(top)
+            return await self._request(jm, sys_text, user, schema, mode, temperature, max_tokens, schema_name, top)
 
         while True:
             used.clear()
+            used_top.clear()
             try:
                 reply = await self._guarded(send)
                 key = os.environ.get(jm.api_key_env) or ""
@@ -329,6 +345,10 @@ class StructuredEndpoint:
                 reply.latency_s = time.perf_counter() - start
                 return reply
             except Exception as e:  # noqa: BLE001 - classified below; unknown exceptions re-raise
+                if used_top and used_top[-1] and _logprobs_unsupported(e):
+                    self.no_logprobs = f"the server refused logprobs: {_short(e, 160)}"
+                    self.stats.fallbacks.append(f"logprobs->none: {_short(e, 120)}")
+                    continue  # not an attempt: asked again without log-probabilities
                 if used and _structured_unsupported(e) and self._downgrade(used[-1], e):
                     continue  # not an attempt: the server told us what it cannot do
                 kind, reason, ra = classify(e)
@@ -359,14 +379,15 @@ class StructuredEndpoint:
         self.stats.fallbacks.append(f"{mode}->{nxt}: {_short(exc, 120)}")
         return True
 
-    async def _request(self, jm: EndpointModel, system: str, user: str, schema: Mapping[str, Any], mode: StructuredMode, temperature: float, max_tokens: int, schema_name: str) -> Reply:
+    async def _request(self, jm: EndpointModel, system: str, user: str, schema: Mapping[str, Any], mode: StructuredMode, temperature: float, max_tokens: int,
+                       schema_name: str, top_logprobs: int = 0) -> Reply:
         if jm.backend == "anthropic":
             from .anthropic_backend import structured_request as anthropic_request
 
             return await anthropic_request(self._client, jm.model, system, user, schema, mode, max_tokens)
         from .openai_backend import structured_request as openai_request
 
-        return await openai_request(self._client, jm.model, system, user, schema, mode, temperature, max_tokens, schema_name, jm.max_tokens_param)
+        return await openai_request(self._client, jm.model, system, user, schema, mode, temperature, max_tokens, schema_name, jm.max_tokens_param, top_logprobs)
 
 
 class LocalEndpoint:
@@ -386,14 +407,16 @@ class LocalEndpoint:
         self.mode: StructuredMode = "prompt"
         self.fatal: FatalEndpointError | None = None
         self._backend: Any = None
-        self._pending: list[tuple[str, str, int, float, asyncio.Future]] = []
+        self.no_logprobs: str | None = None  # in-process models always have them
+        self._pending: list[tuple[str, str, int, float, int, asyncio.Future]] = []
         self._drainer: asyncio.Future | None = None
 
-    async def complete(self, system: str, user: str, schema: Mapping[str, Any], *, temperature: float, max_tokens: int, schema_name: str, model: EndpointModel | None = None) -> Reply:
+    async def complete(self, system: str, user: str, schema: Mapping[str, Any], *, temperature: float, max_tokens: int, schema_name: str,
+                       model: EndpointModel | None = None, top_logprobs: int = 0) -> Reply:
         if self.fatal is not None:
             raise self.fatal
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending.append((system + schema_instruction(schema), user, max_tokens, temperature, fut))
+        self._pending.append((system + schema_instruction(schema), user, max_tokens, temperature, top_logprobs, fut))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.ensure_future(self._drain())
         return await fut
@@ -405,7 +428,7 @@ class LocalEndpoint:
             self.stats.requests += len(batch)
             self.stats.max_in_flight = max(self.stats.max_in_flight, len(batch))
             try:
-                replies = await asyncio.to_thread(self._generate, [(s, u, m, t) for s, u, m, t, _ in batch])
+                replies = await asyncio.to_thread(self._generate, [(s, u, m, t, k) for s, u, m, t, k, _ in batch])
             except BaseException as e:  # noqa: BLE001 - handed to every waiting request
                 err = e if isinstance(e, FatalEndpointError) else FatalEndpointError(f"judge {self.jm.label}: {type(e).__name__}: {e}")
                 self.fatal = err
@@ -421,7 +444,7 @@ class LocalEndpoint:
                 else:
                     fut.set_result(reply)
 
-    def _generate(self, batch: list[tuple[str, str, int, float]]) -> list[Reply | CallFailed]:
+    def _generate(self, batch: list[tuple[str, str, int, float, int]]) -> list[Reply | CallFailed]:
         import dataclasses
 
         from ..types import GenerationParams
@@ -434,18 +457,18 @@ class LocalEndpoint:
         t0 = time.perf_counter()
         requests = [
             GenerationRequest(key=str(i), model=dataclasses.replace(spec, generation=GenerationParams(max_new_tokens=m, temperature=t)),
-                              messages=(Message("system", s), Message("user", u)))
-            for i, (s, u, m, t) in enumerate(batch)
+                              messages=(Message("system", s), Message("user", u)), top_logprobs=k)
+            for i, (s, u, m, t, k) in enumerate(batch)
         ]
         outs = self._backend.generate(requests)
         wall = time.perf_counter() - t0
         replies: list[Reply | CallFailed] = []
-        for (s, u, _, _), c in zip(batch, outs):
+        for (s, u, _, _, _), c in zip(batch, outs):
             if c.error is not None:
                 replies.append(CallFailed(f"generation failed: {c.error}"))
                 continue
             replies.append(Reply(raw=c.text, parsed=None, tokens_in=c.tokens_in, tokens_out=c.tokens_out, structured="prompt",
-                                 system=s, user=u, attempts=1, latency_s=wall / max(len(batch), 1), finish_reason=c.finish_reason))
+                                 system=s, user=u, attempts=1, latency_s=wall / max(len(batch), 1), finish_reason=c.finish_reason, logprobs=c.logprobs))
         return replies
 
     async def aclose(self) -> None:

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..types import Message, Sample
 
 Mode = Literal["single", "reference", "pairwise"]
+Scoring = Literal["sampled", "expected"]
 
 #: The variables a template sees. ``output`` (single/reference) or ``output_a``/``output_b`` (pairwise)
 #: are untrusted; so are ``prompt`` and ``conversation`` (user data) and ``reference``.
@@ -66,11 +67,16 @@ class RubricConfig(Strict):
     temperature: float = Field(0.0, ge=0.0)
     max_tokens: int = Field(512, ge=16)
     verdict_retries: int = Field(2, ge=0)  # extra attempts when a verdict is not valid JSON / breaks the schema
+    # sampled: the integer the judge wrote; expected: sum p(k)*k over the scale's tokens (G-Eval), from
+    # the judge's log-probabilities where the endpoint returns them
+    scoring: Scoring = "sampled"
 
     @model_validator(mode="after")
     def _check(self) -> "RubricConfig":
         if self.mode in ("single", "reference") and not self.criteria:
             raise ValueError(f"a {self.mode} rubric needs at least one criterion under 'criteria'")
+        if self.scoring == "expected" and self.mode == "pairwise":
+            raise ValueError("scoring: expected weighs a criterion's integer scale; a pairwise rubric has none (single and reference rubrics only)")
         return self
 
     @field_validator("criteria")
@@ -113,6 +119,7 @@ class Rubric:
     content_hash: str = ""
     delimiters: tuple[str, ...] = ()  # tag names that wrap untrusted values in the template
     description: str = ""
+    scoring: Scoring = "sampled"
 
     @property
     def criterion_names(self) -> tuple[str, ...]:
@@ -347,6 +354,7 @@ def load_rubric(path: str | Path) -> Rubric:
         content_hash=hashlib.sha256(content).hexdigest()[:16],
         delimiters=tuple(delimiters),
         description=cfg.description,
+        scoring=cfg.scoring,
     )
 
 

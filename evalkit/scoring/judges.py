@@ -38,6 +38,7 @@ from ..models.structured import (
 from ..rubrics import resolve_rubric
 from ..store import Store
 from ..types import Sample, Score, ScoreKind, stable_hash
+from .expected import TOP_LOGPROBS, expected_scores
 from .judge_rubric import Rubric, load_rubric, parse_verdict_text
 
 __all__ = [
@@ -154,6 +155,10 @@ def _load(judges: Sequence[JudgeEntry], config_dir: Path) -> list[tuple[JudgeEnt
         names.add(name)
         if name != rubric.name:
             rubric = _renamed(rubric, name)
+        if entry.scoring is not None and entry.scoring != rubric.scoring:
+            if entry.scoring == "expected" and rubric.mode == "pairwise":
+                raise ConfigError(f"{where}.scoring: expected weighs a criterion's integer scale; the pairwise rubric {path} has none")
+            rubric = dc_replace(rubric, scoring=entry.scoring)
         models = _judge_models(entry, rubric, where)
         for m in models:
             check_api_key(m, where)
@@ -236,6 +241,8 @@ def _judgment_key(rubric: Rubric, jm: EndpointModel, system: str, user: str, rep
             "system": system,
             "user": user,
             "repeat": repeat,
+            # a judgment asked for log-probabilities is another request (its payload holds them); sampled keys stay as they were
+            **({"scoring": "expected"} if rubric.scoring == "expected" else {}),
         },
         length=32,
     )
@@ -300,9 +307,12 @@ async def _judge_one(req: _Request, client: StructuredEndpoint | LocalEndpoint) 
     sent_system = req.system
     structured = client.mode
     t0 = time.perf_counter()
+    want_logprobs = rubric.scoring == "expected" and rubric.mode != "pairwise"
+    expected: dict[str, Any] | None = None
     for _ in range(1 + rubric.verdict_retries):
         try:
-            reply = await client.complete(req.system, req.user, rubric.verdict_schema, temperature=rubric.temperature, max_tokens=rubric.max_tokens, schema_name=f"{rubric.name}_verdict".replace(".", "_"), model=req.model)
+            reply = await client.complete(req.system, req.user, rubric.verdict_schema, temperature=rubric.temperature, max_tokens=rubric.max_tokens,
+                                          schema_name=f"{rubric.name}_verdict".replace(".", "_"), model=req.model, top_logprobs=TOP_LOGPROBS if want_logprobs else 0)
         except CallFailed as e:
             error = f"request failed: {e}"
             attempts.append({"error": error, "http_attempts": e.attempts})
@@ -324,6 +334,10 @@ async def _judge_one(req: _Request, client: StructuredEndpoint | LocalEndpoint) 
             continue
         attempts.append({"raw": reply.raw, "http_attempts": reply.attempts})
         verdict, error = candidate, None
+        if want_logprobs:
+            scales = {c.name: (c.low, c.high) for c in rubric.criteria}
+            found = expected_scores(reply.raw, reply.logprobs, scales, why_none=client.no_logprobs)
+            expected = {c: {"value": e.value, "reason": e.reason, "mass": e.mass} for c, e in found.items()}
         break
     payload = {
         "judge": req.judge,
@@ -341,6 +355,7 @@ async def _judge_one(req: _Request, client: StructuredEndpoint | LocalEndpoint) 
         "attempts": attempts,
         "verdict": verdict,
         "error": error,
+        **({"expected": expected} if expected is not None else {}),
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
         "latency_s": round(time.perf_counter() - t0, 4),
@@ -449,6 +464,23 @@ def _cand_result(order: str, winner: str) -> str:
 _RESULT_VALUE = {"candidate": 1.0, "tie": 0.5, "vs": 0.0}
 
 
+def _criterion_value(result: _Result, criterion: str, scoring: str, fallbacks: list[str], tally: Counter) -> float | None:
+    """A criterion's value in one judgment: the sampled integer, or (``scoring: expected``) the
+    probability-weighted score; where that is missing the integer stands and ``fallbacks`` says why.
+    """
+    sampled = (result.verdict or {}).get(criterion)
+    if scoring != "expected":
+        return sampled
+    e = (result.payload.get("expected") or {}).get(criterion) or {}
+    if e.get("value") is not None:
+        tally["expected"] += 1
+        return float(e["value"])
+    why = str(e.get("reason") or "no expected value recorded")
+    fallbacks.append(why)
+    tally[why] += 1
+    return sampled
+
+
 def _aggregate_single(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: dict[tuple[str, str, str], list[Score]], st: dict[str, Any]) -> None:
     rubric, entry = plan.rubric, plan.entry
     labels = [m.label for m in plan.models]
@@ -458,6 +490,7 @@ def _aggregate_single(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: di
     agreement_absdiff: dict[str, list[float]] = defaultdict(list)
     # model -> scorer -> repeat -> list of per-item values (for the noise band)
     repeat_vals: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    tally: Counter = Counter()  # scoring: expected: values weighed, and each reason a sampled one stood
     for u in plan.units:
         item_key = (u.model, u.suite, u.sample_id)
         if u.skipped:
@@ -480,6 +513,7 @@ def _aggregate_single(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: di
             continue
         st["judged"] += 1
         notes = next((str(r.verdict.get("notes", "")) for _, r in sorted(good.items()) if r.verdict and r.verdict.get("notes")), "")
+        fallbacks: list[str] = []
         for c in rubric.criteria:
             scorer = rubric.scorer_name(c.name)
             raw: dict[str, list[float | None]] = {}
@@ -487,7 +521,7 @@ def _aggregate_single(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: di
             model_votes: list[float] = []
             stds: list[float] = []
             for lab in labels:
-                vals = [good[(lab, r, "")].verdict[c.name] if (lab, r, "") in good else None for r in range(entry.repeats)]  # type: ignore[index]  # good holds verdicts only
+                vals = [_criterion_value(good[(lab, r, "")], c.name, rubric.scoring, fallbacks, tally) if (lab, r, "") in good else None for r in range(entry.repeats)]
                 raw[lab] = vals
                 ok = [float(v) for v in vals if v is not None]
                 if ok:
@@ -512,6 +546,11 @@ def _aggregate_single(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: di
                 "judgment_keys": keys,
                 "failed_judgments": len(failed),
             }
+            if rubric.scoring == "expected":
+                details["scoring"] = "expected"
+                if fallbacks:
+                    details["sampled_fallback"] = sorted(set(fallbacks))  # why some values are the sampled integer
+                fallbacks.clear()
             if entry.repeats > 1:
                 details["repeat_values"] = [
                     _mean([float(raw[lab][r]) for lab in labels if raw[lab][r] is not None]) if any(raw[lab][r] is not None for lab in labels) else None  # type: ignore[arg-type]
@@ -533,6 +572,9 @@ def _aggregate_single(plan: _JudgePlan, verdicts: Mapping[str, _Result], out: di
         crit_stats[scorer] = d
     st["criteria"] = crit_stats
     st["length_bias"] = {s: d["length_bias"] for s, d in crit_stats.items()}
+    if rubric.scoring == "expected":
+        weighed = tally.pop("expected", 0)
+        st["scoring"] = {"mode": "expected", "weighed": weighed, "sampled_fallback": sum(tally.values()), "fallback_reasons": dict(tally.most_common())}
     if entry.repeats > 1:
         st["noise"] = _noise(repeat_vals)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from evalkit.config import JudgeEntry, ModelEntry
 from evalkit.models import GenerationRequest, open_backend
 from evalkit.models.structured import schema_instruction
@@ -70,3 +72,41 @@ def judge_schema(payload: dict) -> dict:
     from evalkit.scoring.judge_rubric import load_rubric
 
     return dict(load_rubric(Path(payload["rubric_path"])).verdict_schema)
+
+
+def test_hf_backend_returns_token_logprobs_that_spell_the_reply(tiny_base: Path):
+    """What a judge with ``scoring: expected`` reads from an in-process model: each generated token's
+    text (the pieces spell the reply exactly) and its top-k log-probabilities, the greedy choice first.
+    """
+    import asyncio
+    import math
+
+    from evalkit.models.structured import EndpointModel, LocalEndpoint
+
+    spec = ModelSpec(name="j", backend="hf", path=str(tiny_base), generation=GenerationParams(max_new_tokens=12, temperature=0.0), options={"dtype": "float32"})
+    backend = open_backend([spec])
+    try:
+        plain, with_lp = backend.generate([
+            GenerationRequest("a", spec, (Message("user", "q1"),)),
+            GenerationRequest("b", spec, (Message("user", "q1"),), top_logprobs=5),
+        ])
+    finally:
+        backend.close()
+    assert plain.logprobs is None and with_lp.text == plain.text  # asking for log-probabilities changes nothing else
+    toks = with_lp.logprobs
+    assert toks is not None and len(toks) == with_lp.tokens_out and "".join(t.text for t in toks) == with_lp.text
+    for t in toks:
+        assert len(t.top) == 5 and t.top[0][1] == pytest.approx(t.logprob, abs=1e-5)  # greedy: the sampled token is the most likely
+        assert [lp for _, lp in t.top] == sorted((lp for _, lp in t.top), reverse=True) and sum(math.exp(lp) for _, lp in t.top) <= 1 + 1e-5
+    # through the in-process judge endpoint, the reply carries them
+    jm = EndpointModel(backend="hf", model=str(tiny_base), base_url=None, api_key_env="", concurrency=2, local=spec)
+
+    async def ask():
+        ep = LocalEndpoint(jm)
+        try:
+            return await ep.complete("", "q1", {"type": "object"}, temperature=0.0, max_tokens=12, schema_name="v", top_logprobs=3)
+        finally:
+            await ep.aclose()
+
+    reply = asyncio.run(ask())
+    assert reply.logprobs is not None and "".join(t.text for t in reply.logprobs) == reply.raw and len(reply.logprobs[0].top) == 3

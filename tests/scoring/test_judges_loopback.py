@@ -506,3 +506,67 @@ def test_a_reply_cut_at_max_tokens_says_so(loopback_api, store):
     loopback_api.set_responder(lambda api, req: Reply(text='{"correctness": 4, "for', finish_reason="length"))
     out = run_judges([openai_judge(loopback_api)], config_dir=ROOT, store=store, items=items(1), progress=False)
     assert out.errors == 1 and "raise max_tokens" in out.scores[("cand", "suite", "s000")][0].error
+
+
+def _torn(i: int, tok: str, before: str):
+    """The judge's distribution at each score token: correctness torn 60/40 between 4 and 3; format sure 5."""
+    if tok.strip() == "4" and before.rstrip().endswith('"correctness":'):
+        return [(" 4", 0.6), (" 3", 0.3), ("3", 0.1)]  # " 3" and "3" are the same score
+    if tok.strip() == "5" and before.rstrip().endswith('"format":'):
+        return [(" 5", 0.9), (" five", 0.1)]  # a non-number alternative: dropped, the rest renormalised
+    return None
+
+
+def test_expected_scoring_weighs_the_scale_tokens_and_falls_back_with_a_reason(loopback_api, store):
+    from tests.support.loopback import Reply
+
+    verdict = {"correctness": 4, "format": 5, "completeness": 2, "notes": "ok"}
+    loopback_api.set_responder(lambda api, req: Reply(data=verdict, alternatives=_torn))
+    judge = openai_judge(loopback_api, scoring="expected")
+    out = run_judges([judge], config_dir=ROOT, store=store, items=items(2), progress=False)
+    sc = {s.scorer: s for s in out.scores[("cand", "suite", "s000")]}
+    assert sc["judge.correctness"].value == pytest.approx(0.6 * 4 + 0.4 * 3)  # 3.6, not the sampled 4
+    assert sc["judge.format"].value == 5.0 and sc["judge.completeness"].value == 2.0
+    assert sc["judge.correctness"].details["scoring"] == "expected" and "sampled_fallback" not in sc["judge.correctness"].details
+    assert out.stats["default"]["scoring"] == {"mode": "expected", "weighed": 6, "sampled_fallback": 0, "fallback_reasons": {}}
+    body = loopback_api.bodies("openai")[0]
+    assert body["logprobs"] is True and body["top_logprobs"] == 20
+    stored = store.get_judgments([sc["judge.correctness"].details["judgment_keys"][0]])
+    assert next(iter(stored.values()))["expected"]["correctness"] == {"value": 3.6, "reason": None, "mass": 1.0}
+    # a sampled judge's keys differ (the same rubric without logprobs is another request): no cache mix-up
+    sampled = run_judges([openai_judge(loopback_api)], config_dir=ROOT, store=store, items=items(2), progress=False)
+    assert sampled.calls_made == 2 and {s.scorer: s.value for s in sampled.scores[("cand", "suite", "s000")]}["judge.correctness"] == 4.0
+
+
+def test_expected_scoring_fallbacks_anthropic_and_a_server_that_refuses_logprobs(loopback_api, store):
+    verdict = {"correctness": 4, "format": 5, "completeness": 2, "notes": "ok"}
+    loopback_api.set_responder(lambda api, req: verdict)
+    out = run_judges([JudgeEntry(rubric="default", model=anthropic_model(loopback_api), scoring="expected")], config_dir=ROOT, store=store, items=items(2), progress=False)
+    sc = {s.scorer: s for s in out.scores[("cand", "suite", "s000")]}
+    assert sc["judge.correctness"].value == 4.0 and out.errors == 0
+    assert sc["judge.correctness"].details["sampled_fallback"] == ["the Anthropic API returns no token log-probabilities"]
+    assert out.stats["default"]["scoring"]["sampled_fallback"] == 6 and out.stats["default"]["scoring"]["weighed"] == 0
+    loopback_api.refuse_logprobs = True
+    out = run_judges([openai_judge(loopback_api, scoring="expected", concurrency=1)], config_dir=ROOT, store=store, items=items(3), progress=False)
+    assert out.errors == 0 and out.calls_made == 3
+    sc = {s.scorer: s for s in out.scores[("cand", "suite", "s001")]}
+    assert sc["judge.correctness"].value == 4.0 and sc["judge.correctness"].details["sampled_fallback"][0].startswith("the server refused logprobs")
+    asked = [b for b in loopback_api.bodies("openai")]
+    assert sum(1 for b in asked if b.get("logprobs")) == 1 and sum(1 for b in asked if not b.get("logprobs")) == 3  # asked once with, then without
+
+
+def test_expected_scores_unit_cases():
+    from evalkit.scoring.expected import expected_scores
+    from evalkit.types import TokenLogprob as T
+
+    raw = '{"a": 4, "b": 10}'
+    toks = [T('{"', 0.0), T("a", 0.0), T('":', 0.0), T(" 4", -0.1, ((" 4", -0.1), (" 5", -2.4), (" 9", -1.0))), T(",", 0.0), T(' "', 0.0), T("b", 0.0), T('":', 0.0),
+            T(" 1", 0.0, ((" 1", 0.0),)), T("0", 0.0), T("}", 0.0)]
+    got = expected_scores(raw, toks, {"a": (1, 5), "b": (1, 10)})
+    p4, p5 = 2.718281828 ** -0.1, 2.718281828 ** -2.4  # 9 is off the 1-5 scale: dropped
+    assert got["a"].value == pytest.approx((4 * p4 + 5 * p5) / (p4 + p5), abs=1e-4) and got["a"].mass == pytest.approx(p4 + p5, abs=1e-4)
+    assert got["b"].value is None and "not one token" in got["b"].reason
+    assert expected_scores(raw, None, {"a": (1, 5)})["a"].reason == "the reply came without token log-probabilities"
+    assert expected_scores(raw + " ", toks, {"a": (1, 5)})["a"].reason == "the tokens' texts do not spell the reply"
+    assert expected_scores(raw, [*toks, T("<|end|>", 0.0)], {"a": (1, 5)})["a"].value == got["a"].value  # a trailing end token (vLLM) is fine
+    assert expected_scores('{"x": 1}', [T('{"x": 1}', 0.0)], {"a": (1, 5)})["a"].reason == "its score was not found in the reply text"

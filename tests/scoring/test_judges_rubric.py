@@ -264,3 +264,16 @@ def test_a_pip_installed_wheel_finds_rubric_default(tmp_path):
     assert names == "['judge.correctness', 'judge.format', 'judge.completeness']"
     listed = subprocess.run([str(py), "-m", "evalkit.cli", "judges", "list"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0 and str(venv) in listed.stdout, listed.stderr
+
+
+def test_scoring_expected_is_for_rubrics_with_a_scale(tmp_path):
+    bad = write(tmp_path, (JUDGES / "pairwise.yaml").read_text() + "\nscoring: expected\n")
+    with pytest.raises(ConfigError, match="scoring: expected weighs a criterion's integer scale") as ei:
+        load_rubric(bad)
+    assert str(ei.value.where) == str(bad)
+    local = ModelEntry(backend="openai", model="j", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(ConfigError, match=r"judges\[0\]\.scoring: expected weighs"):
+        judge_config_errors([JudgeEntry(rubric="pairwise", model=local, scoring="expected")], tmp_path)
+    judge_config_errors([JudgeEntry(rubric="default", model=local, scoring="expected")], tmp_path)  # fine
+    ok = write(tmp_path, (JUDGES / "default.yaml").read_text() + "\nscoring: expected\n", "e.yaml")
+    assert load_rubric(ok).scoring == "expected" and load_rubric(JUDGES / "default.yaml").scoring == "sampled"

@@ -59,5 +59,15 @@ def test_vllm_server_as_judge(tiny_base, tmp_path):
             assert not prov["structured_fallbacks"]
             again = run_judges([judge], config_dir=ROOT, store=store, items=its, progress=False)
             assert again.calls_made == 0 and again.calls_cached == 4
+            # scoring: expected with vLLM's real log-probabilities: every score weighed, none fell back
+            expected = judge.model_copy(update={"scoring": "expected"})
+            weighed = run_judges([expected], config_dir=ROOT, store=store, items=its, progress=False)
+            assert weighed.calls_made == 4 and weighed.errors == 0  # another request (logprobs asked): not the cached sampled verdicts
+            assert weighed.stats["short"]["scoring"] == {"mode": "expected", "weighed": 4, "sampled_fallback": 0, "fallback_reasons": {}}
+            keys = [k for v in weighed.scores.values() for k in v[0].details["judgment_keys"]]
+            for p in store.get_judgments(keys).values():
+                e = p["expected"]["ok"]
+                assert 1 <= e["value"] <= 5 and 0 < e["mass"] <= 1 and e["reason"] is None  # sum p(k)*k over the scale's tokens, renormalised
+                assert 1 <= p["verdict"]["ok"] <= 5  # the sampled integer is kept beside it
     finally:
         server.stop()

@@ -30,7 +30,9 @@ the answer cuts it there (``"stop"`` / ``"stop_sequence"``).
 ``api`` is ``"openai"`` or ``"anthropic"``. A ``str`` is the answer text; a ``dict`` is a structured
 answer (OpenAI: JSON-encoded into the message content; Anthropic: the ``tool_use`` input when a
 tool is forced, else JSON text); a ``Reply`` sets text/data plus ``finish_reason`` or usage
-explicitly. The default, ``echo_responder``, echoes the last user message, and for structured
+explicitly, and its ``alternatives`` script the token log-probabilities a request with
+``logprobs``/``top_logprobs`` gets (the text is cut into word-like tokens; ``refuse_logprobs`` makes
+the server answer such a request 400). The default, ``echo_responder``, echoes the last user message, and for structured
 requests (``json_schema`` response format, or a forced tool) returns a minimal object that satisfies
 the schema (``example_for_schema``). Helpers for responders: ``last_user_text(req)``,
 ``requested_schema(api, req)``. A responder that raises makes a 500 and fails the test at teardown.
@@ -67,6 +69,8 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import json
+import math
+import re
 import socket
 import threading
 import time
@@ -88,6 +92,9 @@ class Reply:
     finish_reason: str | None = None  # OpenAI vocabulary: stop | length | content_filter | tool_calls
     tokens_in: int | None = None
     tokens_out: int | None = None
+    # when the request asks for logprobs: (token index, token text, text before it) -> the
+    # alternatives at that position as (token, probability); None: the token alone, probability 1
+    alternatives: Callable[[int, str, str], list[tuple[str, float]] | None] | None = None
 
 
 Answer = Union[str, dict, list, Reply]
@@ -282,6 +289,22 @@ def echo_responder(api: str, req: dict) -> Answer:
     return last_user_text(req)
 
 
+def _logprobs(text: str, top: int, alternatives: Any) -> dict:
+    """OpenAI's ``choices[0].logprobs``: the text cut into word-like tokens (leading space kept, as
+    GPT tokenizers do), each with its log-probability and ``top`` alternatives.
+    """
+    content = []
+    pos = 0
+    for i, m in enumerate(re.finditer(r"\s*(?:\d+|\w+|[^\w\s])|\s+", text)):
+        tok = m.group(0)
+        alts = (alternatives(i, tok, text[:pos]) if alternatives else None) or [(tok, 1.0)]
+        lp = {t: (math.log(p) if p > 0 else -9999.0) for t, p in alts}
+        content.append({"token": tok, "logprob": lp.get(tok, -9999.0), "bytes": list(tok.encode()),
+                        "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in sorted(lp.items(), key=lambda kv: -kv[1])[:top]]})
+        pos = m.end()
+    return {"content": content, "refusal": None}
+
+
 def _words(text: str) -> int:
     return len(text.split())
 
@@ -330,6 +353,7 @@ class LoopbackAPI:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.refuse_logprobs = False  # answer 400 to a chat completion that asks for logprobs (servers without them)
 
     # lifecycle
     def start(self) -> "LoopbackAPI":
@@ -602,6 +626,13 @@ class _Handler(BaseHTTPRequestHandler):
             raise _ApiError(400, "response_format: invalid")
         if isinstance(rf, dict) and rf.get("type") == "json_schema" and not isinstance((rf.get("json_schema") or {}).get("name"), str):
             raise _ApiError(400, "response_format.json_schema.name: required")
+        top = body.get("top_logprobs")
+        if top is not None and (not isinstance(top, int) or not 0 <= top <= 20):
+            raise _ApiError(400, "top_logprobs: must be an integer between 0 and 20")
+        if top and not body.get("logprobs"):
+            raise _ApiError(400, "top_logprobs: requires logprobs to be true")
+        if body.get("logprobs") and state.refuse_logprobs:
+            raise _ApiError(400, "logprobs are not supported by this server")
         reply = self._answer(state, "openai", body, override, use_override)
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         stop = body.get("stop")
@@ -619,7 +650,8 @@ class _Handler(BaseHTTPRequestHandler):
             "created": int(time.time()),
             "model": body["model"],
             "system_fingerprint": "fp_loopback",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None}, "finish_reason": finish, "logprobs": None}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None}, "finish_reason": finish,
+                         "logprobs": _logprobs(text, int(top or 0), reply.alternatives) if body.get("logprobs") else None}],
             "usage": {"prompt_tokens": t_in, "completion_tokens": t_out, "total_tokens": t_in + t_out},
         }
 
