@@ -1,20 +1,27 @@
 """evalkit's own recipe for a tiny Llama-architecture base model (no model hub needed).
 
 The demo and the tests need a real base model that transformers, peft, bitsandbytes and vLLM all
-load, but nothing may be downloaded. So evalkit builds one: a character-level tokenizer with its
-special tokens and chat template fixed from the start (fine-tuning never adds tokens, so adapters
-never need ``modules_to_save``, which vLLM refuses), and a small Llama pretrained for a minute or
-two on a synthetic mix of *general* tasks (echo, uppercase, reverse, add, count, capitals, sort...).
-It never sees the *extraction* task (free text -> compact JSON) that the demo fine-tunes on, so a
-QLoRA candidate visibly improves the format gate.
+load, but nothing may be downloaded. So evalkit builds one: a tokenizer with its special tokens and
+chat template fixed from the start (fine-tuning never adds tokens, so adapters never need
+``modules_to_save``, which vLLM refuses), and a small Llama pretrained for a few minutes on a
+synthetic mix of *general* tasks (echo, uppercase, reverse, add, count, capitals, sort...) and
+*copying* tasks (copy a name, a city, a number; key=value text -> JSON with other keys; pick a
+field). It never sees the *extraction* task (free text -> JSON with name, city and age) that the
+demo fine-tunes on, so the base scores 0 there, and a QLoRA candidate can learn it with the right
+field values because the base already copies.
+
+The tokenizer is character-level, except that the demo's names, cities, words and the numbers
+10-130 are single tokens: copying "Ada Lovelace, 36" is then copying three tokens (with tied
+embeddings, what attention moves is the token itself), not twelve characters, which a model this
+small does not learn in minutes. Any other text still tokenizes, character by character.
 
 Weights are saved in float32 (``config.json`` says ``"dtype": "float32"``); load with
 ``dtype="bfloat16"`` for parity with vLLM in bf16. The build is deterministic: seeded data, order and
 initialisation, one torch thread -> the same parameters give the same bytes (on the same CPU
 architecture and torch version).
 
-Public API: ``build_tokenizer``, ``general_examples``, ``extraction_examples``, ``EXTRACTION_SCHEMA``,
-``build_base``, ``demo_base``, ``RECIPE_VERSION``.
+Public API: ``build_tokenizer``, ``general_examples``, ``copy_examples``, ``extraction_examples``,
+``EXTRACTION_SCHEMA``, ``build_base``, ``demo_base``, ``RECIPE_VERSION``.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ __all__ = [
     "DEFAULT_BUILD",
     "build_tokenizer",
     "general_examples",
+    "copy_examples",
     "extraction_examples",
     "build_base",
     "demo_base",
@@ -51,7 +59,7 @@ __all__ = [
 ]
 
 # Bump whenever anything below changes what build_base produces (cache keys include it).
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "<|end|>", "<unk>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
@@ -88,7 +96,8 @@ EXTRACTION_SCHEMA: dict[str, Any] = {
 }
 
 # The defaults of build_base; demo_base caches exactly this build.
-DEFAULT_BUILD: dict[str, Any] = {"steps": 600, "seed": 0, "hidden": 128, "layers": 4}
+DEFAULT_BUILD: dict[str, Any] = {"steps": 900, "seed": 0, "hidden": 128, "layers": 4}
+COPY_FRACTION = 0.4  # share of the pretraining examples that are copying tasks
 _HEAD_DIM = 32  # vLLM's CPU attention supports head sizes 32, 64, ...
 _BATCH = 32
 _LR = 3e-3
@@ -99,17 +108,29 @@ _MAX_POSITIONS = 512
 # tokenizer
 
 
+def _word_tokens() -> list[str]:
+    """The whole-word tokens: the demo's names, cities and words, and the numbers 10-130, longest first."""
+    words = set(_FIRST) | set(_LAST) | set(_CITIES) | set(_WORDS) | {w for pair in _CAPITALS for w in pair}
+    words |= {str(i) for i in range(10, 131)}
+    return sorted((w for w in words if len(w) > 1), key=lambda w: (-len(w), w))
+
+
 def build_tokenizer() -> "PreTrainedTokenizerFast":
-    """A character-level tokenizer (printable ASCII, tab, newline) with special tokens and a chat
-    template. Saves and loads as an ordinary Hugging Face tokenizer (``tokenizer.json``).
+    """A character-level tokenizer (printable ASCII, tab, newline) with whole-word tokens for the
+    demo's names, cities, words and numbers, special tokens and a chat template. Saves and loads as
+    an ordinary Hugging Face tokenizer (``tokenizer.json``).
     """
+    import re
+
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + _CHARS)}
+    words = _word_tokens()
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + _CHARS + tuple(words))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    # Every character is its own "word" ([\s\S]: newline too).
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    # A listed word (longest first) is one token; every other character is its own ([\s\S]: newline too).
+    pattern = "|".join(re.escape(w) for w in words) + r"|[\s\S]"
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     tok.decoder = decoders.Fuse()  # concatenate, no spaces between characters
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -248,6 +269,75 @@ def general_examples(n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
+_COPY_KEYS = ("color", "pet", "food", "team", "item", "count", "score", "tool", "band", "planet", "shape", "friend", "town", "size", "year")
+_NUMBER_KEYS = frozenset({"count", "score", "size", "year"})
+
+
+def _person(r: random.Random) -> str:
+    return f"{r.choice(_FIRST)} {r.choice(_LAST)}"
+
+
+def _copy_value(r: random.Random, key: str) -> Any:
+    if key in _NUMBER_KEYS:
+        return r.randint(0, 130)
+    return r.choice((_person(r), r.choice(_CITIES), r.choice(_WORDS)))
+
+
+def _task_copy(r: random.Random) -> tuple[str, str]:
+    n = r.randint(0, 130)
+    city = r.choice(_CITIES)
+    s = r.choice((_person(r), city, f"{_person(r)} {city}", str(n), f"{_person(r)} {n}", f"{n} {city}"))
+    return r.choice(("Copy: {s}", "Repeat exactly: {s}", "Say back: {s}")).format(s=s), s
+
+
+def _task_kv_json(r: random.Random) -> tuple[str, str]:
+    keys = r.sample(_COPY_KEYS, r.randint(2, 3))
+    vals = {k: _copy_value(r, k) for k in keys}
+    style = r.randint(0, 3)
+    if style == 0:
+        prompt = "; ".join(f"{k.capitalize()}: {v}" for k, v in vals.items())
+    elif style == 1:
+        prompt = "JSON: " + " ".join(f"{k}={v}" for k, v in vals.items())
+    elif style == 2:
+        prompt = " | ".join(f"{k} is {v}" for k, v in vals.items())
+    else:
+        prompt = ", ".join(f"{v} ({k})" for k, v in vals.items())
+    return prompt, json.dumps(vals)
+
+
+def _task_pick(r: random.Random) -> tuple[str, str]:
+    keys = r.sample(_COPY_KEYS, 3)
+    vals = {k: _copy_value(r, k) for k in keys}
+    k = r.choice(keys)
+    return "; ".join(f"{kk}={v}" for kk, v in vals.items()) + f". What is {k}?", str(vals[k])
+
+
+_COPY_TASKS = {"copy": _task_copy, "kv_json": _task_kv_json, "pick": _task_pick}
+
+
+def copy_examples(n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` copying chat lines (copy a name / city / number; key=value -> JSON with keys other than
+    the extraction task's; pick a field), deterministic in ``seed``. They teach the base to copy,
+    never the extraction task itself (no name / city / age keys).
+    """
+    r = random.Random(f"copy:{seed}")
+    names = list(_COPY_TASKS)
+    out = []
+    for i in range(n):
+        task = names[i % len(names)]
+        prompt, answer = _COPY_TASKS[task](r)
+        out.append(_chat_line(f"copy-{seed}-{i}", prompt, answer, task))
+    return out
+
+
+def pretraining_examples(n: int, seed: int) -> list[dict[str, Any]]:
+    """The base's pretraining pool: general tasks and (``COPY_FRACTION``) copying tasks, shuffled."""
+    k = int(n * COPY_FRACTION)
+    rows = general_examples(n - k, seed) + copy_examples(k, seed)
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
 _EXTRACTION_PROMPTS = (
     "Name: {name}; City: {city}; Age: {age}",
     "City: {city} | Name: {name} | Age: {age}",
@@ -326,7 +416,7 @@ def build_base(
     layers: int = DEFAULT_BUILD["layers"],
     progress: bool = True,
 ) -> Path:
-    """Build the tokenizer and a Llama config, pretrain on ``general_examples`` (loss on the
+    """Build the tokenizer and a Llama config, pretrain on ``pretraining_examples`` (loss on the
     assistant turns), and save an ordinary HF checkpoint (float32 safetensors, config.json,
     generation_config.json with greedy defaults, tokenizer files with the chat template) in
     ``out_dir``. Deterministic: the same arguments give the same weights on the same machine.
@@ -356,7 +446,7 @@ def _build(out: Path, *, steps: int, seed: int, hidden: int, layers: int, progre
     config = _llama_config(tokenizer, hidden, layers)
 
     # A pool of distinct-enough examples, cycled in a seeded order.
-    pool = _encode(tokenizer, general_examples(min(max(steps, 1) * _BATCH, 8000), seed))
+    pool = _encode(tokenizer, pretraining_examples(min(max(steps, 1) * _BATCH, 8000), seed))
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

@@ -128,6 +128,7 @@ class RunSummary(_Record):
     suites: list[SuiteInfo] = Field(default_factory=list)
     metrics: list[MetricRow] = Field(default_factory=list)
     gates: list[GateRecord] = Field(default_factory=list)
+    candidate_verdicts: dict[str, bool] = Field(default_factory=dict)  # candidate -> ships on its own gates
     calls: Calls = Field(default_factory=Calls)
     errors: Errors = Field(default_factory=Errors)
     warnings: list[str] = Field(default_factory=list)

@@ -505,3 +505,27 @@ def test_vs_last_accepted_removed_items_alone_count_and_an_unchanged_suite_says_
         assert r.outcome == "pass" and "changed" not in r.detail and "6 paired items" in r.detail
     finally:
         store.close()
+
+
+def test_per_candidate_verdicts_say_which_candidate_ships():
+    from evalkit.gates.core import candidate_verdicts
+    from evalkit.report import console_summary
+    from evalkit.report.markdown import candidate_lines, render_markdown
+
+    items = []
+    for i in range(4):
+        items.append(item("base", f"x{i}", {"fmt": ok(True)}))
+        items.append(item("narrow", f"x{i}", {"fmt": ok(i != 2)}))
+        items.append(item("mixed", f"x{i}", {"fmt": ok(True)}))
+    gs = [gate(name="no-regressions", metric="regressions", scorer="fmt", vs="baseline", max=0), gate(name="fmt", metric="pass_rate", scorer="fmt", min=0.5)]
+    results = run(gs, items, candidates=("narrow", "mixed"))
+    assert candidate_verdicts(results, ["narrow", "mixed"]) == {"narrow": False, "mixed": True}
+    summary = {"run_id": "r", "passed": False, "candidates": ["narrow", "mixed"], "gates": [r.as_dict() for r in results]}
+    assert candidate_lines(summary) == ["narrow: DON'T SHIP (no-regressions)", "mixed: SHIP (all 2 of its gate results passed)"]
+    text = console_summary(summary)
+    assert text.splitlines()[0].startswith("FAIL  DON'T SHIP") and "  per candidate: mixed: SHIP" in text  # the exit code still needs every gate
+    assert "- ✅ mixed: SHIP" in render_markdown(summary)
+    # a run-wide blocking result (no model) stops every candidate
+    wide = G.evaluate_gates([gate(name="fmt", metric="pass_rate", scorer="fmt", min=0.5)], items=items, models=MODELS, baseline="base", candidates=[])
+    assert candidate_verdicts(wide, ["narrow"]) == {"narrow": False}
+    assert candidate_lines({"candidates": ["one"], "gates": []}) == []  # one candidate: the headline says it all

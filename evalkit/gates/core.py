@@ -55,7 +55,17 @@ def regate_run(gates: list[GateSpec], record: RunSummary, items: list[RunItem], 
     passed = all_passed(results)  # an undecided gate blocks unless it says on_no_decision: warn/pass
     return record.model_copy(update={
         "gates": [GateRecord.model_validate(r.as_dict()) for r in results], "passed": passed, "exit_code": 0 if passed else 1,
+        "candidate_verdicts": candidate_verdicts(results, record.candidates),
     })
+
+
+def candidate_verdicts(results: Sequence[GateResult], candidates: Sequence[str]) -> dict[str, bool]:
+    """Per candidate: would it ship on its own? True when none of its gate results blocks (and no
+    run-wide result does). With several candidates this says which one to ship; the run's own
+    verdict (and exit code) still needs every result to pass.
+    """
+    run_wide = any(blocks(r) for r in results if r.model is None)
+    return {c: not run_wide and not any(blocks(r) for r in results if r.model == c) for c in candidates}
 
 
 def blocks(result: GateResult) -> bool:

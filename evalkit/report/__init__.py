@@ -22,7 +22,7 @@ from .._util.fs import write_files_atomic
 from .._util.text import displayable, encodable, terminal_safe
 from ..store import RunItem, Store
 from .junit import render_junit
-from .markdown import render_markdown, verdict_line
+from .markdown import candidate_lines, render_markdown, verdict_line
 
 REPORT_FILES = ("summary.json", "items.jsonl", "report.md", "report.html", "junit.xml")
 
@@ -106,6 +106,7 @@ def console_summary(summary: dict[str, Any], out_dir: str | Path | None = None) 
     """A few lines for the terminal: the verdict, one line per gate result, where the reports are."""
     mark = {"pass": "PASS", "fail": "FAIL", "no_decision": "UNDECIDED", "warn": "WARN"}
     lines = [("PASS  " if summary.get("passed") else "FAIL  ") + verdict_line(summary)]
+    lines += [f"  per candidate: {line}" for line in candidate_lines(summary)]
     gates = summary.get("gates") or []
     if gates:
         w_name = max(len(str(g.get("name", ""))) for g in gates)

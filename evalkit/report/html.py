@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from ..store import RunItem, Store
 from . import analysis, svg
-from .markdown import plain_num, verdict_line
+from .markdown import candidate_lines, plain_num, verdict_line
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -165,6 +165,7 @@ def render_html(summary: dict[str, Any], items: Sequence[RunItem], *, store: Sto
         ok=bool(summary.get("passed")),
         headline="Ship" if summary.get("passed") else "Don't ship",
         why=_why(summary),
+        per_candidate=candidate_lines(summary),
         created=created,
         gates=summary.get("gates") or [],
         models=summary.get("models") or {},

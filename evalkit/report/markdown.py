@@ -63,11 +63,33 @@ def verdict_line(summary: dict[str, Any]) -> str:
     return "DON'T SHIP: the run did not complete cleanly."
 
 
+def candidate_lines(summary: dict[str, Any]) -> list[str]:
+    """With several candidates, one line each: would it ship on its own gates, and if not, why."""
+    candidates = list(summary.get("candidates") or [])
+    if len(candidates) < 2:
+        return []
+    gates = summary.get("gates") or []
+    run_wide = [g["name"] for g in gates if g.get("model") is None and g.get("outcome") in ("fail", "no_decision")]
+    out = []
+    for c in candidates:
+        own = [g for g in gates if g.get("model") == c]
+        blocking = run_wide + [str(g.get("name")) for g in own if g.get("outcome") in ("fail", "no_decision")]
+        if blocking:
+            out.append(f"{c}: DON'T SHIP ({', '.join(blocking)})")
+        else:
+            out.append(f"{c}: SHIP (all {len(own)} of its gate results passed)")
+    return out
+
+
 def render_markdown(summary: dict[str, Any], *, max_items: int = 10) -> str:
     ok = bool(summary.get("passed"))
     lines: list[str] = []
     lines.append(f"## {'✅' if ok else '❌'} evalkit: {cell(verdict_line(summary))}")
     lines.append("")
+    per = candidate_lines(summary)
+    if per:
+        lines.extend(f"- {'✅' if ': SHIP' in line else '❌'} {cell(line)}" for line in per)
+        lines.append("")
     meta = [f"run `{cell(summary.get('run_id', '?'))}`"]
     if summary.get("name"):
         meta.append(cell(summary["name"]))

@@ -272,6 +272,14 @@ def test_concurrency_is_bounded_and_used(loopback_api, store):
     assert ideal * 0.95 <= wall < 0.4 * n * loopback_api.latency_s, (wall, ideal)  # slack for a busy 2-core CI box
 
 
+def six_pairs() -> list[PairInput]:
+    """Six pairs of cand vs base on p0..p5: the candidate's answer is the GOOD one on p0-p2, the base's on p3-p4; p5 is the same."""
+    samples = [Sample(f"p{i}", (Message("user", f"q{i}"),)) for i in range(6)]
+    cand = ["GOOD a", "GOOD b", "GOOD c", "bad", "bad", "same"]
+    base = ["bad", "bad", "bad", "GOOD d", "GOOD e", "same"]
+    return [PairInput("cand", "base", "suite", s, c, b) for s, c, b in zip(samples, cand, base)]
+
+
 def test_pairwise_both_orders_disagreement_is_a_tie_and_position_bias(loopback_api, store):
     """Judge A prefers the answer containing 'GOOD'; judge B always says 'A' (pure position bias)."""
 
@@ -283,11 +291,7 @@ def test_pairwise_both_orders_disagreement_is_a_tie_and_position_bias(loopback_a
         return {"winner": "A" if "GOOD" in a and "GOOD" not in b else "B" if "GOOD" in b and "GOOD" not in a else "tie", "reason": "r"}
 
     loopback_api.set_responder(responder)
-    samples = [Sample(f"p{i}", (Message("user", f"q{i}"),)) for i in range(6)]
-    # candidate wins on p0-p2, loses on p3-p4, ties on p5
-    cand = ["GOOD a", "GOOD b", "GOOD c", "bad", "bad", "same"]
-    base = ["bad", "bad", "bad", "GOOD d", "GOOD e", "same"]
-    pairs = [PairInput("cand", "base", "suite", s, c, b) for s, c, b in zip(samples, cand, base)]
+    pairs = six_pairs()
     fair = JudgeEntry(rubric="pairwise", model=ModelEntry(backend="openai", model="fair", base_url=loopback_api.base_url))
     biased = JudgeEntry(rubric="pairwise", name="pairwise_biased", model=anthropic_model(loopback_api, "biased"))
     asked = []
@@ -326,10 +330,7 @@ def test_position_bias_per_judge_model_flip_rate_and_ties_from_flips(loopback_ap
         return {"winner": "A" if "GOOD" in a and "GOOD" not in b else "B" if "GOOD" in b and "GOOD" not in a else "tie", "reason": "r"}
 
     loopback_api.set_responder(responder)
-    samples = [Sample(f"p{i}", (Message("user", f"q{i}"),)) for i in range(6)]
-    cand = ["GOOD a", "GOOD b", "GOOD c", "bad", "bad", "same"]
-    base = ["bad", "bad", "bad", "GOOD d", "GOOD e", "same"]
-    pairs = [PairInput("cand", "base", "suite", s, c, b) for s, c, b in zip(samples, cand, base)]
+    pairs = six_pairs()
     models = [ModelEntry(backend="openai", model=m, base_url=loopback_api.base_url) for m in ("fair", "lazy")]
     out = run_judges([JudgeEntry(rubric="pairwise", name="ens", models=models)], config_dir=ROOT, store=store, items=[], pairs_for=lambda vs: pairs, progress=False)
     bias = out.stats["ens"]["position_bias"]
