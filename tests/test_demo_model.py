@@ -39,11 +39,16 @@ def saved_tokenizer(tmp_path_factory):
 
 def test_tokenizer_round_trips_through_save_and_autotokenizer(saved_tokenizer):
     tok = saved_tokenizer
-    text = string.printable.replace("\x0b", "").replace("\x0c", "").replace("\r", "") + ' {"name": "Ada", "age": 36}'
+    chars = string.printable.replace("\x0b", "").replace("\x0c", "").replace("\r", "")
+    lone = " ".join(chars)  # every character alone (no two digits side by side: "12" is a word token)
+    assert len(tok(lone, add_special_tokens=False)["input_ids"]) == len(lone)  # one token per character
+    text = chars + ' {"name": "Ada Lovelace", "city": "Paris", "age": 36} Adalbert 7 131'
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    assert len(ids) == len(text)  # one token per character
     assert tok.unk_token_id not in ids
     assert tok.decode(ids) == text
+    # the demo's names, cities and the numbers 10-130 are whole tokens; other words are characters
+    pieces = tok.tokenize(' {"name": "Ada Lovelace", "city": "Paris", "age": 36} Adalbert 7 131')
+    assert {"Ada", "Lovelace", "Paris", "36"} <= set(pieces) and "131" not in pieces and "Adalbert" not in pieces
     assert tok("é", add_special_tokens=False)["input_ids"] == [tok.unk_token_id]
     assert len(tok) == len(build_tokenizer())
 
@@ -76,7 +81,7 @@ def test_generation_mask_covers_exactly_the_assistant_turns(saved_tokenizer):
     ids, mask = enc["input_ids"], enc["assistant_masks"]
     masked = [t for t, m in zip(ids, mask) if m]
     assert tok.decode(masked) == "cat<|end|>DOG<|end|>"
-    assert sum(mask) == len("cat") + 1 + len("DOG") + 1
+    assert sum(mask) == len(tok.tokenize("cat")) + 1 + len(tok.tokenize("DOG")) + 1 == 1 + 1 + 3 + 1  # "cat" is a word token
     # The role marker itself is prompt, not target.
     first = mask.index(1)
     assert tok.convert_ids_to_tokens(ids[first - 1]) == "<|assistant|>"

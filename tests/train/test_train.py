@@ -34,7 +34,7 @@ def qlora_run(train_base, tmp_path_factory):
         "quantize: nf4\n"
         "dtype: bfloat16\n"
         "lora: {r: 8, alpha: 16, dropout: 0.0}\n"
-        "lr: 3.0e-3\n"
+        "lr: 1.0e-2\n"
         "epochs: 3\n"
         "batch_size: 8\n"
         "max_seq_len: 160\n"
@@ -56,7 +56,7 @@ def test_qlora_trains_4bit_layers_and_loss_falls(qlora_run):
     assert cand["base"]["quantized_for_training"] == "nf4" and m["compute_dtype"] == "bfloat16"
     losses = [p["loss"] for p in m["train_loss"]]
     assert len(losses) >= 5
-    assert losses[-1] < losses[0] - 0.25, losses  # tiny_base: about 4.16 -> 3.62
+    assert losses[-1] < losses[0] - 0.15, losses  # tiny_base (recipe 2, 440 tokens): about 2.99 -> 2.76
     assert m["val_loss"][-1]["loss"] < m["val_loss"][0]["loss"] or m["best_val_loss"] < m["val_loss"][0]["loss"]
     assert m["steps"] == 3 * 8  # 64 examples (48 task + 16 general) / batch 8, 3 epochs
 
@@ -108,7 +108,7 @@ def test_manifest_contents(qlora_run):
     assert (cand["data"]["n_task"], cand["data"]["n_general"], cand["data"]["n_val"]) == (48, 16, 8)
     assert len(cand["data"]["train_prompt_hashes"]) >= 50
     c = cand["config"]
-    assert c["lr"] == 3e-3 and c["lora"]["r"] == 8 and c["mix"]["fraction"] == 0.25 and c["seed"] == 5
+    assert c["lr"] == 1e-2 and c["lora"]["r"] == 8 and c["mix"]["fraction"] == 0.25 and c["seed"] == 5
     assert c["epochs"] == 3 and c["batch_size"] == 8 and c["max_seq_len"] == 160
     assert cand["device"].startswith("cpu")
     assert cand["evalkit_version"]
