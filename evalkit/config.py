@@ -61,7 +61,8 @@ class ModelEntry(Strict):
     server_args: list[str] = Field(default_factory=list)
     max_lora_rank: int | None = None
     gpu_memory_utilization: float | None = None
-    tensor_parallel_size: int | None = None
+    tensor_parallel_size: int | None = Field(None, ge=1)
+    data_parallel_size: int | None = Field(None, ge=1)  # serve mode: vLLM's own engine replicas (--data-parallel-size)
 
     @field_validator("backend")
     @classmethod

@@ -156,6 +156,7 @@ class ModelSpec:
 _NON_OUTPUT_OPTIONS = frozenset({
     "batch_size", "concurrency", "timeout_s", "max_retries", "url", "urls", "python", "server_args", "log_dir",
     "retry_base_delay_s", "retry_max_delay_s", "retry_max_retry_after_s", "gpu_memory_utilization", "tensor_parallel_size",
+    "data_parallel_size",
     "mode", "device",
 })
 

@@ -291,6 +291,7 @@ class VLLMBackend:
             dtype=_dtype(specs),
             gpu_memory_utilization=_memory_share(specs),
             tensor_parallel_size=_opt(specs, "tensor_parallel_size"),
+            data_parallel_size=_opt(specs, "data_parallel_size"),
             extra_args=[str(a) for a in (_opt(specs, "server_args", []) or [])],
         )
         self._server = VLLMServer(cmd, self.log_path)

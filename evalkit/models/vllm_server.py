@@ -100,6 +100,7 @@ class ServerCommand:
     dtype: str | None = None
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
+    data_parallel_size: int | None = None
     extra_args: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 0
@@ -120,6 +121,8 @@ class ServerCommand:
             defaults.append(("--gpu-memory-utilization", str(self.gpu_memory_utilization)))
         if self.tensor_parallel_size:
             defaults.append(("--tensor-parallel-size", str(self.tensor_parallel_size)))
+        if self.data_parallel_size:
+            defaults.append(("--data-parallel-size", str(self.data_parallel_size)))
         if self.enable_lora or self.lora_modules:
             defaults.append(("--enable-lora", None))
             if self.max_lora_rank:

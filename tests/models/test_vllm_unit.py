@@ -83,7 +83,9 @@ def test_server_command_defaults_and_user_overrides():
     assert "--max-lora-rank" not in argv and "--max-lora-rank=64" in argv
     assert argv[-3:] == ["--max-lora-rank=64", "--max-model-len", "1024"]
     plain = ServerCommand(model="/m", port=1).argv()
-    assert "--enable-lora" not in plain and "--dtype" not in plain
+    assert "--enable-lora" not in plain and "--dtype" not in plain and "--data-parallel-size" not in plain
+    par = ServerCommand(model="/m", port=1, tensor_parallel_size=2, data_parallel_size=4).argv()
+    assert par[par.index("--tensor-parallel-size") + 1] == "2" and par[par.index("--data-parallel-size") + 1] == "4"
 
 
 def _fake_python(tmp_path: Path, body: str) -> Path:
