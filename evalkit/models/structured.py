@@ -183,16 +183,6 @@ class ClientStats:
         }
 
 
-def backoff_delay(attempt: int, retry_after: float | None, reason: str = "") -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): the shared policy (full jitter, Retry-After
-    honoured and capped) from evalkit.models.retry, with this module's BACKOFF_BASE_S.
-    """
-    from .retry import RetryPolicy, Verdict
-
-    policy = RetryPolicy(base_delay_s=BACKOFF_BASE_S, max_delay_s=BACKOFF_CAP_S, max_retry_after_s=RETRY_AFTER_CAP_S)
-    return policy.delay_for(Verdict(True, retry_after, reason), attempt)
-
-
 def classify(exc: BaseException) -> tuple[str, str, float | None]:
     """``(kind, reason, retry_after)``; kind: retry | error (this item) | fatal (the whole judge).
 
@@ -318,55 +308,75 @@ class StructuredEndpoint:
         ``top_logprobs``: ask for each token's top-k log-probabilities (OpenAI-compatible servers);
         a server that refuses them is asked again without, once, and ``no_logprobs`` says why.
         """
+        from .retry import RetriesExhausted, RetryPolicy, Verdict, retry_async
+
         self._open()
         jm = model or self.jm
         start = time.perf_counter()
-        attempt = 0
-        used: list[StructuredMode] = []
-        used_top: list[int] = []
+        tries = 0
+
+        sent: list[tuple[StructuredMode, int]] = []  # (mode, top_logprobs) of the request that went out last
 
         async def send() -> Reply:
             mode = self.mode  # read when the request goes out: another request may have downgraded it
-            used.append(mode)
-            sys_text = system + (schema_instruction(schema) if mode in ("json_object", "prompt") else "")
             top = top_logprobs if self.no_logprobs is None else 0
-            used_top.append(top)
+            sent.append((mode, top))
+            sys_text = system + (schema_instruction(schema) if mode in ("json_object", "prompt") else "")
             return await self._request(jm, sys_text, user, schema, mode, temperature, max_tokens, schema_name, top)
 
-        while True:
-            used.clear()
-            used_top.clear()
-            try:
-                reply = await self._guarded(send)
-                key = os.environ.get(jm.api_key_env) or ""
-                if reply.raw and len(key) >= 8 and key in reply.raw:
-                    reply.raw = redact_secrets(reply.raw, [key])  # a server that echoes the key: never stored
-                reply.attempts = attempt + 1
-                reply.latency_s = time.perf_counter() - start
-                return reply
-            except Exception as e:  # noqa: BLE001 - classified below; unknown exceptions re-raise
-                if used_top and used_top[-1] and _logprobs_unsupported(e):
-                    self.no_logprobs = f"the server refused logprobs: {_short(e, 160)}"
-                    self.stats.fallbacks.append(f"logprobs->none: {_short(e, 120)}")
-                    continue  # not an attempt: asked again without log-probabilities
-                if used and _structured_unsupported(e) and self._downgrade(used[-1], e):
-                    continue  # not an attempt: the server told us what it cannot do
-                kind, reason, ra = classify(e)
-                if isinstance(e, FatalEndpointError):
+        async def attempt() -> Reply:
+            """One attempt. A structured-output downgrade or the logprobs fallback is not an attempt:
+            the server said what it cannot do, so the same attempt asks again without it.
+            """
+            nonlocal tries
+            tries += 1
+            while True:
+                sent.clear()
+                try:
+                    return await self._guarded(send)
+                except Exception as e:  # noqa: BLE001 - what is not a fallback goes to the retry loop
+                    mode, top = sent[-1] if sent else (None, 0)
+                    if top and _logprobs_unsupported(e):
+                        self.no_logprobs = f"the server refused logprobs: {_short(e, 160)}"
+                        self.stats.fallbacks.append(f"logprobs->none: {_short(e, 120)}")
+                        continue
+                    if mode is not None and _structured_unsupported(e) and self._downgrade(mode, e):
+                        continue
                     raise
-                if kind == "fatal":
-                    self.fatal = FatalEndpointError(f"judge {jm.label} at {jm.base_url or 'the default API'}: {reason}: {_short(e)}")
-                    raise self.fatal from None
-                if kind == "error":
-                    raise CallFailed(f"{reason}: {_short(e)}", attempt + 1) from None
-                if attempt >= jm.max_retries:
-                    self.stats.gave_up += 1
-                    raise CallFailed(f"gave up after {attempt + 1} attempts; last: {reason}: {_short(e)}", attempt + 1) from None
-                # counted only when a retry really follows: retry_reasons adds up to retries
-                self.stats.retry_reasons[reason] = self.stats.retry_reasons.get(reason, 0) + 1
-                self.stats.retries += 1
-                await asyncio.sleep(backoff_delay(attempt, ra, reason))
-                attempt += 1
+
+        def verdict(exc: BaseException) -> Verdict:
+            if isinstance(exc, FatalEndpointError):
+                raise exc  # the endpoint refused us for good (another request found out)
+            kind, reason, retry_after = classify(exc)  # re-raises what is not an API failure (our own bugs)
+            return Verdict(kind == "retry", retry_after, reason)
+
+        def counted(_attempt: int, _exc: BaseException, v: Verdict, _wait: float) -> None:
+            # counted only when a retry really follows: retry_reasons adds up to retries
+            self.stats.retry_reasons[v.reason] = self.stats.retry_reasons.get(v.reason, 0) + 1
+            self.stats.retries += 1
+
+        # evalkit.models.retry's one loop and policy (full jitter, Retry-After honoured and capped),
+        # with this module's delays (tests shorten BACKOFF_BASE_S)
+        policy = RetryPolicy(max_attempts=jm.max_retries + 1, base_delay_s=BACKOFF_BASE_S, max_delay_s=BACKOFF_CAP_S, max_retry_after_s=RETRY_AFTER_CAP_S)
+        try:
+            reply = await retry_async(attempt, policy, on_retry=counted, classify_fn=verdict)
+        except FatalEndpointError:
+            raise
+        except RetriesExhausted as e:
+            self.stats.gave_up += 1
+            raise CallFailed(f"gave up after {e.attempts} attempts; last: {e.reason}: {_short(e.last)}", e.attempts) from None
+        except Exception as e:  # noqa: BLE001 - not retryable: this item's error, or the whole endpoint's
+            kind, reason, _ = classify(e)
+            if kind == "fatal":
+                self.fatal = FatalEndpointError(f"judge {jm.label} at {jm.base_url or 'the default API'}: {reason}: {_short(e)}")
+                raise self.fatal from None
+            raise CallFailed(f"{reason}: {_short(e)}", tries) from None
+        key = os.environ.get(jm.api_key_env) or ""
+        if reply.raw and len(key) >= 8 and key in reply.raw:
+            reply.raw = redact_secrets(reply.raw, [key])  # a server that echoes the key: never stored
+        reply.attempts = tries
+        reply.latency_s = time.perf_counter() - start
+        return reply
 
     def _downgrade(self, mode: StructuredMode, exc: BaseException) -> bool:
         """json_schema -> json_object -> prompt (OpenAI-compatible servers without structured output)."""
