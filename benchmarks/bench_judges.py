@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = ModelEntry(backend="openai", model="judge", base_url=openai_url, timeout_s=10)
     else:
         model = ModelEntry(backend="anthropic", model="judge", base_url=anthropic_url, timeout_s=10)
-    judge = JudgeEntry(rubric=str(ROOT / "judges" / "default.yaml"), model=model, concurrency=args.concurrency)
+    judge = JudgeEntry(rubric="default", model=model, concurrency=args.concurrency)
     items = [JudgeInput("cand", "bench", Sample(f"s{i:05d}", (Message("user", f"Question {i}: summarise the ticket."),)), f"Answer {i}.") for i in range(args.n)]
 
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "store.db") as store:
