@@ -128,8 +128,10 @@ class _Ctx:
     run_name: str | None
     run_id: str | None
     judge_stats: dict[str, Any] | None = None
-    # (gate name, model) -> what changed in the suites since the last accepted run (set by _compare)
-    changes: dict[tuple[str, str], "_Changes"] = field(default_factory=dict)
+    # (id of the gate spec, model) -> what changed since the last accepted run: set by _compare, taken by _with_changes
+    changes: dict[tuple[int, str], "_Changes"] = field(default_factory=dict)
+    # the last accepted run's items, read once per run id (every vs: last_accepted gate and model uses them)
+    accepted_items: dict[str, list[RunItem]] = field(default_factory=dict)
 
 
 def evaluate_gates(
@@ -489,7 +491,9 @@ def _reference(gate: GateSpec, model: str, ctx: _Ctx) -> _Reference | str:
         rec = ctx.store.last_accepted(name=ctx.run_name, before=ctx.run_id)
         if rec is None:
             return _NO_HISTORY + "no accepted run in the store yet" + (f" named '{ctx.run_name}'" if ctx.run_name else "") + " (mark one with `evalkit accept RUN`)"
-        old_items = ctx.store.run_items(rec.run_id)
+        if rec.run_id not in ctx.accepted_items:
+            ctx.accepted_items[rec.run_id] = ctx.store.run_items(rec.run_id)
+        old_items = ctx.accepted_items[rec.run_id]
         old_models = {it.model for it in old_items}
         if model in old_models:
             ref_model = model
@@ -588,22 +592,21 @@ def _compare(gate: GateSpec, model: str, ctx: _Ctx, doing: str) -> _Comparison |
             failing = changes.changed + changes.added
             return _result(gate, model, passed=False, observed=None, failing=failing,
                            detail=f"{changes.sentence(ref.label)}; on_changed_items is 'fail' (compare_common would compare the {len(pairs)} items both runs share unchanged).")
-        ctx.changes[(gate.name, model)] = changes
+        ctx.changes[(id(gate), model)] = changes
     return _Comparison(ref, pairs, missing)
 
 
 def _with_changes(gate: GateSpec, model: str, result: GateResult, ctx: _Ctx) -> GateResult:
     """State what changed since the last accepted run in the detail; ``warn`` turns a pass into a warning."""
-    changes = ctx.changes.get((gate.name, model))
+    changes = ctx.changes.pop((id(gate), model), None)
     if not changes:
         return result
     policy = gate.on_changed_items or "compare_common"
-    ref = result.detail  # the sentence already names the reference run
     tail = f" {changes.sentence('the last accepted run')}; compared the {changes.compared} items both runs share unchanged (on_changed_items: {policy}"
     tail += ", the default)." if gate.on_changed_items is None else ")."
     if policy == "warn" and result.outcome == "pass":
-        return replace(result, passed=None, outcome="warn", detail=f"{ref}{tail} A warning: on_changed_items is 'warn'.", failing_items=tuple(changes.changed + changes.added))
-    return replace(result, detail=f"{ref}{tail}")
+        return replace(result, passed=None, outcome="warn", detail=f"{result.detail}{tail} A warning: on_changed_items is 'warn'.", failing_items=tuple(changes.changed + changes.added))
+    return replace(result, detail=f"{result.detail}{tail}")
 
 
 # --- the metric registry (each metric module registers itself) ------------------------------

@@ -29,6 +29,8 @@ from .._util.text import redact_secrets, redact_url, redact_userinfo
 from ..config import ModelEntry
 from ..errors import BackendUnavailable, ConfigError, missing_extra
 from ..types import Message, ModelSpec, TokenLogprob
+from .retry import RETRY_STATUSES, RetriesExhausted, RetryPolicy, Verdict, parse_retry_after, retry_async, status_of
+from .retry import classify as shared_classify
 
 StructuredMode = Literal["json_schema", "json_object", "prompt", "tool"]
 
@@ -192,9 +194,6 @@ def classify(exc: BaseException) -> tuple[str, str, float | None]:
     """
     import httpx
 
-    from .retry import RETRY_STATUSES, parse_retry_after, status_of
-    from .retry import classify as shared_classify
-
     status = status_of(exc)
     if status is not None:
         resp = getattr(exc, "response", None)
@@ -308,8 +307,6 @@ class StructuredEndpoint:
         ``top_logprobs``: ask for each token's top-k log-probabilities (OpenAI-compatible servers);
         a server that refuses them is asked again without, once, and ``no_logprobs`` says why.
         """
-        from .retry import RetriesExhausted, RetryPolicy, Verdict, retry_async
-
         self._open()
         jm = model or self.jm
         start = time.perf_counter()
