@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -53,6 +53,7 @@ def run_cmd(
     store: Optional[str] = typer.Option(None, "--store", help="SQLite store (default: eval.yaml's store: key, else .evalkit/store.db in the current folder)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N samples of each suite (a smoke run)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, max=MAX_NEW_TOKENS_LIMIT, help="Override generation.max_new_tokens (every model's)."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Generate hf / offline-vLLM outputs on a Ray cluster: local (start one for this run), auto (the one `ray start` started here), HOST:PORT or ray://HOST:PORT. Replicas and resources: eval.yaml's ray: block."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars (they go to stderr)."),
 ) -> None:
     """Evaluate every model on every suite, score, gate and write reports.
@@ -62,16 +63,19 @@ def run_cmd(
 
     Exit code 0: all gates passed. 1: a gate failed. 2: bad input or config.
 
-    Example:  evalkit run eval.yaml --out reports/run1
+    Examples:  evalkit run eval.yaml --out reports/run1
+               evalkit run eval.yaml --ray auto --out reports/run1   (on a Ray cluster: pip install 'evalkit[ray]')
 
     After `evalkit demo`, its eval.yaml reruns with no model calls:
     evalkit run ~/.cache/evalkit/demo/eval.yaml --out reports/again
     """
     from .run import run_eval
 
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if max_new_tokens is not None:
         overrides["generation_max_new_tokens"] = max_new_tokens
+    if ray is not None:
+        overrides["ray_address"] = ray
     result = run_eval(config, out, store_path=store, limit=limit, progress=not no_progress, overrides=overrides)
     typer.echo(result.console_summary)
     raise typer.Exit(result.exit_code)

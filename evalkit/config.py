@@ -260,6 +260,46 @@ class JudgeEntry(Strict):
     noise: Literal["no_decision", "ignore"] = "no_decision"  # repeats > 1: a gate threshold inside the judge's own noise gives "no decision"
 
 
+class RayOptions(Strict):
+    """eval.yaml's ``ray:`` block: generation for local-weight models on a Ray cluster.
+
+    ``address``: ``local`` (start a cluster for this run), ``auto`` (the cluster ``ray start``
+    started on this machine), ``host:port`` (a cluster's GCS) or ``ray://host:port`` (Ray Client).
+    ``replicas``: a count, or ``[min, max]`` (start once ``min`` replicas are up; the rest join when
+    the cluster has room, so an autoscaling cluster grows for them). ``num_cpus`` / ``num_gpus``: per
+    replica (torch in a replica uses ``num_cpus`` threads). ``max_restarts``: how often Ray restarts a
+    replica whose process died; ``retries``: how often a block is retried (on the restarted replica
+    or another) before the run stops.
+    """
+
+    address: str = "local"
+    replicas: int | list[int] = 2
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+    max_restarts: int = Field(2, ge=0)
+    retries: int = Field(2, ge=0)
+    start_timeout_s: float = Field(600.0, gt=0)  # how long to wait for the first replicas (model load included)
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, v: int | list[int]) -> int | list[int]:
+        lo, hi = (v, v) if isinstance(v, int) else (tuple(v) if len(v) == 2 else (0, -1))
+        if lo < 1 or hi < lo:
+            raise ValueError("replicas must be a count >= 1 or a range [min, max] with 1 <= min <= max")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("address must be local, auto, host:port or ray://host:port")
+        return v
+
+    def replica_range(self) -> tuple[int, int]:
+        return (self.replicas, self.replicas) if isinstance(self.replicas, int) else (self.replicas[0], self.replicas[1])
+
+
 class EvalConfig(Strict):
     models: dict[str, ModelEntry]
     baseline: str | None = None
@@ -272,6 +312,7 @@ class EvalConfig(Strict):
     adapter_check: Literal["warn", "off"] = "warn"
     parity: dict[str, Any] | None = None  # vLLM parity check options (vllm stage)
     name: str | None = None
+    ray: RayOptions | None = None  # generation for hf / offline vllm models on a Ray cluster (or --ray ADDRESS)
 
     @field_validator("store")
     @classmethod

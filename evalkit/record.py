@@ -135,6 +135,9 @@ class RunSummary(_Record):
     judges: dict[str, Any] = Field(default_factory=dict)
     parity: list[dict[str, Any]] | None = None
     timing: Timing = Field(default_factory=Timing)
+    # where generation ran: {"kind": "local"}, or a Ray cluster's address (no credentials), replicas and
+    # per-replica throughput (evalkit.models.ray_engine.RayEngine.summary)
+    engine: dict[str, Any] = Field(default_factory=lambda: {"kind": "local"})
     reproducibility: Reproducibility | None = None  # absent in schema 1
 
     @classmethod

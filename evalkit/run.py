@@ -17,11 +17,12 @@ from typing import Any, Iterable, Sequence
 from . import __version__
 from ._util.fs import check_output_dir
 from ._util.text import encodable, redact_secrets, redact_url
-from .config import EvalConfig, GateSpec, ModelEntry, load_eval_config, read_yaml
+from .config import EvalConfig, GateSpec, ModelEntry, RayOptions, load_eval_config, read_yaml
 from .data.suites import load_suite
 from .errors import ConfigError, UserError
 from .models import GenerationRequest, backend_info, checkpoint_dtype, fingerprint, group_key, open_backend
 from .models.hf_bars import library_progress_bars
+from .models.ray_engine import RayEngine, runs_on_cluster, using
 from .record import Calls, Errors, MetricRow, ModelInfo, RunSummary, SuiteInfo, Timing, reproducibility
 from .scoring.validators import build_validator
 from .store import RunItem, Store, store_file
@@ -112,12 +113,15 @@ def _clean(c: Completion, secrets: Sequence[str]) -> Completion:
 
 
 def generate_all(
-    store: Store, specs: Sequence[ModelSpec], suites: Sequence[Suite], *, progress: bool, secrets: Sequence[str] = ()
+    store: Store, specs: Sequence[ModelSpec], suites: Sequence[Suite], *, progress: bool, secrets: Sequence[str] = (),
+    engine: RayEngine | None = None,
 ) -> tuple[dict[str, Completion], int, int, float]:
-    """Generate every (model, sample) output not in the store yet; commit after every chunk.
+    """Generate every (model, sample) output not in the store yet; commit after every block.
 
     Returns (completions by key, made, cached, seconds). A backend is opened only when something
-    is missing, so an unchanged rerun loads no model and makes no call.
+    is missing, so an unchanged rerun loads no model and makes no call. With ``engine`` (``--ray``),
+    the blocks of local-weight models run on the cluster's replicas and are committed as they come
+    back, under one progress bar; the blocks are the same as a local run's, so are the outputs.
     """
     t0 = time.perf_counter()
     prompts: dict[str, tuple[ModelSpec, Sample]] = {}
@@ -132,29 +136,38 @@ def generate_all(
     groups: dict[tuple, list[str]] = defaultdict(list)
     for k in missing:
         groups[group_key(prompts[k][0])].append(k)
-    for keys in groups.values():
-        group_specs = list({prompts[k][0].name: prompts[k][0] for k in keys}.values())
-        label = ", ".join(s.name for s in group_specs)
-        backend = open_backend(group_specs)
-        bar = _progress_bar(len(keys), f"generate [{label}]", progress)
-        try:
+    shared_bar = _progress_bar(len(missing), f"generate on ray ({engine.summary()['address']})", progress) if engine and missing else None
+    try:
+        for keys in groups.values():
+            group_specs = list({prompts[k][0].name: prompts[k][0] for k in keys}.values())
             # Interleave models so several adapters on one base share batches and no model waits.
             keys.sort(key=lambda k: (prompts[k][1].id, prompts[k][0].name))
             step = backend_info(group_specs[0].backend).chunk_size(group_specs[0])
-            for i in range(0, len(keys), step):
-                chunk = keys[i : i + step]
-                reqs = [GenerationRequest(key=k, model=prompts[k][0], messages=prompts[k][1].messages) for k in chunk]
-                outs = backend.generate(reqs, progress=bar.update)
-                if len(outs) != len(reqs):
-                    raise RuntimeError(f"backend returned {len(outs)} completions for {len(reqs)} requests")
-                outs = [_clean(c, secrets) for c in outs]
-                store.put_generations([(k, prompts[k][0].model_id, prompts[k][1].prompt_hash(), c) for k, c in zip(chunk, outs)])
-                for k, c in zip(chunk, outs):
-                    made += 1
-                    done[k] = c  # an error is recorded for this run's report, never served from the cache
-        finally:
-            bar.close()
-            backend.close()
+            blocks = [
+                [GenerationRequest(key=k, model=prompts[k][0], messages=prompts[k][1].messages) for k in keys[i : i + step]]
+                for i in range(0, len(keys), step)
+            ]
+            on_cluster = engine is not None and all(runs_on_cluster(s) for s in group_specs)
+            bar = shared_bar or _progress_bar(len(keys), f"generate [{', '.join(s.name for s in group_specs)}]", progress)
+            runner: Any = engine.pool(group_specs) if engine is not None and on_cluster else open_backend(group_specs)
+            try:
+                results = runner.run(blocks, bar.update) if on_cluster else ((i, runner.generate(b, progress=bar.update)) for i, b in enumerate(blocks))
+                for i, outs in results:
+                    reqs = blocks[i]
+                    if len(outs) != len(reqs):
+                        raise RuntimeError(f"backend returned {len(outs)} completions for {len(reqs)} requests")
+                    outs = [_clean(c, secrets) for c in outs]
+                    store.put_generations([(r.key, r.model.model_id, prompts[r.key][1].prompt_hash(), c) for r, c in zip(reqs, outs)])
+                    for r, c in zip(reqs, outs):
+                        made += 1
+                        done[r.key] = c  # an error is recorded for this run's report, never served from the cache
+            finally:
+                if bar is not shared_bar:
+                    bar.close()
+                runner.close()
+    finally:
+        if shared_bar is not None:
+            shared_bar.close()
     return done, made, cached, time.perf_counter() - t0
 
 
@@ -341,6 +354,7 @@ class RunPlan:
     warnings: list[str]
     secrets: list[str]
     store_location: str | Path
+    ray: RayOptions | None = None  # eval.yaml's ray: block, or --ray ADDRESS
 
     @property
     def name(self) -> str:
@@ -397,10 +411,16 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
     check_gates_against_run(cfg.gates, suites, judge_scores, pairwise, config_path)
     specs = [model_spec(name, entry, cfg, config_dir) for name, entry in cfg.models.items()]
     location = store_path if store_path is not None else (_resolve(config_dir, cfg.store) if cfg.store else None)
+    ray = cfg.ray
+    if overrides and overrides.get("ray_address"):
+        ray = (ray or RayOptions()).model_copy(update={"address": str(overrides["ray_address"]).strip()})
+    warnings = _heldout_warnings(suites) + _dtype_warnings(specs)
+    if ray is not None and not any(runs_on_cluster(s) for s in specs):
+        warnings.append("ray: no model here runs on the cluster (only hf and vllm mode: offline do); generation ran in this process")
     return RunPlan(
         cfg=cfg, config_path=config_path, config_dir=config_dir, out_dir=Path(out_dir), suites=suites, validators=validators,
         specs=specs, baseline=cfg.baseline, candidates=cfg.candidate_names(),
-        warnings=_heldout_warnings(suites) + _dtype_warnings(specs),
+        warnings=warnings, ray=ray,
         secrets=api_secrets(specs, [m for j in cfg.judges for m in ([j.model] if j.model else []) + list(j.models or [])]),
         store_location=location or default_store_path(),
     )
@@ -529,13 +549,14 @@ def run_eval(
     warnings = list(plan.warnings)
     parity = parity_for_run(plan.cfg.parity, plan.config_path, plan.specs, list(plan.suites[0].samples), progress, warnings)
     store = Store(plan.store_location)
+    engine = RayEngine(plan.ray) if plan.ray is not None and any(runs_on_cluster(s) for s in plan.specs) else None
     run_id: str | None = None
     try:
         config_dump = _redacted_config(plan.cfg.model_dump(mode="json"))
         run_id = store.begin_run(name=plan.name, config_path=str(plan.config_path), config=config_dump, out_dir=str(out_dir))
 
-        with library_progress_bars(progress or not any(backend_info(s.backend).local_weights for s in plan.specs)):
-            completions, made, cached, gen_s = generate_all(store, plan.specs, plan.suites, progress=progress, secrets=plan.secrets)
+        with library_progress_bars(progress or not any(backend_info(s.backend).local_weights for s in plan.specs)), using(engine):
+            completions, made, cached, gen_s = generate_all(store, plan.specs, plan.suites, progress=progress, secrets=plan.secrets, engine=engine)
         lossy = sum(1 for c in completions.values() if c.text and not encodable(c.text))
         if lossy:
             warnings.append(f"{lossy} output(s) hold characters UTF-8 cannot encode (lone surrogates): stored losslessly, "
@@ -544,7 +565,8 @@ def run_eval(
         scored = score_items(plan, run_id, completions)
         score_s = time.perf_counter() - t_score
         t_judge = time.perf_counter()
-        judged = judge_items(plan, store, scored, progress)
+        with using(engine):  # a judge that is a local model runs on the cluster too
+            judged = judge_items(plan, store, scored, progress)
         judge_s = time.perf_counter() - t_judge
         if plan.cfg.adapter_check == "warn":
             warnings += _adapter_warnings(plan.specs, judged.items)
@@ -552,6 +574,8 @@ def run_eval(
         record = build_record(plan, run_id, scored=scored, judged=judged, made=made, cached=cached, parity=parity,
                               timing=Timing(generate_s=round(gen_s, 3), score_s=round(score_s, 3), judge_s=round(judge_s, 3)),
                               warnings=warnings)
+        if engine is not None:
+            record.engine = engine.summary()
         record = regate_run(plan.cfg.gates, record, judged.items, store=store)  # the same verdict `report --regate` gives
         store.save_run_items(run_id, judged.items)
         record.timing.wall_s = round(time.perf_counter() - t_start, 3)
@@ -567,6 +591,8 @@ def run_eval(
             store.fail_run(run_id, redact_secrets(reason, plan.secrets), status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         raise
     finally:
+        if engine is not None:
+            engine.close()
         store.close()
 
 
@@ -581,7 +607,7 @@ def _rubric_hashes(cfg: EvalConfig, config_dir: Path) -> dict[str, str]:
 def _redacted_config(dump: Any) -> Any:
     """The run's config as the store keeps it: URLs without credentials."""
     if isinstance(dump, dict):
-        return {k: (redact_url(v) if isinstance(v, str) and k in ("base_url", "url", "store") else _redacted_config(v)) for k, v in dump.items()}
+        return {k: (redact_url(v) if isinstance(v, str) and k in ("base_url", "url", "store", "address") else _redacted_config(v)) for k, v in dump.items()}
     if isinstance(dump, list):
         return [redact_url(v) if isinstance(v, str) and "://" in v else _redacted_config(v) for v in dump]
     return dump

@@ -119,10 +119,17 @@ def group_key(spec: ModelSpec) -> tuple:
 
 
 def open_backend(specs: Sequence[ModelSpec]) -> Backend:
+    """One backend for a group of specs: in this process, or on the Ray cluster of an active ``--ray`` run."""
     kinds = {s.backend for s in specs}
     if len(kinds) != 1:
         raise ValueError(f"one backend kind per group, got {kinds}")
-    return backend_info(kinds.pop()).factory(specs)
+    info = backend_info(kinds.pop())
+    from .ray_engine import RayBackend, active_engine, runs_on_cluster
+
+    engine = active_engine()
+    if engine is not None and all(runs_on_cluster(s) for s in specs):
+        return RayBackend(engine, specs, info.chunk_size)
+    return info.factory(specs)
 
 
 def _hash_dir(path: Path, *, full: bool) -> str:

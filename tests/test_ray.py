@@ -1,0 +1,150 @@
+"""`evalkit run --ray` on a real Ray cluster: a head and a second worker node on 127.0.0.1 (one CPU
+each, token authentication on), inside a network namespace so Ray's traffic stays on loopback.
+
+One cluster serves every scenario (tests/support/ray_cluster.py plays them and reports JSON): the
+tiny base with two adapters generated on the cluster equals a local run item for item, both replicas
+work (one per node); a replica's process killed mid-run is restarted and the run completes with every
+item once; the driver killed mid-run resumes on rerun with nothing duplicated; an address where
+nothing listens is one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from evalkit.cli import main
+from tests.support.ray_cluster import netns_available, run_in_netns
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+N_SAMPLES = 120
+N_MODELS = 3
+
+
+def _write_eval(work: Path, base: Path, adapters: dict[str, Path]) -> None:
+    suite = work / "suites" / "echo"
+    suite.mkdir(parents=True)
+    (suite / "suite.yaml").write_text("name: echo\nkind: regression\nscorers:\n  - {max_chars: 2000}\n")
+    (suite / "samples.jsonl").write_text("".join(
+        json.dumps({"id": f"q{i:03d}", "messages": [{"role": "user", "content": f"Item {i}: repeat w{i * 7 % 13} and w{i % 5}"}]}) + "\n"
+        for i in range(N_SAMPLES)
+    ))
+    (work / "eval.yaml").write_text(
+        "models:\n"
+        f"  base: {{backend: hf, path: '{base}', batch_size: 4}}\n"
+        f"  a: {{backend: hf, path: '{base}', adapter: '{adapters['a']}', batch_size: 4}}\n"
+        f"  b: {{backend: hf, path: '{base}', adapter: '{adapters['b']}', batch_size: 4}}\n"
+        "baseline: base\nsuites: [suites/echo]\ngeneration: {max_new_tokens: 40}\n"
+        "ray: {replicas: 2, num_cpus: 1, max_restarts: 2, retries: 2, start_timeout_s: 240}\n"
+    )
+
+
+def _outputs(out: Path) -> dict[tuple[str, str], str]:
+    return {(it["model"], it["sample_id"]): it["output"] for it in map(json.loads, (out / "items.jsonl").read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def ray_results(tiny_base, tiny_adapters, tmp_path_factory):
+    why = netns_available()
+    if why:
+        pytest.skip(why)
+    work = tmp_path_factory.mktemp("ray")
+    _write_eval(work, tiny_base, tiny_adapters)
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        # the reference: the same eval in this process, no Ray (the ray: block is used only with --ray or here, so
+        # a separate config without it)
+        (work / "local.yaml").write_text("\n".join(l for l in (work / "eval.yaml").read_text().splitlines() if not l.startswith("ray:")) + "\n")
+        assert main(["run", "local.yaml", "--store", "local.db", "--out", "o_local", "--no-progress"]) == 0
+    finally:
+        os.chdir(cwd)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = run_in_netns([sys.executable, "-m", "tests.support.ray_cluster", "scenarios", str(work)], timeout=1500, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return work, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_cluster_outputs_equal_local_and_both_replicas_work(ray_results):
+    work, res = ray_results
+    full = res["full"]
+    assert full["rc"] == 0, full["stderr"]
+    assert _outputs(work / "o_full") == _outputs(work / "o_local")  # bit-identical, greedy
+    s = full["summary"]
+    eng = s["engine"]
+    assert eng["kind"] == "ray" and eng["address"] == "127.0.0.1:6391" and eng["replicas"] == 2
+    assert eng["items"] == N_SAMPLES * N_MODELS == s["calls"]["generations_made"]
+    [group] = eng["groups"]
+    assert group["models"] == ["base", "a", "b"]  # one pool for the base and both adapters
+    reps = group["per_replica"]
+    assert len(reps) == 2 and all(r["items"] > 0 and r["items_per_s"] > 0 for r in reps)
+    assert sum(r["items"] for r in reps) == N_SAMPLES * N_MODELS
+    assert reps[0]["node"] != reps[1]["node"]  # one CPU per node: one replica on each
+    assert res["token"] not in json.dumps(s) and res["token"] not in (work / "o_full" / "report.html").read_text()
+
+
+def test_killed_replica_is_restarted_and_every_item_stored_once(ray_results):
+    work, res = ray_results
+    kr = res["kill_replica"]
+    assert kr["killed"], "the run ended before a replica could be killed"
+    assert kr["rc"] == 0, kr["stderr"]
+    assert kr["stored_after"] == N_SAMPLES * N_MODELS
+    s = kr["summary"]
+    assert s["calls"]["generations_made"] == N_SAMPLES * N_MODELS and s["errors"]["generation"] == 0
+    reps = s["engine"]["groups"][0]["per_replica"]
+    assert sum(r["items"] for r in reps) == N_SAMPLES * N_MODELS  # every block once, the retried one included
+    assert sum(r["restarts"] for r in reps) >= 1
+    assert _outputs(work / "o_kr") == _outputs(work / "o_local")
+
+
+def test_killed_driver_resumes_without_duplicates(ray_results):
+    work, res = ray_results
+    kd = res["kill_driver"]
+    assert kd["killed"] and kd["rc"] == -9
+    assert 0 < kd["stored_after"] < N_SAMPLES * N_MODELS
+    rerun = kd["rerun"]
+    assert rerun["rc"] == 0, rerun["stderr"]
+    calls = rerun["summary"]["calls"]
+    assert calls["generations_cached"] == kd["stored_after"]  # nothing stored before the kill is made again
+    assert calls["generations_made"] + calls["generations_cached"] == N_SAMPLES * N_MODELS
+    assert kd["stored_final"] == N_SAMPLES * N_MODELS
+    assert _outputs(work / "o_kd2") == _outputs(work / "o_local")
+
+
+def test_nothing_listening_is_one_line_exit_2(ray_results):
+    _, res = ray_results
+    u = res["unreachable"]
+    assert u["rc"] == 2
+    lines = [l for l in u["stderr"].splitlines() if l.strip()]
+    assert len(lines) == 1 and "no Ray cluster answers at 127.0.0.1:6391" in lines[0] and "Traceback" not in u["stderr"]
+    assert not u["out_exists"]
+
+
+def test_ray_not_installed_is_one_line(tmp_path, tiny_base, monkeypatch, capsys):
+    """Without the ray package: the install hint, exit 2 (a fresh store: something must be generated)."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.chdir(tmp_path)
+    suite = tmp_path / "suites" / "s"
+    suite.mkdir(parents=True)
+    (suite / "suite.yaml").write_text("name: s\nkind: regression\nscorers:\n  - {max_chars: 100}\n")
+    (suite / "samples.jsonl").write_text(json.dumps({"id": "x", "messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    (tmp_path / "eval.yaml").write_text(f"models:\n  base: {{backend: hf, path: '{tiny_base}'}}\nsuites: [suites/s]\n")
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    assert main(["run", "eval.yaml", "--ray", "local", "--out", "o", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'evalkit[ray]'" in err[0]
+    assert not (tmp_path / "o").exists()
