@@ -56,6 +56,13 @@ def ray_results(tiny_base, tiny_adapters, tmp_path_factory):
         pytest.skip(why)
     work = tmp_path_factory.mktemp("ray")
     _write_eval(work, tiny_base, tiny_adapters)
+    # a base whose weights are cut short: its fingerprint is fine, loading it fails in the replica
+    import shutil
+
+    bad = shutil.copytree(tiny_base, work / "badbase")
+    weights = next(bad.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    (work / "bad.yaml").write_text(f"models:\n  base: {{backend: hf, path: '{bad}'}}\nsuites: [suites/echo]\nray: {{replicas: 1}}\n")
     cwd = os.getcwd()
     os.chdir(work)
     try:
@@ -148,3 +155,12 @@ def test_ray_not_installed_is_one_line(tmp_path, tiny_base, monkeypatch, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'evalkit[ray]'" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_replica_that_cannot_load_the_model_is_one_line_exit_2(ray_results):
+    _, res = ray_results
+    b = res["bad_model"]
+    assert b["rc"] == 2
+    lines = [l for l in b["stderr"].splitlines() if l.strip()]
+    assert len(lines) == 1 and "a Ray replica could not load [base]" in lines[0] and "cannot load model" in lines[0], b["stderr"]
+    assert not b["out_exists"]

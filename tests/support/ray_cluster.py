@@ -152,6 +152,11 @@ def scenarios(work: Path) -> dict[str, Any]:
         res["kill_driver"]["rerun"] = _run(work, env, "--ray", a, "--store", "kd.db", "--out", "o_kd2")
         res["kill_driver"]["rerun"]["summary"] = _summary(work / "o_kd2")
         res["kill_driver"]["stored_final"] = _generations(work / "kd.db")
+        # a replica that cannot load its model (weights truncated after the driver fingerprinted them)
+        if (work / "bad.yaml").exists():
+            r = subprocess.run([EVALKIT, "run", "bad.yaml", "--no-progress", "--ray", a, "--store", "bad.db", "--out", "o_bad"],
+                               cwd=work, env=env, capture_output=True, text=True, timeout=600)
+            res["bad_model"] = {"rc": r.returncode, "stderr": r.stderr, "out_exists": (work / "o_bad").exists()}
     # nothing listens here any more: one line, exit 2, nothing written
     r = subprocess.run([EVALKIT, "run", "eval.yaml", "--no-progress", "--ray", "127.0.0.1:6391", "--store", "none.db", "--out", "o_none"],
                        cwd=work, env=env, capture_output=True, text=True, timeout=120)
