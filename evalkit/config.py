@@ -32,6 +32,16 @@ class GenerationConfig(Strict):
     stop: list[str] = Field(default_factory=list)
 
 
+class BatchConfig(Strict):
+    """``batch:`` on a judge's model: the provider's batch API (half price, answered within 24 h)."""
+
+    size: int = Field(10_000, ge=1, le=100_000)
+    poll_s: float = Field(30.0, gt=0)
+    max_wait_h: float = Field(24.0, gt=0)
+    max_batches: int = Field(20, ge=1)
+    fallback: Literal["batch", "direct"] = "batch"
+
+
 class ModelEntry(Strict):
     """One entry under ``models:``. Which keys matter depends on ``backend``."""
 
@@ -53,6 +63,8 @@ class ModelEntry(Strict):
     max_retries: int = Field(4, ge=0)
     max_tokens_param: str | None = None  # e.g. "max_completion_tokens" for newer OpenAI models
     anthropic_version: str | None = None  # e.g. "2023-06-01" to send temperature/top_p (newer versions refuse them)
+    # openai / anthropic judges: the provider's batch API (true, or {size, poll_s, max_wait_h, max_batches, fallback})
+    batch: bool | BatchConfig | None = None
     # vllm
     mode: Literal["serve", "url", "offline"] | None = None
     url: str | None = None

@@ -133,6 +133,7 @@ class RunSummary(_Record):
     errors: Errors = Field(default_factory=Errors)
     warnings: list[str] = Field(default_factory=list)
     judges: dict[str, Any] = Field(default_factory=dict)
+    batches: list[dict[str, Any]] = Field(default_factory=list)  # provider batches: id, provider, requests, succeeded, errored, resumed, status, wall_s
     parity: list[dict[str, Any]] | None = None
     timing: Timing = Field(default_factory=Timing)
     # where generation ran: {"kind": "local"}, or a Ray cluster's address (no credentials), replicas and

@@ -409,6 +409,10 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
         judge_config_errors(cfg.judges, config_dir, config_path)
         judge_scores, pairwise = judge_score_kinds(cfg.judges, config_dir)
     check_gates_against_run(cfg.gates, suites, judge_scores, pairwise, config_path)
+    for name, entry in cfg.models.items():
+        if entry.batch:
+            raise ConfigError("batch: is taken by judges' models in this version; a candidate's generations go direct "
+                              "(remove batch: here, or put the model under judges:)", where=f"models.{name}.batch")
     specs = [model_spec(name, entry, cfg, config_dir) for name, entry in cfg.models.items()]
     location = store_path if store_path is not None else (_resolve(config_dir, cfg.store) if cfg.store else None)
     ray = cfg.ray
@@ -472,6 +476,7 @@ class _Judged:
     errors: int = 0
     made: int = 0
     cached: int = 0
+    batches: list[dict[str, Any]] = field(default_factory=list)
 
 
 def judge_items(plan: RunPlan, store: Store, scored: _Scored, progress: bool) -> _Judged:
@@ -484,7 +489,7 @@ def judge_items(plan: RunPlan, store: Store, scored: _Scored, progress: bool) ->
         dataclasses.replace(it, scores={**it.scores, **{sc.scorer: sc.as_dict() for sc in extra.get((it.model, it.suite, it.sample_id), [])}})
         for it in scored.items
     ]
-    return _Judged(items, outcome.stats, outcome.errors, outcome.calls_made, outcome.calls_cached)
+    return _Judged(items, outcome.stats, outcome.errors, outcome.calls_made, outcome.calls_cached, outcome.batches)
 
 
 def build_record(plan: RunPlan, run_id: str, *, scored: _Scored, judged: _Judged, made: int, cached: int,
@@ -520,6 +525,7 @@ def build_record(plan: RunPlan, run_id: str, *, scored: _Scored, judged: _Judged
         errors=Errors(generation=scored.generation_errors, scorer=scored.scorer_errors, judge=judged.errors),
         warnings=warnings,
         judges=judged.stats,
+        batches=judged.batches,
         parity=parity,
         timing=timing,
         reproducibility=reproducibility(

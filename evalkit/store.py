@@ -69,7 +69,30 @@ CREATE TABLE IF NOT EXISTS run_items (
   PRIMARY KEY (run_id, model, suite, sample_id)
 );
 CREATE INDEX IF NOT EXISTS run_items_by_run ON run_items(run_id);
+CREATE TABLE IF NOT EXISTS batches (
+  id TEXT PRIMARY KEY,
+  provider TEXT NOT NULL,
+  endpoint TEXT NOT NULL,
+  base_url TEXT,
+  api_key_env TEXT,
+  status TEXT NOT NULL,
+  requests INTEGER NOT NULL,
+  counts TEXT,
+  created REAL NOT NULL,
+  updated REAL,
+  finished REAL
+);
+CREATE TABLE IF NOT EXISTS batch_requests (
+  custom_id TEXT NOT NULL,
+  batch_id TEXT NOT NULL,
+  outcome TEXT,
+  PRIMARY KEY (custom_id, batch_id)
+);
+CREATE INDEX IF NOT EXISTS batch_requests_by_batch ON batch_requests(batch_id);
 """
+
+#: A provider batch that ended without answers: its requests are sent again, never waited for.
+BATCH_DEAD = ("failed", "expired", "cancelled", "canceled")
 
 
 def _txt(value: str | None) -> str | bytes | None:
@@ -275,6 +298,58 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # --- provider batches (evalkit.models.batch) -----------------------------------------------
+
+    def put_batch(self, batch_id: str, *, provider: str, endpoint: str, base_url: str | None, api_key_env: str | None,
+                  custom_ids: Sequence[str], status: str) -> None:
+        """Record a submitted batch and the requests it carries, before anyone waits for it."""
+        now = time.time()
+        with self._tx():
+            self.db.execute("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                            (batch_id, provider, endpoint, base_url, api_key_env, status, len(custom_ids), None, now, now, None))
+            self.db.executemany("INSERT OR REPLACE INTO batch_requests VALUES (?,?,NULL)", [(c, batch_id) for c in custom_ids])
+
+    def update_batch(self, batch_id: str, status: str, counts: dict[str, Any] | None = None, *, ended: bool = False,
+                     outcomes: dict[str, str] | None = None) -> None:
+        now = time.time()
+        with self._tx():
+            self.db.execute("UPDATE batches SET status = ?, counts = COALESCE(?, counts), updated = ?, finished = COALESCE(finished, ?) WHERE id = ?",
+                            (status, _json(counts) if counts is not None else None, now, now if ended else None, batch_id))
+            if outcomes:
+                self.db.executemany("UPDATE batch_requests SET outcome = ? WHERE batch_id = ? AND custom_id = ?",
+                                    [(o, batch_id, c) for c, o in outcomes.items()])
+
+    def open_batches_for(self, endpoint: str, custom_ids: Iterable[str]) -> dict[str, str]:
+        """custom_id -> the newest batch of ``endpoint`` that carries it and may still answer it: in flight,
+        or ended with its answer not yet read back (a run killed while waiting resumes from there).
+        """
+        ids = list(custom_ids)
+        out: dict[str, tuple[float, str]] = {}
+        dead = ",".join("?" * len(BATCH_DEAD))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = (f"SELECT r.custom_id, b.id, b.created FROM batch_requests r JOIN batches b ON b.id = r.batch_id "
+                 f"WHERE b.endpoint = ? AND b.status NOT IN ({dead}) AND (r.outcome IS NULL OR r.outcome = 'ok') "
+                 f"AND r.custom_id IN ({','.join('?' * len(chunk))})")
+            for cid, bid, created in self.db.execute(q, [endpoint, *BATCH_DEAD, *chunk]):
+                if cid not in out or created > out[cid][0]:
+                    out[cid] = (created, bid)
+        return {c: b for c, (_, b) in out.items()}
+
+    def list_batches(self, *, batch_id: str | None = None, active_only: bool = False) -> list[dict[str, Any]]:
+        q = "SELECT id, provider, endpoint, base_url, api_key_env, status, requests, counts, created, updated, finished FROM batches"
+        args: list[Any] = []
+        if batch_id is not None:
+            q += " WHERE id = ?"
+            args.append(batch_id)
+        elif active_only:
+            q += " WHERE finished IS NULL"
+        rows = []
+        for r in self.db.execute(q + " ORDER BY created", args):
+            rows.append({"id": r[0], "provider": r[1], "endpoint": r[2], "base_url": r[3], "api_key_env": r[4], "status": r[5], "requests": r[6],
+                         "counts": json.loads(r[7]) if r[7] else {}, "created": r[8], "updated": r[9], "finished": r[10]})
+        return rows
 
     # --- generations --------------------------------------------------------------------------
 

@@ -100,16 +100,9 @@ def read_message(data: Mapping[str, Any], tool_name: str | None = None) -> tuple
     return "".join(texts), tool_input, data.get("stop_reason"), int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
 
 
-async def structured_request(client: anthropic.AsyncAnthropic, model: str, system: str, user: str, schema: Mapping[str, Any],
-                             mode: str, max_tokens: int) -> Any:
-    """One structured message (no retries: the endpoint retries). ``mode``: ``tool`` (a forced tool
-    call whose input schema is the verdict's) or ``prompt`` (the schema is in the system text).
-
-    No temperature: API version 2026-10-21 (anthropic SDK 2.x) rejects sampling parameters at any
-    value. Measure a judge's noise with repeats instead.
-    """
-
-    from .structured import TOOL_NAME, MalformedReply, Reply
+def structured_body(model: str, system: str, user: str, schema: Mapping[str, Any], mode: str, max_tokens: int) -> dict[str, Any]:
+    """The messages body (a batch request's ``params``) of one structured request."""
+    from .structured import TOOL_NAME
 
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": user}]}
     if system:
@@ -117,7 +110,13 @@ async def structured_request(client: anthropic.AsyncAnthropic, model: str, syste
     if mode == "tool":
         body["tools"] = [{"name": TOOL_NAME, "description": "Record the grading verdict.", "input_schema": dict(schema)}]
         body["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
-    data = await post_json(client, "/v1/messages", body)
+    return body
+
+
+def structured_reply(data: Any, mode: str, system: str, user: str) -> Any:
+    """A message (a direct answer, or a batch result's message) as a structured Reply."""
+    from .structured import TOOL_NAME, MalformedReply, Reply
+
     try:
         text, parsed, stop, tokens_in, tokens_out = read_message(data, TOOL_NAME)
     except ResponseShapeError as e:
@@ -126,3 +125,15 @@ async def structured_request(client: anthropic.AsyncAnthropic, model: str, syste
     return Reply(raw=raw, parsed=parsed, tokens_in=tokens_in, tokens_out=tokens_out, structured=mode,  # type: ignore[arg-type]
                  system=system, user=user, attempts=1, latency_s=0.0, finish_reason=stop)
 
+
+async def structured_request(client: anthropic.AsyncAnthropic, model: str, system: str, user: str, schema: Mapping[str, Any],
+                             mode: str, max_tokens: int) -> Any:
+    """One structured message (no retries: the endpoint retries). ``mode``: ``tool`` (a forced tool
+    call whose input schema is the verdict's) or ``prompt`` (the schema is in the system text).
+
+    No temperature: API version 2026-10-21 (anthropic SDK 2.x) rejects sampling parameters at any
+    value. Measure a judge's noise with repeats instead.
+    """
+    body = structured_body(model, system, user, schema, mode, max_tokens)
+    data = await post_json(client, "/v1/messages", body)
+    return structured_reply(data, mode, system, user)

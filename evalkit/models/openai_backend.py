@@ -87,14 +87,9 @@ def read_chat_completion(data: Mapping[str, Any]) -> tuple[str | None, str | Non
     )
 
 
-async def structured_request(client: openai.AsyncOpenAI, model: str, system: str, user: str, schema: Mapping[str, Any],
-                             mode: str, temperature: float, max_tokens: int, schema_name: str, max_tokens_param: str = "max_tokens", top_logprobs: int = 0) -> Any:
-    """One structured chat completion (no retries: :class:`~evalkit.models.structured.StructuredEndpoint`
-    retries). ``mode``: ``json_schema`` (response_format with the schema, strict), ``json_object``,
-    or ``prompt`` (the schema is in the system text already).
-    """
-    from .structured import MalformedReply, Reply
-
+def structured_body(model: str, system: str, user: str, schema: Mapping[str, Any], mode: str, temperature: float, max_tokens: int,
+                    schema_name: str, max_tokens_param: str = "max_tokens", top_logprobs: int = 0) -> dict[str, Any]:
+    """The chat-completions body of one structured request (sent directly, or as a line of a batch file)."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     body: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature, max_tokens_param: max_tokens}
     if mode == "json_schema":
@@ -104,7 +99,13 @@ async def structured_request(client: openai.AsyncOpenAI, model: str, system: str
     if top_logprobs:
         body["logprobs"] = True
         body["top_logprobs"] = top_logprobs
-    data = await post_json(client, "/chat/completions", body)
+    return body
+
+
+def structured_reply(data: Any, mode: str, system: str, user: str, top_logprobs: int = 0) -> Any:
+    """A chat completion (a direct answer, or a batch result's body) as a structured Reply."""
+    from .structured import MalformedReply, Reply
+
     try:
         text, finish, tokens_in, tokens_out = read_chat_completion(data)
     except ResponseShapeError as e:
@@ -112,6 +113,17 @@ async def structured_request(client: openai.AsyncOpenAI, model: str, system: str
     return Reply(raw=text or "", parsed=None, tokens_in=tokens_in, tokens_out=tokens_out, structured=mode,  # type: ignore[arg-type]
                  system=system, user=user, attempts=1, latency_s=0.0, finish_reason=finish,
                  logprobs=read_logprobs(data) if top_logprobs else None)
+
+
+async def structured_request(client: openai.AsyncOpenAI, model: str, system: str, user: str, schema: Mapping[str, Any],
+                             mode: str, temperature: float, max_tokens: int, schema_name: str, max_tokens_param: str = "max_tokens", top_logprobs: int = 0) -> Any:
+    """One structured chat completion (no retries: :class:`~evalkit.models.structured.StructuredEndpoint`
+    retries). ``mode``: ``json_schema`` (response_format with the schema, strict), ``json_object``,
+    or ``prompt`` (the schema is in the system text already).
+    """
+    body = structured_body(model, system, user, schema, mode, temperature, max_tokens, schema_name, max_tokens_param, top_logprobs)
+    data = await post_json(client, "/chat/completions", body)
+    return structured_reply(data, mode, system, user, top_logprobs)
 
 
 def read_logprobs(data: Mapping[str, Any]) -> tuple[TokenLogprob, ...] | None:

@@ -58,6 +58,7 @@ class EndpointModel:
     max_retries: int = 4
     max_tokens_param: str = "max_tokens"
     local: ModelSpec | None = None  # hf: the spec the in-process backend loads (weights fingerprinted)
+    batch: Any = None  # evalkit.models.batch.BatchOptions: requests go through the provider's batch API
 
     @property
     def label(self) -> str:
@@ -72,7 +73,7 @@ class EndpointModel:
         """Requests to the same provider endpoint share one concurrency limit (one loaded model)."""
         if self.local is not None:
             return (self.backend, self.local.model_id)
-        return (self.backend, self.base_url or "", self.api_key_env)
+        return (self.backend, self.base_url or "", self.api_key_env, self.batch is not None)
 
 
 def endpoint_from_entry(entry: ModelEntry, *, concurrency: int | None = None, where: str = "judges") -> EndpointModel:
@@ -92,6 +93,15 @@ def endpoint_from_entry(entry: ModelEntry, *, concurrency: int | None = None, wh
             base_url = base_url.rstrip("/") + "/v1"
         model = model or entry.path
     assert model
+    batch = None
+    if entry.batch:
+        if entry.backend not in ("openai", "anthropic"):
+            raise ConfigError(f"{where}: batch: needs an openai or anthropic model (a provider batch API: /v1/files + /v1/batches or "
+                              f"/v1/messages/batches); the {entry.backend} backend has none (vLLM's server does not implement them)")
+        from .batch import BatchOptions
+
+        bc = entry.batch if not isinstance(entry.batch, bool) else None
+        batch = BatchOptions(**bc.model_dump()) if bc is not None else BatchOptions()
     key_env = entry.api_key_env or ("ANTHROPIC_API_KEY" if backend == "anthropic" else "OPENAI_API_KEY")
     return EndpointModel(
         backend=backend,
@@ -102,6 +112,7 @@ def endpoint_from_entry(entry: ModelEntry, *, concurrency: int | None = None, wh
         timeout_s=entry.timeout_s,
         max_retries=entry.max_retries,
         max_tokens_param=entry.max_tokens_param or "max_tokens",
+        batch=batch,
     )
 
 
@@ -484,10 +495,16 @@ class LocalEndpoint:
             await asyncio.to_thread(backend.close)
 
 
-def open_endpoint(jm: EndpointModel, structured: str = "auto") -> StructuredEndpoint | LocalEndpoint:
-    """The endpoint that serves ``jm``: in process for ``hf``, over HTTP for every API."""
+def open_endpoint(jm: EndpointModel, structured: str = "auto", store: Any = None) -> StructuredEndpoint | LocalEndpoint:
+    """The endpoint that serves ``jm``: in process for ``hf``, over HTTP for every API, through the
+    provider's batch API when ``jm.batch`` is set (``store`` records the batches).
+    """
     if jm.local is not None:
         return LocalEndpoint(jm)
+    if jm.batch is not None and store is not None:
+        from .batch import BatchingEndpoint
+
+        return BatchingEndpoint(jm, jm.batch, store, structured=structured)
     return StructuredEndpoint(jm, structured=structured)
 
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .._util.text import redact_url
 from ..config import JudgeEntry
 from ..errors import ConfigError
+from ..models.batch import BATCH_DISCOUNT, BatchingEndpoint
 from ..models.structured import (
     CallFailed,
     EndpointModel,
@@ -84,6 +85,7 @@ class JudgeOutcome:
     errors: int  # items whose judge score is an error, over all judges -> summary["errors"]["judge"]
     calls_made: int
     calls_cached: int
+    batches: list[dict[str, Any]] = field(default_factory=list)  # provider batches this stage submitted or resumed
 
 
 PairsFor = Callable[[str | None], list[PairInput]]
@@ -309,10 +311,14 @@ async def _judge_one(req: _Request, client: StructuredEndpoint | LocalEndpoint) 
     t0 = time.perf_counter()
     want_logprobs = rubric.scoring == "expected" and rubric.mode != "pairwise"
     expected: dict[str, Any] | None = None
-    for _ in range(1 + rubric.verdict_retries):
+    batched = isinstance(client, BatchingEndpoint)
+    for n in range(1 + rubric.verdict_retries):
         try:
+            # through a batch, the request carries its cache key (a verdict retry a key of its own): a rerun finds it in flight
+            extra = {"request_id": req.key if n == 0 else f"{req.key}-v{n}"} if batched else {}
             reply = await client.complete(req.system, req.user, rubric.verdict_schema, temperature=rubric.temperature, max_tokens=rubric.max_tokens,
-                                          schema_name=f"{rubric.name}_verdict".replace(".", "_"), model=req.model, top_logprobs=TOP_LOGPROBS if want_logprobs else 0)
+                                          schema_name=f"{rubric.name}_verdict".replace(".", "_"), model=req.model, top_logprobs=TOP_LOGPROBS if want_logprobs else 0,
+                                          **extra)
         except CallFailed as e:
             error = f"request failed: {e}"
             attempts.append({"error": error, "http_attempts": e.attempts})
@@ -721,8 +727,11 @@ def _length_bias(pairs: Sequence[tuple[float, float]]) -> dict[str, Any]:
     return {"spearman": None if math.isnan(rho) else round(rho, 4), "p_value": None if math.isnan(p) else round(p, 6), "n": n}
 
 
-def _cost(tokens: Mapping[str, Mapping[str, int]], prices: Mapping[str, Mapping[str, float]] | None) -> tuple[float | None, dict[str, float]]:
-    """Cost from per-1M-token prices keyed by model name (or backend:model label)."""
+def _cost(tokens: Mapping[str, Mapping[str, int]], prices: Mapping[str, Mapping[str, float]] | None,
+          batched: frozenset[str] = frozenset()) -> tuple[float | None, dict[str, float]]:
+    """Cost from per-1M-token prices keyed by model name (or backend:model label); labels in
+    ``batched`` went through a provider batch API, at its discount.
+    """
     if not prices:
         return None, {}
     per: dict[str, float] = {}
@@ -731,7 +740,8 @@ def _cost(tokens: Mapping[str, Mapping[str, int]], prices: Mapping[str, Mapping[
         price = prices.get(label) or prices.get(model)
         if price is None:
             continue
-        per[label] = round(t["in"] / 1e6 * float(price.get("input", 0.0)) + t["out"] / 1e6 * float(price.get("output", 0.0)), 6)
+        factor = BATCH_DISCOUNT if label in batched else 1.0
+        per[label] = round(factor * (t["in"] / 1e6 * float(price.get("input", 0.0)) + t["out"] / 1e6 * float(price.get("output", 0.0))), 6)
     return (round(sum(per.values()), 6) if per else None), per
 
 
@@ -773,7 +783,7 @@ def run_judges(
         for jm in plan.models:
             # one endpoint each: its semaphore (or batch) bounds the requests in flight there, across judges
             if jm.provider_key() not in clients:
-                clients[jm.provider_key()] = open_endpoint(jm, structured=plan.entry.structured_output)
+                clients[jm.provider_key()] = open_endpoint(jm, structured=plan.entry.structured_output, store=store)
     t0 = time.perf_counter()
     results.update(_execute(todo, clients, store, progress))
     wall = time.perf_counter() - t0
@@ -791,7 +801,7 @@ def run_judges(
                 lab = reqs[k].model.label
                 tokens[lab]["in"] += int(res.payload.get("tokens_in", 0))
                 tokens[lab]["out"] += int(res.payload.get("tokens_out", 0))
-        cost, cost_per = _cost(tokens, plan.entry.prices)
+        cost, cost_per = _cost(tokens, plan.entry.prices, frozenset(m.label for m in plan.models if m.batch is not None))
         st: dict[str, Any] = {
             "rubric": plan.rubric.name,
             "rubric_path": plan.rubric.path,
@@ -842,7 +852,8 @@ def run_judges(
         stats[plan.name]["wall_s"] = round(wall, 3)
     calls_made = sum(1 for r in results.values() if not r.cached)
     calls_cached = sum(1 for r in results.values() if r.cached)
-    return JudgeOutcome(scores=scores, stats=stats, errors=total_errors, calls_made=calls_made, calls_cached=calls_cached)
+    batches = [r.as_dict() for c in clients.values() if isinstance(c, BatchingEndpoint) for r in c.records]
+    return JudgeOutcome(scores=scores, stats=stats, errors=total_errors, calls_made=calls_made, calls_cached=calls_cached, batches=batches)
 
 
 # --- for the gates stage ------------------------------------------------------------------------

@@ -354,6 +354,13 @@ class LoopbackAPI:
         self._thread: threading.Thread | None = None
         self.port = 0
         self.refuse_logprobs = False  # answer 400 to a chat completion that asks for logprobs (servers without them)
+        # provider batch APIs (OpenAI files + batches, Anthropic message batches): see _Batches
+        self.batch_polls = 1  # a batch ends on its Nth retrieve
+        self.batch_item_errors: dict[str, int] = {}  # custom_id -> how many batches it fails in (then it succeeds)
+        self.batch_expire = False  # batches end expired: every request in them expires
+        self.batch_log: list[tuple[str, str, int]] = []  # (action, batch id, requests): create / retrieve / results / cancel
+        self.files: dict[str, tuple[str, bytes]] = {}  # file id -> (purpose, bytes)
+        self.batches: dict[str, dict] = {}
 
     # lifecycle
     def start(self) -> "LoopbackAPI":
@@ -546,6 +553,23 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "malformed_json":
             self._send(200, b'{"id": "broken", "choices": [{"message": ')
             return 200
+        if _Batches.route(path) is not None:
+            try:
+                status, payload, ctype = _Batches(self, state, rec).serve(method, path, raw, body)
+            except _ApiError as e:
+                self._send(e.status, _error_body("anthropic" if "/messages/" in path else "openai", e.status, e.message, e.kind))
+                return e.status
+            if ctype:
+                data = payload if isinstance(payload, bytes) else payload.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                self.wfile.flush()
+            else:
+                self._send(status, payload)
+            return status
         try:
             if method == "GET" and path.endswith("/models"):
                 payload: Any = {"object": "list", "data": [{"id": "loopback-model", "object": "model", "created": 0, "owned_by": "loopback"}]}
@@ -713,6 +737,265 @@ class _Handler(BaseHTTPRequestHandler):
             "stop_sequence": stop_seq,
             "usage": {"input_tokens": t_in, "output_tokens": t_out},
         }
+
+
+class _Batches:
+    """The batch routes: OpenAI ``POST /v1/files`` (multipart, purpose batch), ``GET /v1/files/ID/content``,
+    ``POST /v1/batches``, ``GET /v1/batches/ID``, ``POST /v1/batches/ID/cancel``; Anthropic
+    ``POST /v1/messages/batches``, ``GET .../ID``, ``GET .../ID/results`` (JSONL), ``POST .../ID/cancel``.
+
+    A batch is processed when it is retrieved for the ``batch_polls``-th time: each request is
+    answered by the same code as a direct call (responder, validation); a custom_id listed in
+    ``batch_item_errors`` fails inside the batch that many times; ``batch_expire`` ends batches expired.
+    Every create / retrieve / results / cancel is logged in ``batch_log``.
+    """
+
+    ROUTES = (
+        ("openai", "files", re.compile(r"/files$")),
+        ("openai", "file_content", re.compile(r"/files/([^/]+)/content$")),
+        ("openai", "batches", re.compile(r"/batches$")),
+        ("anthropic", "batch_results", re.compile(r"/messages/batches/([^/]+)/results$")),
+        ("anthropic", "batch_cancel", re.compile(r"/messages/batches/([^/]+)/cancel$")),
+        ("anthropic", "batch", re.compile(r"/messages/batches/([^/]+)$")),
+        ("anthropic", "batches", re.compile(r"/messages/batches$")),
+        ("openai", "batch_cancel", re.compile(r"/batches/([^/]+)/cancel$")),
+        ("openai", "batch", re.compile(r"/batches/([^/]+)$")),
+    )
+
+    def __init__(self, handler: "_Handler", state: LoopbackAPI, rec: RecordedRequest):
+        self.h, self.state, self.rec = handler, state, rec
+
+    @classmethod
+    def route(cls, path: str) -> tuple[str, str, str | None] | None:
+        for api, name, rx in cls.ROUTES:
+            if api == "openai" and "/messages/" in path:
+                continue
+            m = rx.search(path)
+            if m:
+                return api, name, (m.group(1) if m.groups() else None)
+        return None
+
+    def serve(self, method: str, path: str, raw: bytes, body: Any) -> tuple[int, Any, str | None]:
+        api, name, ident = self.route(path)  # type: ignore[misc]
+        if api == "openai":
+            auth = self.rec.headers.get("authorization", "")
+            if not auth.startswith("Bearer ") or len(auth) <= len("Bearer "):
+                raise _ApiError(401, "missing bearer API key", "invalid_api_key")
+        elif not self.rec.headers.get("x-api-key") and not self.rec.headers.get("authorization", "").startswith("Bearer "):
+            raise _ApiError(401, "x-api-key header is required", "authentication_error")
+        fn = getattr(self, f"_{api}_{name}")
+        return fn(method, ident, raw, body)
+
+    # ---- OpenAI
+    def _openai_files(self, method: str, ident: Any, raw: bytes, body: Any) -> tuple[int, Any, str | None]:
+        if method != "POST":
+            raise _ApiError(404, f"no route for {method} files", "not_found_error")
+        import email.parser
+        import email.policy
+
+        ctype = self.rec.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise _ApiError(400, "files: expected multipart/form-data")
+        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + raw)
+        fields: dict[str, tuple[str | None, bytes]] = {}
+        for part in msg.iter_parts():
+            fields[str(part.get_param("name", header="content-disposition"))] = (part.get_filename(), part.get_payload(decode=True) or b"")
+        purpose = fields.get("purpose", (None, b""))[1].decode()
+        if purpose != "batch" or "file" not in fields:
+            raise _ApiError(400, "files: purpose must be 'batch' and a file is required")
+        fname, data = fields["file"]
+        with self.state._lock:
+            fid = f"file-lb{len(self.state.files)}"
+            self.state.files[fid] = (purpose, data)
+        return 200, {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()), "filename": fname or "batch.jsonl",
+                     "purpose": purpose, "status": "processed"}, None
+
+    def _openai_file_content(self, method: str, ident: Any, raw: bytes, body: Any) -> tuple[int, Any, str | None]:
+        if ident not in self.state.files:
+            raise _ApiError(404, f"no file {ident}", "not_found_error")
+        return 200, self.state.files[ident][1], "application/octet-stream"
+
+    def _openai_batches(self, method: str, ident: Any, raw: bytes, body: Any) -> tuple[int, Any, str | None]:
+        if method != "POST" or not isinstance(body, dict):
+            raise _ApiError(400, "batches: POST a JSON object")
+        fid = body.get("input_file_id")
+        if fid not in self.state.files:
+            raise _ApiError(400, f"input_file_id: no file {fid}")
+        if body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
+            raise _ApiError(400, "endpoint must be /v1/chat/completions and completion_window 24h")
+        reqs, errors = [], []
+        seen: set[str] = set()
+        for i, line in enumerate(self.state.files[fid][1].decode().splitlines()):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                cid = r["custom_id"]
+                assert r["method"] == "POST" and r["url"] == "/v1/chat/completions" and isinstance(r["body"], dict)
+            except (ValueError, KeyError, AssertionError, TypeError):
+                errors.append({"code": "invalid_request", "message": "each line needs custom_id, method POST, url /v1/chat/completions, body", "line": i + 1})
+                continue
+            if cid in seen:
+                errors.append({"code": "duplicate_custom_id", "message": f"custom_id {cid} is duplicated", "line": i + 1})
+            seen.add(cid)
+            reqs.append((cid, r["body"]))
+        with self.state._lock:
+            bid = f"batch_lb{len(self.state.batches)}"
+            b = {"api": "openai", "id": bid, "input_file_id": fid, "requests": reqs, "polls": 0, "status": "failed" if errors else "validating",
+                 "errors": errors, "results": None, "created_at": int(time.time())}
+            self.state.batches[bid] = b
+            self.state.batch_log.append(("create", bid, len(reqs)))
+        return 200, self._openai_object(b), None
+
+    def _openai_object(self, b: dict) -> dict:
+        res = b["results"] or {}
+        ok = sum(1 for v in res.values() if v[0] == "ok")
+        return {
+            "id": b["id"], "object": "batch", "endpoint": "/v1/chat/completions", "input_file_id": b["input_file_id"], "completion_window": "24h",
+            "status": b["status"], "created_at": b["created_at"], "output_file_id": b.get("output_file_id"), "error_file_id": b.get("error_file_id"),
+            "errors": {"object": "list", "data": b["errors"]} if b["errors"] else None,
+            "request_counts": {"total": len(b["requests"]), "completed": ok, "failed": len(res) - ok},
+        }
+
+    def _openai_batch(self, method: str, ident: Any, raw: bytes, body: Any) -> tuple[int, Any, str | None]:
+        b = self._get(ident, "openai")
+        self.state.batch_log.append(("retrieve", ident, len(b["requests"])))
+        self._advance(b)
+        return 200, self._openai_object(b), None
+
+    def _openai_batch_cancel(self, method: str, ident: Any, raw: bytes, body: Any) -> tuple[int, Any, str | None]:
+        b = self._get(ident, "openai")
+        self.state.batch_log.append(("cancel", ident, len(b["requests"])))
+        if b["status"] in ("validating", "in_progress"):
+            b["status"] = "cancelling"
+        return 200, self._openai_object(b), None
+
+    # ---- Anthropic
+    def _anthropic_object(self, b: dict) -> dict:
+        res = b["results"] or {}
+        counts = {"processing": 0 if b["status"] == "ended" else len(b["requests"]), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        for kind, _ in res.values():
+            counts[{"ok": "succeeded", "error": "errored", "cancelled": "canceled", "expired": "expired"}[kind]] += 1
+        iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(b["created_at"]))
+        host = self.rec.headers.get("host", f"127.0.0.1:{self.state.port}")
+        prefix = self.rec.path.split("/messages/batches")[0]
+        return {
+            "id": b["id"], "type": "message_batch", "processing_status": b["status"], "request_counts": counts,
+            "created_at": iso, "expires_at": iso, "ended_at": iso if b["status"] == "ended" else None, "archived_at": None,
+            "cancel_initiated_at": iso if b.get("cancel") else None,
+            "results_url": f"http://{host}{prefix}/messages/batches/{b['id']}/results" if b["status"] == "ended" else None,
+        }
+
+    def _anthropic_batches(self, method: str, ident: Any, raw: bytes, body: Any) -> tuple[int, Any, str | None]:
+        if method != "POST" or not isinstance(body, dict) or not isinstance(body.get("requests"), list) or not body["requests"]:
+            raise _ApiError(400, "requests: a non-empty list is required")
+        reqs = []
+        seen: set[str] = set()
+        for i, r in enumerate(body["requests"]):
+            cid = r.get("custom_id") if isinstance(r, dict) else None
+            if not isinstance(cid, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", cid) or not isinstance(r.get("params"), dict):
+                raise _ApiError(400, f"requests.{i}: custom_id (1-64 characters: letters, digits, _ and -) and params are required")
+            if cid in seen:
+                raise _ApiError(400, f"requests.{i}.custom_id: duplicated ({cid})")
+            seen.add(cid)
+            reqs.append((cid, r["params"]))
+        with self.state._lock:
+            bid = f"msgbatch_lb{len(self.state.batches)}"
+            b = {"api": "anthropic", "id": bid, "requests": reqs, "polls": 0, "status": "in_progress", "errors": [], "results": None,
+                 "created_at": int(time.time())}
+            self.state.batches[bid] = b
+            self.state.batch_log.append(("create", bid, len(reqs)))
+        return 200, self._anthropic_object(b), None
+
+    def _anthropic_batch(self, method: str, ident: Any, raw: bytes, body: Any) -> tuple[int, Any, str | None]:
+        b = self._get(ident, "anthropic")
+        self.state.batch_log.append(("retrieve", ident, len(b["requests"])))
+        self._advance(b)
+        return 200, self._anthropic_object(b), None
+
+    def _anthropic_batch_cancel(self, method: str, ident: Any, raw: bytes, body: Any) -> tuple[int, Any, str | None]:
+        b = self._get(ident, "anthropic")
+        self.state.batch_log.append(("cancel", ident, len(b["requests"])))
+        if b["status"] == "in_progress":
+            b["status"], b["cancel"] = "canceling", True
+        return 200, self._anthropic_object(b), None
+
+    def _anthropic_batch_results(self, method: str, ident: Any, raw: bytes, body: Any) -> tuple[int, Any, str | None]:
+        b = self._get(ident, "anthropic")
+        if b["status"] != "ended":
+            raise _ApiError(400, f"batch {ident} has not ended", "invalid_request_error")
+        self.state.batch_log.append(("results", ident, len(b["requests"])))
+        lines = []
+        for cid, _ in b["requests"]:
+            kind, value = b["results"][cid]
+            if kind == "ok":
+                result: dict = {"type": "succeeded", "message": value}
+            elif kind == "error":
+                result = {"type": "errored", "error": {"type": "error", "error": {"type": value[0], "message": value[1]}}}
+            else:
+                result = {"type": "canceled" if kind == "cancelled" else "expired"}
+            lines.append(json.dumps({"custom_id": cid, "result": result}))
+        return 200, "\n".join(lines) + "\n", "application/binary"
+
+    # ---- shared
+    def _get(self, ident: str, api: str) -> dict:
+        b = self.state.batches.get(ident)
+        if b is None or b["api"] != api:
+            raise _ApiError(404, f"no batch {ident}", "not_found_error")
+        return b
+
+    def _advance(self, b: dict) -> None:
+        """One retrieve: a batch in progress ends on the batch_polls-th; a cancelling one is cancelled."""
+        if b["results"] is not None or b["status"] == "failed":
+            return
+        b["polls"] += 1
+        cancelling = b["status"] in ("cancelling", "canceling")
+        if not cancelling and b["polls"] < self.state.batch_polls:
+            b["status"] = "in_progress"
+            return
+        results: dict[str, tuple[str, Any]] = {}
+        for cid, req in b["requests"]:
+            if cancelling:
+                results[cid] = ("cancelled", None)
+            elif self.state.batch_expire:
+                results[cid] = ("expired", None)
+            elif self.state.batch_item_errors.get(cid, 0) > 0:
+                self.state.batch_item_errors[cid] -= 1
+                results[cid] = ("error", ("api_error", f"loopback: request {cid} failed inside the batch"))
+            else:
+                try:
+                    fake = RecordedRequest(index=len(self.state._requests), api=b["api"], method="POST", path="(batch)", headers=self.rec.headers,
+                                           body=req, raw=b"", started=time.monotonic())
+                    if b["api"] == "anthropic":
+                        fake.headers = {**self.rec.headers, "anthropic-version": self.rec.headers.get("anthropic-version", "2023-06-01")}
+                        results[cid] = ("ok", self.h._anthropic(self.state, fake, req, None, False))
+                    else:
+                        results[cid] = ("ok", self.h._openai(self.state, fake, req, None, False))
+                except _ApiError as e:
+                    results[cid] = ("error", (e.kind, e.message, e.status))
+        b["results"] = results
+        if b["api"] == "anthropic":
+            b["status"] = "ended"
+            return
+        b["status"] = "cancelled" if cancelling else ("expired" if self.state.batch_expire else "completed")
+        out, err = [], []
+        for i, (cid, _) in enumerate(b["requests"]):
+            kind, value = results[cid]
+            if kind == "ok":
+                out.append({"id": f"batch_req_{i}", "custom_id": cid, "response": {"status_code": 200, "request_id": f"req_{i}", "body": value}, "error": None})
+            elif kind == "error" and len(value) == 3:
+                err.append({"id": f"batch_req_{i}", "custom_id": cid, "response": {"status_code": value[2], "request_id": f"req_{i}",
+                            "body": _error_body("openai", value[2], value[1], value[0])}, "error": None})
+            else:
+                code = {"error": "server_error", "expired": "batch_expired", "cancelled": "batch_cancelled"}[kind]
+                msg = value[1] if kind == "error" else f"request {kind}"
+                err.append({"id": f"batch_req_{i}", "custom_id": cid, "response": None, "error": {"code": code, "message": msg}})
+        with self.state._lock:
+            for name, rows in (("output_file_id", out), ("error_file_id", err)):
+                if rows:
+                    fid = f"file-lb{len(self.state.files)}"
+                    self.state.files[fid] = ("batch_output", ("\n".join(json.dumps(r) for r in rows) + "\n").encode())
+                    b[name] = fid
 
 
 @pytest.fixture

@@ -1,0 +1,341 @@
+"""Provider batch APIs: the same requests at half the price, answered within hours, resumable.
+
+A model entry with ``batch:`` (``openai`` or ``anthropic``) gets a :class:`BatchingEndpoint`: the
+structured requests a judge stage makes at once are collected, written as one batch (OpenAI: a JSONL
+file uploaded with ``files.create(purpose="batch")`` and ``batches.create``; Anthropic:
+``messages.batches.create``), polled, and each answer is read back through the same parser as a
+direct call, so the judge stage validates and caches it exactly as it would a direct answer.
+
+Resumable by construction: the batch id and the ``custom_id`` of every request it carries (the
+judgment's cache key) are written to the store *before* waiting. A run killed while a batch is in
+flight finds it again on rerun (:meth:`Store.open_batches_for`) and goes on polling it: the same
+requests are never submitted twice. Requests that errored, expired or were cancelled inside a batch
+are sent again in a follow-up batch (or directly, ``fallback: direct``) up to the endpoint's
+``max_retries``, then recorded as errors, never as scores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .._util.text import redact_url
+from ..errors import BackendUnavailable
+from .structured import CallFailed, EndpointModel, Reply, StructuredEndpoint, schema_instruction
+
+#: providers' limits on requests per batch (OpenAI 50,000; Anthropic 100,000)
+MAX_BATCH_SIZE = {"openai": 50_000, "anthropic": 100_000}
+#: the batch discount both providers give (applied to the cost table when prices are configured)
+BATCH_DISCOUNT = 0.5
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """eval.yaml's ``batch:`` on a model entry (``true`` = these defaults)."""
+
+    size: int = 10_000  # requests per batch
+    poll_s: float = 30.0  # seconds between polls
+    max_wait_h: float = 24.0  # give up waiting (the batch stays on record; a rerun resumes it)
+    max_batches: int = 20  # batches one run submits per endpoint (first round and follow-ups)
+    fallback: str = "batch"  # batch | direct: how requests that failed inside a batch are retried
+
+
+@dataclass
+class BatchRecord:
+    """One batch as summary.json reports it (``batches``)."""
+
+    id: str
+    provider: str
+    requests: int
+    succeeded: int = 0
+    errored: int = 0
+    resumed: bool = False
+    wall_s: float = 0.0
+    status: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "provider": self.provider, "requests": self.requests, "succeeded": self.succeeded, "errored": self.errored,
+                "resumed": self.resumed, "status": self.status, "wall_s": round(self.wall_s, 3)}
+
+
+@dataclass
+class _Pending:
+    custom_id: str
+    body: dict[str, Any]
+    system: str
+    user: str
+    mode: str
+    top_logprobs: int
+    future: asyncio.Future
+    attempts: int = 0
+
+
+def endpoint_label(jm: EndpointModel) -> str:
+    """What the store keys batches by: provider, model, server (no credentials)."""
+    return f"{jm.backend}:{jm.model}@{redact_url(jm.base_url) if jm.base_url else 'default'}"
+
+
+class BatchingEndpoint(StructuredEndpoint):
+    """A :class:`StructuredEndpoint` whose keyed requests go through the provider's batch API."""
+
+    def __init__(self, jm: EndpointModel, options: BatchOptions, store: Any, structured: str = "auto") -> None:
+        super().__init__(jm, structured)
+        self.options = options
+        self.store = store
+        self.records: list[BatchRecord] = []
+        self._queue: list[_Pending] = []
+        self._drainer: asyncio.Future | None = None
+        self._submitted = 0
+        self.progress: Any = None  # a callable(done, total, label) the judge stage may set
+
+    async def complete(self, system: str, user: str, schema: Mapping[str, Any], *, temperature: float, max_tokens: int, schema_name: str,
+                       model: EndpointModel | None = None, top_logprobs: int = 0, request_id: str | None = None) -> Reply:
+        if request_id is None:
+            return await super().complete(system, user, schema, temperature=temperature, max_tokens=max_tokens, schema_name=schema_name,
+                                          model=model, top_logprobs=top_logprobs)
+        self._open()
+        jm = model or self.jm
+        mode = self.mode
+        sys_text = system + (schema_instruction(schema) if mode in ("json_object", "prompt") else "")
+        if jm.backend == "anthropic":
+            from .anthropic_backend import structured_body as anthropic_body
+
+            body = anthropic_body(jm.model, sys_text, user, schema, mode, max_tokens)
+            top = 0
+        else:
+            from .openai_backend import structured_body as openai_body
+
+            top = top_logprobs if self.no_logprobs is None else 0
+            body = openai_body(jm.model, sys_text, user, schema, mode, temperature, max_tokens, schema_name, jm.max_tokens_param, top)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        p = _Pending(_custom_id(request_id), body, sys_text, user, mode, top, fut)
+        start = time.perf_counter()
+        while True:
+            self._queue.append(p)
+            if self._drainer is None or self._drainer.done():
+                self._drainer = asyncio.ensure_future(self._drain())
+            outcome = await p.future
+            if isinstance(outcome, Reply):
+                outcome.latency_s = time.perf_counter() - start
+                outcome.attempts = p.attempts
+                return outcome
+            # errored / expired / cancelled inside the batch: again, up to max_retries
+            if p.attempts > jm.max_retries or self._submitted >= self.options.max_batches:
+                self.stats.gave_up += 1
+                raise CallFailed(f"failed inside {p.attempts} batch(es); last: {outcome}", p.attempts)
+            self.stats.retries += 1
+            self.stats.retry_reasons["batch_" + str(outcome).split(":")[0]] = self.stats.retry_reasons.get("batch_" + str(outcome).split(":")[0], 0) + 1
+            if self.options.fallback == "direct":
+                return await super().complete(system, user, schema, temperature=temperature, max_tokens=max_tokens, schema_name=schema_name,
+                                              model=model, top_logprobs=top_logprobs)
+            p.future = asyncio.get_running_loop().create_future()
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0.05)  # every request of this round joins the batch
+        while self._queue:
+            todo, self._queue = self._queue, []
+            label = endpoint_label(self.jm)
+            retry_ids = {p.custom_id for p in todo if p.attempts > 0}
+            known = self.store.open_batches_for(label, [p.custom_id for p in todo if p.attempts == 0])
+            by_batch: dict[str, list[_Pending]] = {}
+            fresh: list[_Pending] = []
+            for p in todo:
+                p.attempts += 1
+                bid = known.get(p.custom_id) if p.custom_id not in retry_ids else None
+                (by_batch.setdefault(bid, []) if bid else fresh).append(p)
+            waits = [self._wait(bid, ps, resumed=True) for bid, ps in by_batch.items()]
+            size = max(1, min(self.options.size, MAX_BATCH_SIZE.get(self.jm.backend, 50_000)))
+            for i in range(0, len(fresh), size):
+                chunk = fresh[i : i + size]
+                try:
+                    bid = await self._submit(chunk)
+                except BackendUnavailable as e:
+                    for p in chunk:
+                        if not p.future.done():
+                            p.future.set_exception(e)
+                    continue
+                waits.append(self._wait(bid, chunk, resumed=False))
+            results = await asyncio.gather(*waits, return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException) and not isinstance(r, Exception):
+                    raise r
+
+    async def _submit(self, chunk: list[_Pending]) -> str:
+        """Create the batch and record it (id + custom_ids) in the store before anything waits on it."""
+        dedup: dict[str, _Pending] = {}
+        for p in chunk:
+            dedup.setdefault(p.custom_id, p)
+        try:
+            if self.jm.backend == "anthropic":
+                b = await self._client.messages.batches.create(requests=[{"custom_id": c, "params": p.body} for c, p in dedup.items()])
+                bid, status = b.id, b.processing_status
+            else:
+                data = "".join(json.dumps({"custom_id": c, "method": "POST", "url": "/v1/chat/completions", "body": p.body}, ensure_ascii=False) + "\n"
+                               for c, p in dedup.items()).encode()
+                f = await self._client.files.create(file=("evalkit-batch.jsonl", data, "application/jsonl"), purpose="batch")
+                b = await self._client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+                bid, status = b.id, b.status
+        except Exception as e:  # noqa: BLE001 - the provider refused the batch: one line for the user
+            raise BackendUnavailable(f"{self.jm.label}: the provider refused the batch of {len(dedup)} request(s): {type(e).__name__}: "
+                                     f"{' '.join(str(e).split())[:300]}") from None
+        self._submitted += 1
+        self.stats.requests += len(dedup)
+        self.store.put_batch(bid, provider=self.jm.backend, endpoint=endpoint_label(self.jm), base_url=redact_url(self.jm.base_url) if self.jm.base_url else None,
+                             api_key_env=self.jm.api_key_env, custom_ids=list(dedup), status=str(status))
+        return bid
+
+    async def _wait(self, bid: str, ps: list[_Pending], *, resumed: bool) -> None:
+        """Poll until the batch ends, then hand every waiting request its answer or its error."""
+        t0 = time.perf_counter()
+        rec = BatchRecord(bid, self.jm.backend, len({p.custom_id for p in ps}), resumed=resumed)
+        self.records.append(rec)
+        deadline = time.monotonic() + self.options.max_wait_h * 3600
+        try:
+            while True:
+                status, ended, counts = await self._poll(bid)
+                rec.status = status
+                self.store.update_batch(bid, status, counts)
+                if self.progress:
+                    self.progress(bid, counts, time.perf_counter() - t0)
+                if ended:
+                    break
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(f"batch {bid} did not end within max_wait_h={self.options.max_wait_h:g}; it stays on record: "
+                                             "rerun to go on waiting, or `evalkit batches cancel`")
+                await asyncio.sleep(self.options.poll_s)
+            answers = await self._results(bid, status)
+        except BackendUnavailable as e:
+            for p in ps:
+                if not p.future.done():
+                    p.future.set_exception(e)
+            return
+        except Exception as e:  # noqa: BLE001 - a poll that failed for good: these requests' error
+            err = f"batch {bid}: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            for p in ps:
+                if not p.future.done():
+                    p.future.set_result(err)
+            return
+        outcomes: dict[str, str] = {}
+        for p in ps:
+            kind, value = answers.get(p.custom_id, ("expired" if status == "expired" else "cancelled" if status.startswith("cancel") else "error",
+                                                    "no result for this request in the batch"))
+            result: Any
+            if kind == "ok":
+                try:
+                    if self.jm.backend == "anthropic":
+                        from .anthropic_backend import structured_reply as anthropic_reply
+
+                        result = anthropic_reply(value, p.mode, p.system, p.user)
+                    else:
+                        from .openai_backend import structured_reply as openai_reply
+
+                        result = openai_reply(value, p.mode, p.system, p.user, p.top_logprobs)
+                except Exception as e:  # noqa: BLE001 - a body we cannot read: this request's error, sent again
+                    kind, result = "error", f"malformed answer: {e}"
+            else:
+                result = f"{kind}: {value}" if value else kind
+            outcomes[p.custom_id] = kind
+            if not p.future.done():
+                p.future.set_result(result)
+        rec.succeeded = sum(1 for o in outcomes.values() if o == "ok")
+        rec.errored = len(outcomes) - rec.succeeded
+        rec.wall_s = time.perf_counter() - t0
+        self.store.update_batch(bid, status, {"succeeded": rec.succeeded, "errored": rec.errored}, ended=True, outcomes=outcomes)
+
+    async def _poll(self, bid: str) -> tuple[str, bool, dict[str, int]]:
+        if self.jm.backend == "anthropic":
+            b = await self._client.messages.batches.retrieve(bid)
+            rc = b.request_counts
+            counts = {"processing": rc.processing, "succeeded": rc.succeeded, "errored": rc.errored, "canceled": rc.canceled, "expired": rc.expired}
+            return str(b.processing_status), b.processing_status == "ended", counts
+        b = await self._client.batches.retrieve(bid)
+        rc = b.request_counts
+        counts = {"total": rc.total, "completed": rc.completed, "failed": rc.failed} if rc is not None else {}
+        if b.status == "failed":
+            why = "; ".join(str(getattr(e, "message", e)) for e in ((b.errors.data or []) if b.errors else []))[:300]
+            raise BackendUnavailable(f"{self.jm.label}: batch {bid} failed validation: {why or 'no reason given'}")
+        return str(b.status), b.status in ("completed", "expired", "cancelled"), counts
+
+    async def _results(self, bid: str, status: str) -> dict[str, tuple[str, Any]]:
+        out: dict[str, tuple[str, Any]] = {}
+        if self.jm.backend == "anthropic":
+            async for r in await self._client.messages.batches.results(bid):
+                kind = r.result.type
+                if kind == "succeeded":
+                    out[r.custom_id] = ("ok", r.result.message.model_dump(mode="json"))
+                elif kind == "errored":
+                    err = getattr(r.result.error, "error", None)
+                    out[r.custom_id] = ("error", f"{getattr(err, 'type', 'error')}: {getattr(err, 'message', '')}")
+                else:
+                    out[r.custom_id] = ("expired" if kind == "expired" else "cancelled", "")
+            return out
+        b = await self._client.batches.retrieve(bid)
+        for fid in (b.output_file_id, b.error_file_id):
+            if not fid:
+                continue
+            text = (await self._client.files.content(fid)).text
+            for line in text.splitlines():
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                resp, err = row.get("response"), row.get("error")
+                if resp and resp.get("status_code") == 200:
+                    out[row["custom_id"]] = ("ok", resp.get("body"))
+                elif resp:
+                    e = (resp.get("body") or {}).get("error") or {}
+                    out[row["custom_id"]] = ("error", f"HTTP {resp.get('status_code')}: {e.get('message', '')}")
+                else:
+                    code = (err or {}).get("code", "error")
+                    kind = "expired" if code == "batch_expired" else "cancelled" if code == "batch_cancelled" else "error"
+                    out[row["custom_id"]] = (kind, (err or {}).get("message", ""))
+        return out
+
+
+def _custom_id(key: str) -> str:
+    """A provider-safe custom_id (Anthropic: 1-64 of letters, digits, _ and -) for a cache key."""
+    import re
+
+    if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key):
+        return key
+    import hashlib
+
+    return hashlib.sha256(key.encode()).hexdigest()[:64]
+
+
+@dataclass
+class BatchClient:
+    """The provider calls `evalkit batches status / cancel` make for one stored batch."""
+
+    provider: str
+    base_url: str | None
+    api_key_env: str | None
+    _client: Any = field(default=None, repr=False)
+
+    def _open(self) -> Any:
+        import os
+
+        key = os.environ.get(self.api_key_env or "") or "no-key-needed"
+        if self.provider == "anthropic":
+            import anthropic
+
+            return anthropic.Anthropic(api_key=key, base_url=self.base_url, max_retries=2)
+        import openai
+
+        return openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=2)
+
+    def retrieve(self, bid: str) -> tuple[str, dict[str, Any]]:
+        c = self._open()
+        if self.provider == "anthropic":
+            b = c.messages.batches.retrieve(bid)
+            return str(b.processing_status), b.request_counts.model_dump()
+        b = c.batches.retrieve(bid)
+        return str(b.status), b.request_counts.model_dump() if b.request_counts else {}
+
+    def cancel(self, bid: str) -> str:
+        c = self._open()
+        if self.provider == "anthropic":
+            return str(c.messages.batches.cancel(bid).processing_status)
+        return str(c.batches.cancel(bid).status)
