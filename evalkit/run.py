@@ -114,7 +114,7 @@ def _clean(c: Completion, secrets: Sequence[str]) -> Completion:
 
 def generate_all(
     store: Store, specs: Sequence[ModelSpec], suites: Sequence[Suite], *, progress: bool, secrets: Sequence[str] = (),
-    engine: RayEngine | None = None,
+    engine: RayEngine | None = None, batch_records: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Completion], int, int, float]:
     """Generate every (model, sample) output not in the store yet; commit after every block.
 
@@ -149,9 +149,15 @@ def generate_all(
             ]
             on_cluster = engine is not None and all(runs_on_cluster(s) for s in group_specs)
             bar = shared_bar or _progress_bar(len(keys), f"generate [{', '.join(s.name for s in group_specs)}]", progress)
-            runner: Any = engine.pool(group_specs) if engine is not None and on_cluster else open_backend(group_specs)
+            batched = bool(dict(group_specs[0].options).get("batch"))
+            runner: Any = engine.pool(group_specs) if engine is not None and on_cluster else (_Batched(store, batch_records) if batched else open_backend(group_specs))
             try:
-                results = runner.run(blocks, bar.update) if on_cluster else ((i, runner.generate(b, progress=bar.update)) for i, b in enumerate(blocks))
+                if on_cluster:
+                    results = runner.run(blocks, bar.update)
+                elif batched:  # the provider's batch API: every missing request of the group at once, committed when answered
+                    results = runner.run(group_specs, blocks, bar.update)
+                else:
+                    results = ((i, runner.generate(b, progress=bar.update)) for i, b in enumerate(blocks))
                 for i, outs in results:
                     reqs = blocks[i]
                     if len(outs) != len(reqs):
@@ -169,6 +175,27 @@ def generate_all(
         if shared_bar is not None:
             shared_bar.close()
     return done, made, cached, time.perf_counter() - t0
+
+
+class _Batched:
+    """A group of API candidates with ``batch:``: its blocks go through the provider's batch API together."""
+
+    def __init__(self, store: Store, records: list[dict[str, Any]] | None) -> None:
+        self.store = store
+        self.records = records
+
+    def run(self, specs: Sequence[ModelSpec], blocks: Sequence[Sequence[GenerationRequest]], progress: Any) -> Iterable[tuple[int, list[Completion]]]:
+        from .models.batch import batch_generate
+
+        flat = [r for b in blocks for r in b]
+        outs = batch_generate(specs, flat, self.store, progress, self.records)
+        start = 0
+        for i, b in enumerate(blocks):
+            yield i, outs[start : start + len(b)]
+            start += len(b)
+
+    def close(self) -> None:
+        pass
 
 
 def sample_record(s: Sample) -> dict[str, Any]:
@@ -410,9 +437,10 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
         judge_scores, pairwise = judge_score_kinds(cfg.judges, config_dir)
     check_gates_against_run(cfg.gates, suites, judge_scores, pairwise, config_path)
     for name, entry in cfg.models.items():
-        if entry.batch:
-            raise ConfigError("batch: is taken by judges' models in this version; a candidate's generations go direct "
-                              "(remove batch: here, or put the model under judges:)", where=f"models.{name}.batch")
+        if entry.batch and entry.backend not in ("openai", "anthropic"):
+            raise ConfigError(f"batch: needs an openai or anthropic model (a provider batch API); the {entry.backend} backend has none"
+                              + (" (vLLM's server does not implement /v1/files + /v1/batches)" if entry.backend == "vllm" else ""),
+                              where=f"models.{name}.batch")
     specs = [model_spec(name, entry, cfg, config_dir) for name, entry in cfg.models.items()]
     location = store_path if store_path is not None else (_resolve(config_dir, cfg.store) if cfg.store else None)
     ray = cfg.ray
@@ -557,12 +585,14 @@ def run_eval(
     store = Store(plan.store_location)
     engine = RayEngine(plan.ray) if plan.ray is not None and any(runs_on_cluster(s) for s in plan.specs) else None
     run_id: str | None = None
+    gen_batches: list[dict[str, Any]] = []  # provider batches of API candidates (batch:)
     try:
         config_dump = _redacted_config(plan.cfg.model_dump(mode="json"))
         run_id = store.begin_run(name=plan.name, config_path=str(plan.config_path), config=config_dump, out_dir=str(out_dir))
 
         with library_progress_bars(progress or not any(backend_info(s.backend).local_weights for s in plan.specs)), using(engine):
-            completions, made, cached, gen_s = generate_all(store, plan.specs, plan.suites, progress=progress, secrets=plan.secrets, engine=engine)
+            completions, made, cached, gen_s = generate_all(store, plan.specs, plan.suites, progress=progress, secrets=plan.secrets, engine=engine,
+                                                            batch_records=gen_batches)
         lossy = sum(1 for c in completions.values() if c.text and not encodable(c.text))
         if lossy:
             warnings.append(f"{lossy} output(s) hold characters UTF-8 cannot encode (lone surrogates): stored losslessly, "
@@ -582,6 +612,7 @@ def run_eval(
                               warnings=warnings)
         if engine is not None:
             record.engine = engine.summary()
+        record.batches = gen_batches + record.batches
         record = regate_run(plan.cfg.gates, record, judged.items, store=store)  # the same verdict `report --regate` gives
         store.save_run_items(run_id, judged.items)
         record.timing.wall_s = round(time.perf_counter() - t_start, 3)

@@ -154,7 +154,7 @@ class ModelSpec:
 
 # Options that change how a backend runs but not what it outputs; kept out of model_id.
 _NON_OUTPUT_OPTIONS = frozenset({
-    "batch_size", "concurrency", "timeout_s", "max_retries", "url", "urls", "python", "server_args", "log_dir",
+    "batch_size", "concurrency", "timeout_s", "max_retries", "url", "urls", "python", "server_args", "log_dir", "batch",
     "retry_base_delay_s", "retry_max_delay_s", "retry_max_retry_after_s", "gpu_memory_utilization", "tensor_parallel_size",
     "data_parallel_size",
     "mode", "device",

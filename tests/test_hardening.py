@@ -162,7 +162,7 @@ def test_bad_run_input_is_refused_before_any_work(tmp_path, loopback_api, capsys
 MISTYPED = [
     (["rn"], "No such command 'rn'. Did you mean 'run'"),
     (["run", "--bogus", "x.yaml"], "No such option: --bogus"),
-    (["run", "eval.yaml", "--ouy", "o"], "No such option: --ouy (Possible options: --out)"),
+    (["run", "eval.yaml", "--ouy", "o"], "No such option: --ouy (Possible options: --out"),
     (["review", "new", "latest", "--reviewers", "a"], "No such option: --reviewers"),
     (["data", "valdate", "x.jsonl"], "No such command 'valdate'"),
     (["runs", "lst"], "No such command 'lst'"),

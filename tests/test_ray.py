@@ -28,6 +28,7 @@ N_MODELS = 3
 
 
 def _write_eval(work: Path, base: Path, adapters: dict[str, Path]) -> None:
+    """eval.yaml: the tiny base and two adapters on one suite of N_SAMPLES items, two replicas."""
     suite = work / "suites" / "echo"
     suite.mkdir(parents=True)
     (suite / "suite.yaml").write_text("name: echo\nkind: regression\nscorers:\n  - {max_chars: 2000}\n")
@@ -56,6 +57,7 @@ def ray_results(tiny_base, tiny_adapters, tmp_path_factory):
         pytest.skip(why)
     work = tmp_path_factory.mktemp("ray")
     _write_eval(work, tiny_base, tiny_adapters)
+    base = tiny_base
     # a base whose weights are cut short: its fingerprint is fine, loading it fails in the replica
     import shutil
 
@@ -63,6 +65,16 @@ def ray_results(tiny_base, tiny_adapters, tmp_path_factory):
     weights = next(bad.glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:1000])
     (work / "bad.yaml").write_text(f"models:\n  base: {{backend: hf, path: '{bad}'}}\nsuites: [suites/echo]\nray: {{replicas: 1}}\n")
+    # a run whose judge is the tiny base itself (an in-process hf judge locally, replicas with --ray)
+    (work / "judge.yaml").write_text(
+        f"models:\n  base: {{backend: hf, path: '{base}', batch_size: 4}}\nsuites: [suites/judged]\ngeneration: {{max_new_tokens: 8}}\n"
+        f"judges:\n  - rubric: default\n    model: {{backend: hf, path: '{base}', batch_size: 4}}\n"
+        "ray: {replicas: 1, num_cpus: 1}\n"
+    )
+    judged = work / "suites" / "judged"
+    judged.mkdir(parents=True)
+    (judged / "suite.yaml").write_text("name: judged\nkind: regression\nscorers:\n  - {max_chars: 2000}\n")
+    (judged / "samples.jsonl").write_text("".join(json.dumps({"id": f"j{i}", "messages": [{"role": "user", "content": f"Say w{i}"}]}) + "\n" for i in range(3)))
     cwd = os.getcwd()
     os.chdir(work)
     try:
@@ -70,6 +82,8 @@ def ray_results(tiny_base, tiny_adapters, tmp_path_factory):
         # a separate config without it)
         (work / "local.yaml").write_text("\n".join(l for l in (work / "eval.yaml").read_text().splitlines() if not l.startswith("ray:")) + "\n")
         assert main(["run", "local.yaml", "--store", "local.db", "--out", "o_local", "--no-progress"]) == 0
+        (work / "judge_local.yaml").write_text("\n".join(l for l in (work / "judge.yaml").read_text().splitlines() if not l.startswith("ray:")) + "\n")
+        assert main(["run", "judge_local.yaml", "--store", "judge_local.db", "--out", "o_judge_local", "--no-progress"]) == 0
     finally:
         os.chdir(cwd)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -192,3 +206,16 @@ def test_offline_vllm_on_a_local_cluster_equals_in_process(tiny_base, tiny_adapt
     assert _outputs(tmp_path / "o_ray") == _outputs(tmp_path / "o_local")
     eng = json.loads((tmp_path / "o_ray" / "summary.json").read_text())["engine"]
     assert eng["kind"] == "ray" and eng["address"] == "local" and eng["groups"][0]["models"] == ["base", "a"] and eng["items"] == 24
+
+
+def test_a_local_judge_runs_on_the_cluster(ray_results):
+    work, res = ray_results
+    j = res["judge"]
+    assert j["rc"] == 0, j["stderr"]
+    groups = j["summary"]["engine"]["groups"]
+    judge_groups = [g for g in groups if any(m.startswith("judge:") for m in g["models"])]
+    assert [g["models"] for g in groups if g not in judge_groups] == [["base"]]
+    assert judge_groups and sum(g["items"] for g in judge_groups) >= 3  # every judgment's generation ran on a replica
+    local = json.loads((work / "o_judge_local" / "summary.json").read_text())
+    # the same judgments as in-process: the same scores and the same judge errors
+    assert j["summary"]["metrics"] == local["metrics"] and j["summary"]["errors"] == local["errors"]

@@ -20,7 +20,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .._util.text import redact_url
 from ..errors import BackendUnavailable
@@ -71,6 +71,7 @@ class _Pending:
     top_logprobs: int
     future: asyncio.Future
     attempts: int = 0
+    parse: Callable[[Any], Any] | None = None  # a generation's answer -> Completion (judgments: the structured parser)
 
 
 def endpoint_label(jm: EndpointModel) -> str:
@@ -113,25 +114,48 @@ class BatchingEndpoint(StructuredEndpoint):
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         p = _Pending(_custom_id(request_id), body, sys_text, user, mode, top, fut)
         start = time.perf_counter()
+        direct = lambda: super(BatchingEndpoint, self).complete(system, user, schema, temperature=temperature, max_tokens=max_tokens,  # noqa: E731
+                                                                  schema_name=schema_name, model=model, top_logprobs=top_logprobs)
+        outcome = await self._through_batches(p, jm.max_retries, direct)
+        outcome.latency_s = time.perf_counter() - start
+        outcome.attempts = p.attempts
+        return outcome
+
+    async def _through_batches(self, p: _Pending, max_retries: int, direct: Callable[[], Any] | None) -> Any:
+        """Queue ``p`` for the next batch and return its parsed answer; a request that failed inside a
+        batch goes into a follow-up batch (or ``direct()``, ``fallback: direct``) up to ``max_retries``.
+        """
         while True:
             self._queue.append(p)
             if self._drainer is None or self._drainer.done():
                 self._drainer = asyncio.ensure_future(self._drain())
             outcome = await p.future
-            if isinstance(outcome, Reply):
-                outcome.latency_s = time.perf_counter() - start
-                outcome.attempts = p.attempts
+            if not isinstance(outcome, str):
                 return outcome
             # errored / expired / cancelled inside the batch: again, up to max_retries
-            if p.attempts > jm.max_retries or self._submitted >= self.options.max_batches:
+            if p.attempts > max_retries or self._submitted >= self.options.max_batches:
                 self.stats.gave_up += 1
                 raise CallFailed(f"failed inside {p.attempts} batch(es); last: {outcome}", p.attempts)
             self.stats.retries += 1
-            self.stats.retry_reasons["batch_" + str(outcome).split(":")[0]] = self.stats.retry_reasons.get("batch_" + str(outcome).split(":")[0], 0) + 1
-            if self.options.fallback == "direct":
-                return await super().complete(system, user, schema, temperature=temperature, max_tokens=max_tokens, schema_name=schema_name,
-                                              model=model, top_logprobs=top_logprobs)
+            reason = "batch_" + outcome.split(":")[0]
+            self.stats.retry_reasons[reason] = self.stats.retry_reasons.get(reason, 0) + 1
+            if self.options.fallback == "direct" and direct is not None:
+                return await direct()
             p.future = asyncio.get_running_loop().create_future()
+
+    async def generate_batched(self, items: Sequence[tuple[str, dict[str, Any], Callable[[Any], Any]]], max_retries: int) -> list[Any]:
+        """Generations through batches: ``(custom_id, body, parse)`` each; answers (parsed) or CallFailed, in order."""
+        self._open()
+        loop = asyncio.get_running_loop()
+        ps = [_Pending(_custom_id(cid), body, "", "", "", 0, loop.create_future(), parse=parse) for cid, body, parse in items]
+
+        async def one(p: _Pending) -> Any:
+            try:
+                return await self._through_batches(p, max_retries, None)
+            except CallFailed as e:
+                return e
+
+        return list(await asyncio.gather(*(one(p) for p in ps)))
 
     async def _drain(self) -> None:
         await asyncio.sleep(0.05)  # every request of this round joins the batch
@@ -225,7 +249,9 @@ class BatchingEndpoint(StructuredEndpoint):
             result: Any
             if kind == "ok":
                 try:
-                    if self.jm.backend == "anthropic":
+                    if p.parse is not None:
+                        result = p.parse(value)
+                    elif self.jm.backend == "anthropic":
                         from .anthropic_backend import structured_reply as anthropic_reply
 
                         result = anthropic_reply(value, p.mode, p.system, p.user)
@@ -339,3 +365,81 @@ class BatchClient:
         if self.provider == "anthropic":
             return str(c.messages.batches.cancel(bid).processing_status)
         return str(c.batches.cancel(bid).status)
+
+
+def batch_generate(specs: Sequence[Any], requests: Sequence[Any], store: Any, progress: Callable[[int], None] | None = None,
+                   records: list[dict[str, Any]] | None = None) -> list[Any]:
+    """API candidates' generations through the provider's batch API (``batch:`` on a model entry).
+
+    ``custom_id`` = the generation's cache key, so a run killed while waiting resumes the same batch.
+    Returns one Completion per request, in order; a request that failed in every batch is a
+    Completion with its error (retried on the next run), never an answer.
+    """
+    import os
+
+    from ..types import Completion
+    from .structured import EndpointModel
+
+    spec = specs[0]
+    opts = dict(spec.options)
+    raw = opts.get("batch")
+    options = BatchOptions(**raw) if isinstance(raw, dict) else BatchOptions()
+    backend = spec.backend
+    key_env = spec.api_key_env or ("ANTHROPIC_API_KEY" if backend == "anthropic" else "OPENAI_API_KEY")
+    if not os.environ.get(key_env) and spec.base_url is None:
+        raise BackendUnavailable(f"model '{spec.name}': environment variable {key_env} is not set (the API key)")
+    retries = opts.get("max_retries")
+    jm = EndpointModel(backend=backend, model=str(spec.model), base_url=spec.base_url, api_key_env=key_env, timeout_s=float(opts.get("timeout_s") or 60.0),
+                       max_retries=int(retries) if retries is not None else 4, batch=options)
+    items = []
+    for r in requests:
+        items.append((r.key, *_generation_body(backend, r.model, r.messages)))
+
+    async def main() -> list[Any]:
+        ep = BatchingEndpoint(jm, options, store)
+        try:
+            return await ep.generate_batched(items, jm.max_retries)
+        finally:
+            await ep.aclose()
+            if records is not None:
+                records.extend(r.as_dict() for r in ep.records)
+
+    outs = asyncio.run(main())
+    done: list[Any] = []
+    for o in outs:
+        done.append(Completion(text="", error=f"batch: {o}") if isinstance(o, CallFailed) else o)
+    if progress:
+        progress(len(done))
+    return done
+
+
+def _generation_body(backend: str, spec: Any, messages: Sequence[Any]) -> tuple[dict[str, Any], Callable[[Any], Any]]:
+    """A candidate's request body (the same as its direct call) and the parser of its answer."""
+    from ..types import Completion
+
+    g = spec.generation
+    if backend == "anthropic":
+        from .anthropic_backend import _FINISH, read_message, split_system
+
+        system, rest = split_system(messages)
+        body: dict[str, Any] = {"model": str(spec.model), "max_tokens": g.max_new_tokens, "messages": rest}
+        if system is not None:
+            body["system"] = system
+        if g.stop:
+            body["stop_sequences"] = list(g.stop)
+
+        def parse_a(data: Any) -> Any:
+            text, _, stop, tin, tout = read_message(data)
+            return Completion(text=text, finish_reason=_FINISH.get(stop or "", stop), tokens_in=tin, tokens_out=tout)
+
+        return body, parse_a
+    from .openai_backend import _sampling_kwargs, read_chat_completion
+
+    kw = _sampling_kwargs(spec)
+    body = {"model": str(spec.model), "messages": [m.as_dict() for m in messages], **kw.pop("extra_body", {}), **kw}
+
+    def parse_o(data: Any) -> Any:
+        text, finish, tin, tout = read_chat_completion(data)
+        return Completion(text=text or "", finish_reason=finish, tokens_in=tin, tokens_out=tout)
+
+    return body, parse_o

@@ -77,11 +77,7 @@ class EvalkitReplica:
     def __init__(self, specs: Sequence[ModelSpec], threads: int) -> None:
         self.error: str | None = None
         self.backend: Any = None
-        # Ray starts workers at niceness 15 (RAY_worker_niceness): below every other process on a shared
-        # machine. A replica is the run's main work: back to normal priority where allowed.
-        with contextlib.suppress(OSError):
-            if os.nice(0) > 0:
-                os.nice(-os.nice(0))
+        _normal_priority()
         if threads > 0:
             try:
                 import torch
@@ -109,6 +105,7 @@ class EvalkitReplica:
     def generate(self, requests: Sequence[GenerationRequest]) -> dict[str, Any]:
         if self.backend is None:
             raise BackendUnavailable(self.error or "the replica has no backend")
+        _normal_priority()  # niceness is per thread on Linux: the one that computes, too
         t0 = time.perf_counter()
         outs = self.backend.generate(requests)
         return {"outs": outs, "pid": os.getpid(), "seconds": time.perf_counter() - t0}
@@ -117,6 +114,15 @@ class EvalkitReplica:
         if self.backend is not None:
             self.backend.close()
             self.backend = None
+
+
+def _normal_priority() -> None:
+    """Ray starts workers at niceness 15 (``RAY_worker_niceness``), below every other process of a shared
+    machine; a replica is the run's main work: back to normal priority where the system allows it.
+    """
+    with contextlib.suppress(OSError):
+        if os.nice(0) > 0:
+            os.nice(-os.nice(0))
 
 
 @dataclass

@@ -192,3 +192,57 @@ def test_batches_cancel_then_a_run_sends_the_requests_again(tmp_path, loopback_a
     assert len(creates) == 2 and creates[1][2] == n  # the cancelled batch's requests, sent once more
     assert out["errors"]["judge"] == 0 and {b["status"] for b in out["batches"]} == {"cancelled", "completed"}
     assert main(["batches", "status", "batch_nope", "--store", str(tmp_path / "s.db")]) == 2
+
+
+def test_an_expired_batch_is_resent_and_a_batch_that_fails_validation_is_one_line(tmp_path, loopback_api, capsys):
+    loopback_api.set_responder(model_and_judge())
+    make_suite(tmp_path)
+    loopback_api.batch_expire = 1  # the first batch expires: its requests go again in a follow-up
+    out = _run(tmp_path, loopback_api, "o1", "openai", "{poll_s: 0.01}", store="s.db")
+    statuses = [b["status"] for b in out["batches"]]
+    assert statuses[0] == "expired" and statuses[-1] == "completed" and out["errors"]["judge"] == 0
+    assert out["batches"][0]["errored"] == out["batches"][0]["requests"] == out["batches"][-1]["succeeded"]
+    loopback_api.batch_invalid = True
+    cfg = write_eval(tmp_path, loopback_api.base_url, GATES, extra=_judges(loopback_api.base_url, "openai", "{poll_s: 0.01}"))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o2"), "--store", str(tmp_path / "fresh.db"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "failed validation: loopback: the batch failed validation" in err[0]
+    assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_api_candidates_through_batches_equal_direct_and_share_the_cache(tmp_path, loopback_api, backend):
+    """batch: on a candidate: its generations go through the batch API, equal the direct ones, and are cached under the same keys."""
+    from tests.test_run import extractor
+
+    loopback_api.set_responder(extractor(broken_ids={2}))
+    make_suite(tmp_path)
+    url = loopback_api.base_url if backend == "openai" else loopback_api.anthropic_base_url
+
+    def write(batch: str) -> Path:
+        p = tmp_path / "eval.yaml"
+        p.write_text(
+            "models:\n"
+            f"  base: {{backend: {backend}, model: base, base_url: '{url}', api_key_env: EK_TEST_KEY}}\n"
+            f"  cand: {{backend: {backend}, model: cand, base_url: '{url}', api_key_env: EK_TEST_KEY{batch}}}\n"
+            "baseline: base\ncandidates: [cand]\nsuites: [suites/extract]\ngeneration: {max_new_tokens: 32, temperature: 0}\n"
+            f"gates:\n{GATES}"
+        )
+        return p
+
+    assert main(["run", str(write("")), "--out", str(tmp_path / "direct"), "--store", str(tmp_path / "d.db"), "--no-progress"]) in (0, 1)
+    loopback_api.batch_log.clear()
+    cfg = write(", batch: {poll_s: 0.01}")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "batched"), "--store", str(tmp_path / "b.db"), "--no-progress"]) in (0, 1)
+    outs = {}
+    for name in ("direct", "batched"):
+        outs[name] = {(it["model"], it["sample_id"]): it["output"] for it in map(json.loads, (tmp_path / name / "items.jsonl").read_text().splitlines())}
+    assert outs["batched"] == outs["direct"] and any(v and not v.startswith("{") for v in outs["direct"].values())
+    s = json.loads((tmp_path / "batched" / "summary.json").read_text())
+    creates = [a for a in loopback_api.batch_log if a[0] == "create"]
+    assert len(creates) == 1 and creates[0][2] == 6  # the candidate's 6 prompts; the base went direct
+    assert s["batches"][0]["requests"] == 6 and s["batches"][0]["succeeded"] == 6 and s["errors"]["generation"] == 0
+    # the same keys as direct: a direct rerun on the batched store makes nothing
+    assert main(["run", str(write("")), "--out", str(tmp_path / "again"), "--store", str(tmp_path / "b.db"), "--no-progress"]) in (0, 1)
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["calls"]["generations_made"] == 0 and len([a for a in loopback_api.batch_log if a[0] == "create"]) == 1

@@ -357,7 +357,8 @@ class LoopbackAPI:
         # provider batch APIs (OpenAI files + batches, Anthropic message batches): see _Batches
         self.batch_polls = 1  # a batch ends on its Nth retrieve
         self.batch_item_errors: dict[str, int] = {}  # custom_id -> how many batches it fails in (then it succeeds)
-        self.batch_expire = False  # batches end expired: every request in them expires
+        self.batch_expire = 0  # the next N batches to end expire: every request in them expires
+        self.batch_invalid = False  # batches fail validation when created (status failed, with an error)
         self.batch_log: list[tuple[str, str, int]] = []  # (action, batch id, requests): create / retrieve / results / cancel
         self.files: dict[str, tuple[str, bytes]] = {}  # file id -> (purpose, bytes)
         self.batches: dict[str, dict] = {}
@@ -746,7 +747,7 @@ class _Batches:
 
     A batch is processed when it is retrieved for the ``batch_polls``-th time: each request is
     answered by the same code as a direct call (responder, validation); a custom_id listed in
-    ``batch_item_errors`` fails inside the batch that many times; ``batch_expire`` ends batches expired.
+    ``batch_item_errors`` fails inside the batch that many times; ``batch_expire`` = N makes the next N batches end expired.
     Every create / retrieve / results / cancel is logged in ``batch_log``.
     """
 
@@ -839,6 +840,8 @@ class _Batches:
                 errors.append({"code": "duplicate_custom_id", "message": f"custom_id {cid} is duplicated", "line": i + 1})
             seen.add(cid)
             reqs.append((cid, r["body"]))
+        if self.state.batch_invalid:
+            errors.append({"code": "invalid_model", "message": "loopback: the batch failed validation", "line": 1})
         with self.state._lock:
             bid = f"batch_lb{len(self.state.batches)}"
             b = {"api": "openai", "id": bid, "input_file_id": fid, "requests": reqs, "polls": 0, "status": "failed" if errors else "validating",
@@ -953,11 +956,15 @@ class _Batches:
         if not cancelling and b["polls"] < self.state.batch_polls:
             b["status"] = "in_progress"
             return
+        expire = False
+        if not cancelling and self.state.batch_expire > 0:
+            self.state.batch_expire -= 1
+            expire = True
         results: dict[str, tuple[str, Any]] = {}
         for cid, req in b["requests"]:
             if cancelling:
                 results[cid] = ("cancelled", None)
-            elif self.state.batch_expire:
+            elif expire:
                 results[cid] = ("expired", None)
             elif self.state.batch_item_errors.get(cid, 0) > 0:
                 self.state.batch_item_errors[cid] -= 1
@@ -977,7 +984,7 @@ class _Batches:
         if b["api"] == "anthropic":
             b["status"] = "ended"
             return
-        b["status"] = "cancelled" if cancelling else ("expired" if self.state.batch_expire else "completed")
+        b["status"] = "cancelled" if cancelling else ("expired" if expire else "completed")
         out, err = [], []
         for i, (cid, _) in enumerate(b["requests"]):
             kind, value = results[cid]
