@@ -95,20 +95,25 @@ def test_errors_inside_a_batch_are_retried_in_a_follow_up_then_recorded(tmp_path
     assert sum(b["requests"] for b in out["batches"]) == n + 2 + 3  # every request counted once per batch, none lost
 
 
-def test_sigkill_while_polling_then_rerun_resumes_the_same_batch(tmp_path, loopback_api, capsys):
-    loopback_api.set_responder(model_and_judge())
-    loopback_api.batch_polls = 10**9  # the batch never ends while the first process waits
+def _kill_while_polling(tmp_path: Path, api, polls: int) -> None:
+    """A judged run in its own process whose batch never ends, SIGKILLed after ``polls`` polls."""
+    api.set_responder(model_and_judge())
+    api.batch_polls = 10**9
     make_suite(tmp_path)
-    cfg = write_eval(tmp_path, loopback_api.base_url, GATES, extra=_judges(loopback_api.base_url, "openai", "{poll_s: 0.05}"))
+    cfg = write_eval(tmp_path, api.base_url, GATES, extra=_judges(api.base_url, "openai", "{poll_s: 0.05}"))
     env = dict(os.environ, PYTHONPATH=str(ROOT), EVALKIT_CACHE=os.environ.get("EVALKIT_CACHE", str(tmp_path / "cache")))
     proc = subprocess.Popen([sys.executable, "-m", "evalkit.cli", "run", str(cfg), "--out", str(tmp_path / "o1"), "--store", str(tmp_path / "s.db"),
                              "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and sum(1 for a in loopback_api.batch_log if a[0] == "retrieve") < 3:
+    while time.monotonic() < deadline and sum(1 for a in api.batch_log if a[0] == "retrieve") < polls:
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def test_sigkill_while_polling_then_rerun_resumes_the_same_batch(tmp_path, loopback_api, capsys):
+    _kill_while_polling(tmp_path, loopback_api, polls=3)
     creates = [a for a in loopback_api.batch_log if a[0] == "create"]
     assert len(creates) == 1
     with Store(tmp_path / "s.db") as st:
@@ -171,18 +176,7 @@ def test_a_provider_that_refuses_the_file_is_one_line(tmp_path, loopback_api, ca
 
 def test_batches_cancel_then_a_run_sends_the_requests_again(tmp_path, loopback_api, capsys):
     """A batch cancelled from the CLI: the next run finds it cancelled and resends its requests in a new batch."""
-    loopback_api.set_responder(model_and_judge())
-    loopback_api.batch_polls = 10**9
-    make_suite(tmp_path)
-    cfg = write_eval(tmp_path, loopback_api.base_url, GATES, extra=_judges(loopback_api.base_url, "openai", "{poll_s: 0.05}"))
-    env = dict(os.environ, PYTHONPATH=str(ROOT), EVALKIT_CACHE=os.environ.get("EVALKIT_CACHE", str(tmp_path / "cache")))
-    proc = subprocess.Popen([sys.executable, "-m", "evalkit.cli", "run", str(cfg), "--out", str(tmp_path / "o1"), "--store", str(tmp_path / "s.db"),
-                             "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(a[0] == "retrieve" for a in loopback_api.batch_log):
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
+    _kill_while_polling(tmp_path, loopback_api, polls=1)
     [(_, bid, n)] = [a for a in loopback_api.batch_log if a[0] == "create"]
     assert main(["batches", "cancel", bid, "--store", str(tmp_path / "s.db")]) == 0
     assert f"{bid}: cancelling" in capsys.readouterr().out
