@@ -65,6 +65,7 @@ def ray_results(tiny_base, tiny_adapters, tmp_path_factory):
     weights = next(bad.glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:1000])
     (work / "bad.yaml").write_text(f"models:\n  base: {{backend: hf, path: '{bad}'}}\nsuites: [suites/echo]\nray: {{replicas: 1}}\n")
+    (work / "range.yaml").write_text((work / "eval.yaml").read_text().replace("ray: {replicas: 2,", "ray: {replicas: [1, 3],"))
     # a run whose judge is the tiny base itself (an in-process hf judge locally, replicas with --ray)
     (work / "judge.yaml").write_text(
         f"models:\n  base: {{backend: hf, path: '{base}', batch_size: 4}}\nsuites: [suites/judged]\ngeneration: {{max_new_tokens: 8}}\n"
@@ -219,3 +220,17 @@ def test_a_local_judge_runs_on_the_cluster(ray_results):
     local = json.loads((work / "o_judge_local" / "summary.json").read_text())
     # the same judgments as in-process: the same scores and the same judge errors
     assert j["summary"]["metrics"] == local["metrics"] and j["summary"]["errors"] == local["errors"]
+
+
+def test_a_replica_range_starts_with_its_minimum_and_takes_what_the_cluster_has(ray_results):
+    work, res = ray_results
+    r = res["range"]
+    assert r["rc"] == 0, r["stderr"]
+    eng = r["summary"]["engine"]
+    assert eng["replicas"] == [1, 3] and eng["items"] == N_SAMPLES * N_MODELS
+    reps = eng["groups"][0]["per_replica"]
+    assert len(reps) == 3
+    worked = [x for x in reps if x["items"] > 0]
+    assert 1 <= len(worked) <= 2 and sum(x["items"] for x in reps) == N_SAMPLES * N_MODELS  # 2 CPUs: a third replica never fits
+    assert any(x["items"] == 0 and not x["node"] for x in reps)
+    assert _outputs(work / "o_range") == _outputs(work / "o_local")

@@ -152,6 +152,11 @@ def scenarios(work: Path) -> dict[str, Any]:
         res["kill_driver"]["rerun"] = _run(work, env, "--ray", a, "--store", "kd.db", "--out", "o_kd2")
         res["kill_driver"]["rerun"]["summary"] = _summary(work / "o_kd2")
         res["kill_driver"]["stored_final"] = _generations(work / "kd.db")
+        # a replica range [1, 3] on a cluster with room for 2: starts with the first, the second joins, the third waits
+        if (work / "range.yaml").exists():
+            r = subprocess.run([EVALKIT, "run", "range.yaml", "--no-progress", "--ray", a, "--store", "range.db", "--out", "o_range"],
+                               cwd=work, env=env, capture_output=True, text=True, timeout=600)
+            res["range"] = {"rc": r.returncode, "stderr": r.stderr[-3000:], "summary": _summary(work / "o_range")}
         # a judge that is a local model runs on the cluster too
         if (work / "judge.yaml").exists():
             r = subprocess.run([EVALKIT, "run", "judge.yaml", "--no-progress", "--ray", a, "--store", "judge.db", "--out", "o_judge"],
