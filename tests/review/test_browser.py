@@ -87,32 +87,47 @@ def test_whole_session_by_keyboard_with_reload_and_known_answer(store, page):
                 expect(page.locator("#position")).to_have_text(f"Pair {i + 1} of 20")
             good_is_a = page.locator("#output-a").inner_text().startswith("GOOD")
             bad_side = "b" if good_is_a else "a"
-            if i < 12:
-                page.keyboard.press("1" if good_is_a else "2")
-            elif i < 16:  # the baseline is preferred here, and its output would not ship
-                page.keyboard.press("2" if good_is_a else "1")
-                page.keyboard.press(bad_side)
-                expect(page.locator(f"#ship-{bad_side}")).to_have_attribute("data-value", "no")
-            elif i < 18:
-                page.keyboard.press("3")
-            else:
-                page.keyboard.press("4")
-                expect(page.locator("#ship-a")).to_have_attribute("data-value", "no")
-            if i == 3:
+            if i == 3:  # the reference, a note: before the verdict, which moves on
                 page.keyboard.press("r")
                 expect(page.locator("#reference-box")).to_be_visible()
                 page.keyboard.press("n")
                 page.keyboard.type("j and k typed here are text, not navigation")
                 page.keyboard.press("Escape")
                 expect(page.locator("#position")).to_have_text("Pair 4 of 20")
-            page.keyboard.press("j")
+            # one key per pair: the verdict saves and moves on to the next unanswered pair
+            if i < 12:
+                page.keyboard.press("1" if good_is_a else "2")
+            elif i < 16:  # the baseline is preferred here, and its output would not ship: a / b first
+                page.keyboard.press(bad_side)
+                expect(page.locator(f"#ship-{bad_side}")).to_have_attribute("data-value", "no")
+                page.keyboard.press("2" if good_is_a else "1")
+            elif i < 18:
+                page.keyboard.press("3")
+            else:
+                page.keyboard.press("4")
         wait_saved(page)
         elapsed = time.perf_counter() - t0
         expect(page.locator("#progress-text")).to_have_text("20 / 20 reviewed")
         expect(page.locator("#done")).to_be_visible()
-        # k goes back; changing nothing keeps everything
+        # the last verdict had nowhere to move on to; k goes back, changing nothing keeps everything
+        expect(page.locator("#position")).to_have_text("Pair 20 of 20")
         page.keyboard.press("k")
         expect(page.locator("#position")).to_have_text("Pair 19 of 20")
+        # with "Move on after a verdict" off, a verdict stays on its pair (the setting is remembered)
+        page.locator("#auto-advance").uncheck()
+        page.keyboard.press("3")
+        page.keyboard.press("4")  # pair 19's answer again (both bad)
+        expect(page.locator("#position")).to_have_text("Pair 19 of 20")
+        wait_saved(page)
+        page.reload()
+        wait_ready(page, 20, 20)
+        expect(page.locator("#auto-advance")).not_to_be_checked()
+        page.keyboard.press("k")
+        expect(page.locator("#position")).to_have_text("Pair 19 of 20")
+        page.keyboard.press("3")
+        page.keyboard.press("4")  # back to its answer
+        expect(page.locator("#position")).to_have_text("Pair 19 of 20")
+        wait_saved(page)
     finally:
         server.stop()
     assert not page.errors, page.errors
@@ -152,8 +167,7 @@ def test_nothing_the_page_loads_identifies_a_model(store, page):
         for i in range(6):
             expect(page.locator("#position")).to_have_text(f"Pair {i + 1} of 6")
             page.keyboard.press("r")
-            page.keyboard.press("3")
-            page.keyboard.press("j")
+            page.keyboard.press("3")  # the verdict moves on to the next pair
         wait_saved(page)
         page.reload()  # the name is remembered in this browser
         expect(page.locator("#reviewer-label")).to_have_text("Reviewer: dora")
@@ -219,8 +233,7 @@ def test_two_reviewers_keep_separate_answers(store, browser):
             wait_ready(pg, 1, 4)
             for i in range(4):
                 expect(pg.locator("#position")).to_have_text(f"Pair {i + 1} of 4")
-                pg.keyboard.press(key)
-                pg.keyboard.press("j")
+                pg.keyboard.press(key)  # moves on by itself
             wait_saved(pg)
             ctx.close()
     finally:

@@ -178,6 +178,22 @@
     if (a.ship_b === null) a.ship_b = fill;
     renderAnswer();
     save(token);
+    // one key per pair: the verdict (pressed last, after any a / b / note) moves on to the next
+    // unanswered pair; k goes back to change an answer. The "Move on after a verdict" box turns it off.
+    if ($("auto-advance").checked) {
+      const next = nextUnanswered(state.index);
+      if (next !== null) go(next);
+    }
+  }
+
+  function nextUnanswered(from) {
+    const n = state.tokens.length;
+    for (let step = 1; step < n; step++) {
+      const i = (from + step) % n;
+      const a = state.answers[state.tokens[i]];
+      if (!(a && a.verdict)) return i;
+    }
+    return null;
   }
 
   function toggleShip(side) {
@@ -251,6 +267,9 @@
     $("ref-toggle").addEventListener("click", toggleReference);
     $("note").addEventListener("input", onNoteInput);
     $("note").addEventListener("blur", flushNote);
+    const advance = $("auto-advance");
+    advance.checked = window.localStorage.getItem("evalkit-review-advance") !== "off";
+    advance.addEventListener("change", () => window.localStorage.setItem("evalkit-review-advance", advance.checked ? "on" : "off"));
     window.addEventListener("pagehide", flushNote);
 
     try {
