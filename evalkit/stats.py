@@ -329,3 +329,69 @@ def length_controlled_win_rate(
     alpha = (1 - confidence) / 2
     low, high = (float(np.quantile(samples, alpha)), float(np.quantile(samples, 1 - alpha))) if samples.size else (est, est)
     return LengthControlled(est, min(low, est), max(high, est), float(y.mean()), float(b[0]), confidence, n, samples)
+
+
+@dataclass(frozen=True)
+class Alpha:
+    """Krippendorff's alpha (nominal) with a bootstrap CI over units."""
+
+    alpha: float | None  # None: no variation at all (every value the same), or no unit with two values
+    ci_low: float | None
+    ci_high: float | None
+    units: int  # units with at least two values (the ones alpha uses)
+    values: int  # the values in those units (pairable values)
+    confidence: float
+
+    def as_dict(self) -> dict[str, float | int | None | str]:
+        r = lambda v: None if v is None else round(v, 4)  # noqa: E731
+        return {"alpha": r(self.alpha), "ci_low": r(self.ci_low), "ci_high": r(self.ci_high), "units": self.units, "values": self.values,
+                "level": "nominal", "confidence": self.confidence}
+
+
+def krippendorff_alpha_nominal(units: Sequence[Sequence[object]], *, confidence: float = 0.95, n_resamples: int = 1000, seed: int = 0) -> Alpha:
+    """Krippendorff's alpha for nominal data: ``units`` are the items, each the values its raters gave
+    (any number of raters per item; missing ratings are simply absent). Units with fewer than two
+    values carry no pairing information and are left out, as in Krippendorff's definition.
+
+    alpha = 1 - (n - 1) * sum_{c != k} o_ck / sum_{c != k} n_c n_k, from the coincidence matrix
+    o (each unit adds its ordered value pairs, weighted 1 / (m_u - 1)). The CI resamples units
+    (seeded), vectorised: each unit's coincidence matrix is computed once.
+    """
+    kept = [list(u) for u in units if len(u) >= 2]
+    cats = sorted({v for u in kept for v in u}, key=str)
+    if not kept:
+        return Alpha(None, None, None, 0, 0, confidence)
+    index = {c: i for i, c in enumerate(cats)}
+    k = len(cats)
+    per_unit = np.zeros((len(kept), k * k))
+    for row, u in enumerate(kept):
+        counts = np.zeros(k)
+        for v in u:
+            counts[index[v]] += 1
+        o = (np.outer(counts, counts) - np.diag(counts)) / (len(u) - 1)
+        per_unit[row] = o.ravel()
+
+    off = ~np.eye(k, dtype=bool).ravel()
+
+    def alpha_of(o_flat: np.ndarray) -> np.ndarray:
+        o = o_flat.reshape(-1, k, k)
+        n_c = o.sum(axis=2)
+        n = n_c.sum(axis=1)
+        disagree = o.reshape(-1, k * k)[:, off].sum(axis=1)
+        expected = (n_c.sum(axis=1) ** 2 - (n_c ** 2).sum(axis=1))  # sum_{c != k} n_c n_k
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(expected > 0, 1.0 - (n - 1) * disagree / expected, np.nan)
+
+    point = float(alpha_of(per_unit.sum(axis=0, keepdims=True))[0])
+    n_values = sum(len(u) for u in kept)
+    if math.isnan(point):
+        return Alpha(None, None, None, len(kept), n_values, confidence)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(kept), np.full(len(kept), 1.0 / len(kept)), size=n_resamples)
+    boots = alpha_of(weights @ per_unit)
+    boots = boots[~np.isnan(boots)]
+    lo = hi = None
+    if boots.size:
+        q = (1 - confidence) / 2
+        lo, hi = float(np.quantile(boots, q)), float(np.quantile(boots, 1 - q))
+    return Alpha(point, lo, hi, len(kept), n_values, confidence)

@@ -224,5 +224,45 @@ def list_cmd(store: Optional[str] = typer.Option(None, "--store", help=STORE_HEL
             typer.echo(f"{s.session_id}  {when}  run {s.run_id}  {s.n} pairs  {progress}{flag}")
 
 
+@review_app.command("status")
+def status_cmd(
+    session: str = typer.Argument(..., help="The review session id (evalkit review list)."),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Per reviewer: pairs answered, left, notes written, last answer; and the pairs nobody answered yet.
+
+    \b
+    Example:
+      evalkit review status rs-9f2130ee77
+    """
+    import time as _time
+
+    from .._util.text import terminal_safe
+    from ..review import get_session, reviewer_verdicts, session_pairs
+
+    with _open_store(store) as st:
+        s = get_session(st, session)
+        pairs = session_pairs(st, s.session_id)
+        verdicts = reviewer_verdicts(st, s.session_id)
+    per: dict[str, dict[str, float]] = {}
+    answered: set[str] = set()
+    for v in verdicts:
+        row = per.setdefault(v.reviewer, {"answered": 0, "notes": 0, "last": 0.0})
+        if v.verdict:
+            row["answered"] += 1
+            answered.add(v.token)
+        row["notes"] += 1 if v.note.strip() else 0
+        row["last"] = max(row["last"], v.updated or 0.0)
+    typer.echo(f"{s.session_id}: {len(pairs)} pairs, run {s.run_id}; {len(answered)} answered by someone, {len(pairs) - len(answered)} by nobody yet")
+    if not per:
+        typer.echo("no answers yet")
+        return
+    typer.echo(f"{'reviewer':<20} {'answered':>9} {'left':>5} {'notes':>6}  last answer")
+    for name, row in sorted(per.items()):
+        when = _time.strftime("%Y-%m-%d %H:%M", _time.localtime(row["last"])) if row["last"] else "-"
+        line = f"{name:<20} {int(row['answered']):>5}/{len(pairs):<3} {len(pairs) - int(row['answered']):>5} {int(row['notes']):>6}  {when}"
+        typer.echo(terminal_safe(line))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(review_app, name="review")

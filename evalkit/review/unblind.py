@@ -21,6 +21,7 @@ from itertools import combinations
 from typing import Any, Hashable, Sequence
 
 from ..errors import UserError
+from ..stats import krippendorff_alpha_nominal
 from ..store import Store
 from ..types import GateResult
 from .sessions import ReviewPair, ReviewSession, ensure_schema, get_session, reviewer_verdicts, session_pairs
@@ -211,7 +212,15 @@ def unblind(store: Store, session_id: str, *, max_unshippable: float = 2, per: i
         })
     kappas = [r["kappa"] for r in rev_pairs if r["kappa"] is not None]
     # the mean of pairwise Cohen's kappas (Light's kappa) summarises more than two reviewers
-    reviewer_agreement = {"pairs": rev_pairs, "mean_kappa": sum(kappas) / len(kappas) if kappas else None}
+    reviewer_agreement: dict[str, Any] = {"pairs": rev_pairs, "mean_kappa": sum(kappas) / len(kappas) if kappas else None}
+    # over all reviewers at once (any number per pair, missing answers allowed): Krippendorff's alpha, nominal,
+    # on the model verdicts, with a bootstrap CI over pairs
+    reviewer_agreement["krippendorff_alpha"] = krippendorff_alpha_nominal([list(votes[p.token].values()) for p in pairs]).as_dict()
+    # pairs where the reviewers who answered split: the list a lead adjudicates
+    disagreements = [
+        {"suite": p.suite, "sample_id": p.sample_id, "position": p.position, "verdicts": dict(sorted(votes[p.token].items()))}
+        for p in pairs if len(set(votes[p.token].values())) > 1
+    ]
 
     judge = _judge_agreement(session, pairs, votes, items, (run.summary or {}).get("baseline"))
 
@@ -231,6 +240,7 @@ def unblind(store: Store, session_id: str, *, max_unshippable: float = 2, per: i
         "win_rate": wr,
         "unshippable": unshippable,
         "reviewer_agreement": reviewer_agreement,
+        "disagreements": disagreements,
         "judge_agreement": judge,
         "items": item_rows,
         "warnings": warnings,
@@ -428,6 +438,15 @@ def render_markdown(result: dict[str, Any]) -> str:
             k = "n/a" if p["kappa"] is None else f"{p['kappa']:.2f}"
             agr = "n/a" if p["agreement"] is None else f"{p['agreement']:.0%}"
             lines.append(f"- {_md(p['reviewers'][0])} vs {_md(p['reviewers'][1])}: {agr} agree on {p['n']} pairs, Cohen's kappa {k}")
+        ka = ra.get("krippendorff_alpha") or {}
+        if ka.get("alpha") is not None:
+            ci = f", {int(ka['confidence'] * 100)}% CI {ka['ci_low']:.2f} to {ka['ci_high']:.2f}" if ka.get("ci_low") is not None else ""
+            lines.append(f"- all reviewers: Krippendorff's alpha (nominal) **{ka['alpha']:.2f}**{ci}, over {ka['units']} pairs answered by two or more")
+        dis = result.get("disagreements") or []
+        if dis:
+            lines.append(f"- {len(dis)} pair(s) where reviewers split (to adjudicate): "
+                         + ", ".join(_md(f"{d['sample_id']} (" + ", ".join(f"{r}: {v}" for r, v in d["verdicts"].items()) + ")") for d in dis[:10])
+                         + (" ..." if len(dis) > 10 else ""))
     ja = result.get("judge_agreement")
     if ja:
         lines += ["", "Agreement between humans and the pairwise judge:"]

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from evalkit.review import cohen_kappa, create_session, review_summary, session_pairs, unblind, unshippable_counts, win_rate
-from evalkit.review.sessions import save_verdicts
+from evalkit.review.sessions import reviewer_verdicts, save_verdicts
 from evalkit.review.unblind import render_markdown
 
 from .conftest import BASE, CAND, make_run
@@ -192,3 +192,42 @@ def test_human_unshippable_gate(store):
     assert sorted(g.failing_items) == sorted(p.sample_id for p in session_pairs(store, sid)[:2])
     assert human_unshippable_gate(store, run, name="spot", model=BASE, max_count=2).passed is True
     assert human_unshippable_gate(store, run, name="spot", model=CAND, max_count=4).passed is True
+
+
+def test_krippendorff_alpha_over_three_reviewers_equals_the_package(store, capsys):
+    """Alpha (nominal) on the stored verdicts of three reviewers, one of them partial, equals the
+    `krippendorff` package's; the split pairs are listed for adjudication; `review status` shows progress.
+    """
+    import numpy as np
+    from krippendorff import alpha as package_alpha
+
+    from evalkit.cli import main
+
+    run = make_run(store, 8)
+    sid = create_session(store, run, n=8, seed=4).session.session_id
+    answer(store, sid, "alice", [("a_better", True, True)] * 5 + [("b_better", True, True), ("tie", True, True), ("a_better", True, True)])
+    answer(store, sid, "bob", [("a_better", True, True)] * 4 + [("b_better", True, True)] * 2 + [("tie", True, True), ("both_bad", False, False)])
+    answer(store, sid, "carol", [("a_better", True, True), ("b_better", True, True), ("a_better", True, True)])
+    res = unblind(store, sid)
+    ka = res["reviewer_agreement"]["krippendorff_alpha"]
+    # the stored page verdicts (A / B as shown) as model verdicts, which is what reviewers agree on
+    from evalkit.review.unblind import to_model_verdict
+
+    left = {p.token: p.left_model for p in session_pairs(store, sid)}
+    verdicts = [(v.reviewer, v.token, to_model_verdict(v.verdict, left[v.token])) for v in reviewer_verdicts(store, sid)]
+    tokens = sorted({t for _, t, _ in verdicts})
+    cats = sorted({m for _, _, m in verdicts})
+    data = np.full((3, len(tokens)), np.nan)
+    for r, t, m in verdicts:
+        data[["alice", "bob", "carol"].index(r), tokens.index(t)] = cats.index(m)
+    expected = package_alpha(reliability_data=data, level_of_measurement="nominal")
+    assert ka["alpha"] == pytest.approx(expected, abs=1e-4) and ka["level"] == "nominal"
+    assert ka["ci_low"] <= ka["alpha"] <= ka["ci_high"] and ka["units"] == 8
+    split = {d["sample_id"] for d in res["disagreements"]}
+    assert len(split) == 3 and all(len(set(d["verdicts"].values())) > 1 for d in res["disagreements"])  # positions 2, 5, 8
+    assert "Krippendorff's alpha (nominal)" in render_markdown(res) and "to adjudicate" in render_markdown(res)
+    assert main(["review", "status", sid, "--store", str(store.path)]) == 0
+    out = capsys.readouterr().out
+    assert "8 pairs" in out and "8 answered by someone, 0 by nobody yet" in out
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[2:]}
+    assert rows == {"alice": "8/8", "bob": "8/8", "carol": "3/8"}
