@@ -224,6 +224,29 @@ def list_cmd(store: Optional[str] = typer.Option(None, "--store", help=STORE_HEL
             typer.echo(f"{s.session_id}  {when}  run {s.run_id}  {s.n} pairs  {progress}{flag}")
 
 
+@review_app.command("adjudicate")
+def adjudicate_cmd(
+    session: str = typer.Argument(..., help="The review session id."),
+    item: str = typer.Argument(..., help="The pair's SAMPLE_ID (or SUITE/SAMPLE_ID), as `review unblind` lists the split pairs."),
+    verdict: str = typer.Argument(..., help="In model terms: a_better | b_better | tie | both_bad (a = the session's first model)."),
+    by: str = typer.Option(..., "--by", help="Who decides (the lead's name)."),
+    note: str = typer.Option("", "--note", help="Why (kept with the verdict)."),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Decide a pair the reviewers split on. The lead's verdict decides that pair in `review unblind`
+    (and the gates that read it); the reviewers' own answers still count for agreement.
+
+    \b
+    Example:
+      evalkit review adjudicate rs-9f2130ee77 s014 a_better --by dana --note "B drops the age"
+    """
+    from ..review.unblind import adjudicate
+
+    with _open_store(store) as st:
+        p = adjudicate(st, session, item, verdict, by=by, note=note)
+    typer.echo(f"recorded: {p.suite}/{p.sample_id} -> {verdict} (by {by}); rerun `evalkit review unblind {session}` to use it")
+
+
 @review_app.command("status")
 def status_cmd(
     session: str = typer.Argument(..., help="The review session id (evalkit review list)."),
@@ -246,14 +269,19 @@ def status_cmd(
         verdicts = reviewer_verdicts(st, s.session_id)
     per: dict[str, dict[str, float]] = {}
     answered: set[str] = set()
+    adjudicated = 0
     for v in verdicts:
+        if v.source == "adjudication":
+            adjudicated += 1
+            continue
         row = per.setdefault(v.reviewer, {"answered": 0, "notes": 0, "last": 0.0})
         if v.verdict:
             row["answered"] += 1
             answered.add(v.token)
         row["notes"] += 1 if v.note.strip() else 0
         row["last"] = max(row["last"], v.updated or 0.0)
-    typer.echo(f"{s.session_id}: {len(pairs)} pairs, run {s.run_id}; {len(answered)} answered by someone, {len(pairs) - len(answered)} by nobody yet")
+    typer.echo(f"{s.session_id}: {len(pairs)} pairs, run {s.run_id}; {len(answered)} answered by someone, {len(pairs) - len(answered)} by nobody yet"
+               + (f"; {adjudicated} adjudicated by a lead" if adjudicated else ""))
     if not per:
         typer.echo("no answers yet")
         return

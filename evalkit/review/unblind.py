@@ -59,6 +59,37 @@ def to_model_verdict(verdict: str, left_model: str) -> str:
     return "a_better" if left_wins == a_is_left else "b_better"
 
 
+ADJUDICATION = "adjudication"  # the source of a lead's verdict on a pair the reviewers split on
+ADJUDICATOR_PREFIX = "adjudicator:"  # the reviewer key it is stored under
+
+
+def to_page_verdict(model_verdict: str, left_model: str) -> str:
+    """A model verdict (a_better/b_better/tie/both_bad) in page terms (left/right/tie/both_bad)."""
+    if model_verdict in ("tie", "both_bad"):
+        return model_verdict
+    return "left" if (model_verdict == "a_better") == (left_model == "a") else "right"
+
+
+def adjudicate(store: Store, session_id: str, item: str, verdict: str, *, by: str, note: str = "") -> ReviewPair:
+    """Record a lead's verdict (model terms) on one pair: it decides the pair in ``unblind``, and is
+    kept apart from the reviewers' answers (agreement statistics use theirs only).
+    """
+    from .sessions import clean_reviewer, save_verdicts
+
+    if verdict not in MODEL_VERDICTS:
+        raise UserError(f"verdict must be one of {', '.join(MODEL_VERDICTS)} (got '{verdict}')", where="VERDICT")
+    session = get_session(store, session_id)
+    pairs = session_pairs(store, session.session_id)
+    match = [p for p in pairs if item in (p.sample_id, f"{p.suite}/{p.sample_id}")]
+    if len(match) != 1:
+        raise UserError(f"'{item}' names {len(match)} pairs of session {session.session_id}: give SAMPLE_ID or SUITE/SAMPLE_ID of one", where="ITEM")
+    p = match[0]
+    # kept under its own key, so a lead who also reviewed keeps their own answer beside the decision
+    lead = ADJUDICATOR_PREFIX + clean_reviewer(by, "--by")
+    save_verdicts(store, session.session_id, [(p.token, lead, to_page_verdict(verdict, p.left_model), None, None, note)], source=ADJUDICATION)
+    return p
+
+
 def majority(votes: Sequence[str]) -> str:
     counts = Counter(votes).most_common()
     if len(counts) > 1 and counts[0][1] == counts[1][1]:
@@ -143,9 +174,14 @@ def unblind(store: Store, session_id: str, *, max_unshippable: float = 2, per: i
     ships: dict[tuple[str, str], list[bool]] = defaultdict(list)
     notes: dict[str, list[dict[str, str]]] = defaultdict(list)
     reviewers: set[str] = set()
+    adjudicated: dict[str, tuple[str, str]] = {}  # token -> (model verdict, by whom)
     for v in verdicts:
         p = by_token.get(v.token)
         if p is None:
+            continue
+        if v.source == ADJUDICATION:
+            if v.verdict is not None:
+                adjudicated[p.token] = (to_model_verdict(v.verdict, p.left_model), v.reviewer.removeprefix(ADJUDICATOR_PREFIX))
             continue
         if v.verdict is not None:
             votes[p.token][v.reviewer] = to_model_verdict(v.verdict, p.left_model)
@@ -170,7 +206,10 @@ def unblind(store: Store, session_id: str, *, max_unshippable: float = 2, per: i
             "verdicts": dict(sorted(votes[p.token].items())), "verdict": None,
             "ship": {}, "notes": notes.get(p.token, []),
         }
-        if votes[p.token]:
+        if p.token in adjudicated:
+            row["verdict"], row["adjudicated_by"] = adjudicated[p.token]
+            tally[row["verdict"]] += 1
+        elif votes[p.token]:
             row["verdict"] = majority(list(votes[p.token].values()))
             tally[row["verdict"]] += 1
         for side, model in (("a", session.model_a), ("b", session.model_b)):
@@ -218,14 +257,15 @@ def unblind(store: Store, session_id: str, *, max_unshippable: float = 2, per: i
     reviewer_agreement["krippendorff_alpha"] = krippendorff_alpha_nominal([list(votes[p.token].values()) for p in pairs]).as_dict()
     # pairs where the reviewers who answered split: the list a lead adjudicates
     disagreements = [
-        {"suite": p.suite, "sample_id": p.sample_id, "position": p.position, "verdicts": dict(sorted(votes[p.token].items()))}
+        {"suite": p.suite, "sample_id": p.sample_id, "position": p.position, "verdicts": dict(sorted(votes[p.token].items())),
+         "adjudicated": adjudicated[p.token][0] if p.token in adjudicated else None}
         for p in pairs if len(set(votes[p.token].values())) > 1
     ]
 
     judge = _judge_agreement(session, pairs, votes, items, (run.summary or {}).get("baseline"))
 
     warnings: list[str] = []
-    answered = sum(1 for p in pairs if votes[p.token])
+    answered = sum(1 for p in pairs if votes[p.token] or p.token in adjudicated)
     if answered < len(pairs):
         warnings.append(f"{len(pairs) - answered} of {len(pairs)} pairs have no verdict yet")
     result: dict[str, Any] = {
@@ -442,7 +482,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         if ka.get("alpha") is not None:
             ci = f", {int(ka['confidence'] * 100)}% CI {ka['ci_low']:.2f} to {ka['ci_high']:.2f}" if ka.get("ci_low") is not None else ""
             lines.append(f"- all reviewers: Krippendorff's alpha (nominal) **{ka['alpha']:.2f}**{ci}, over {ka['units']} pairs answered by two or more")
-        dis = result.get("disagreements") or []
+        dis = [d for d in (result.get("disagreements") or []) if not d.get("adjudicated")]
+        settled = len(result.get("disagreements") or []) - len(dis)
+        if settled:
+            lines.append(f"- {settled} split pair(s) adjudicated by a lead")
         if dis:
             lines.append(f"- {len(dis)} pair(s) where reviewers split (to adjudicate): "
                          + ", ".join(_md(f"{d['sample_id']} (" + ", ".join(f"{r}: {v}" for r, v in d["verdicts"].items()) + ")") for d in dis[:10])

@@ -231,3 +231,13 @@ def test_krippendorff_alpha_over_three_reviewers_equals_the_package(store, capsy
     assert "8 pairs" in out and "8 answered by someone, 0 by nobody yet" in out
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[2:]}
     assert rows == {"alice": "8/8", "bob": "8/8", "carol": "3/8"}
+    # a lead (who also reviewed) decides one split pair: it decides that pair; agreement keeps the reviewers' answers
+    d = next(d for d in res["disagreements"] if "both_bad" in d["verdicts"].values())  # alice a_better, bob both_bad
+    assert main(["review", "adjudicate", sid, d["sample_id"], "both_bad", "--by", "alice", "--store", str(store.path)]) == 0
+    again = unblind(store, sid)
+    row = next(r for r in again["items"] if r["sample_id"] == d["sample_id"])
+    assert row["verdict"] == "both_bad" and row["adjudicated_by"] == "alice" and row["verdicts"]["alice"] == "a_better"
+    assert again["reviewer_agreement"]["krippendorff_alpha"] == ka and again["reviewers"] == ["alice", "bob", "carol"]
+    assert sum(again["verdicts"].values()) == 8 and "1 split pair(s) adjudicated by a lead" in render_markdown(again)
+    assert main(["review", "adjudicate", sid, "nope", "tie", "--by", "dana", "--store", str(store.path)]) == 2
+    assert main(["review", "adjudicate", sid, d["sample_id"], "left", "--by", "dana", "--store", str(store.path)]) == 2
