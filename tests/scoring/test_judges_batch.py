@@ -34,7 +34,7 @@ def api_key(monkeypatch):
 def _judges(url: str, backend: str, batch: str | None) -> str:
     b = f", batch: {batch}" if batch else ""
     model = f"{{backend: {backend}, model: judge, base_url: '{url}', api_key_env: EK_TEST_KEY{b}}}"
-    return f"judges:\n  - rubric: default\n    model: {model}\n"
+    return f"judges:\n  - rubric: default\n    model: {model}\n    prices: {{judge: {{input: 3.0, output: 15.0}}}}\n"
 
 
 def _run(tmp_path: Path, api, out: str, backend: str, batch: str | None, store: str = "store.db") -> dict:
@@ -58,6 +58,9 @@ def test_batched_judging_gives_the_direct_means_in_a_handful_of_requests(tmp_pat
     loopback_api.reset_stats()
     batched = _run(tmp_path, loopback_api, "batched", backend, "{poll_s: 0.01}", store="batched.db")
     assert _means(batched) == _means(direct) and _means(direct)
+    # the same tokens at the batch discount
+    cost_direct, cost_batch = direct["judges"]["default"]["cost"], batched["judges"]["default"]["cost"]
+    assert cost_direct > 0 and cost_batch == pytest.approx(cost_direct * 0.5, rel=1e-3)
     [b] = batched["batches"]
     n = batched["calls"]["judge_calls_made"]
     assert b["provider"] == backend and b["requests"] == n and b["succeeded"] == n and b["errored"] == 0 and not b["resumed"]
