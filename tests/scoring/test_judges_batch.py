@@ -243,3 +243,17 @@ def test_api_candidates_through_batches_equal_direct_and_share_the_cache(tmp_pat
     assert main(["run", str(write("")), "--out", str(tmp_path / "again"), "--store", str(tmp_path / "b.db"), "--no-progress"]) in (0, 1)
     again = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert again["calls"]["generations_made"] == 0 and len([a for a in loopback_api.batch_log if a[0] == "create"]) == 1
+
+
+def test_a_batch_past_max_wait_is_one_line_and_stays_on_record(tmp_path, loopback_api, capsys):
+    loopback_api.set_responder(model_and_judge())
+    loopback_api.batch_polls = 10**9  # never ends
+    make_suite(tmp_path)
+    cfg = write_eval(tmp_path, loopback_api.base_url, GATES, extra=_judges(loopback_api.base_url, "openai", "{poll_s: 0.05, max_wait_h: 0.0001}"))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--store", str(tmp_path / "s.db"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did not end within max_wait_h=0.0001" in err[0] and "rerun to go on waiting" in err[0]
+    assert not (tmp_path / "o").exists()
+    with Store(tmp_path / "s.db") as st:
+        [b] = st.list_batches(active_only=True)
+    assert b["status"] == "in_progress"
