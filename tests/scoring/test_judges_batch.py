@@ -257,3 +257,19 @@ def test_a_batch_past_max_wait_is_one_line_and_stays_on_record(tmp_path, loopbac
     with Store(tmp_path / "s.db") as st:
         [b] = st.list_batches(active_only=True)
     assert b["status"] == "in_progress"
+
+
+def test_fallback_direct_sends_a_failed_request_as_a_direct_call(tmp_path, loopback_api):
+    loopback_api.set_responder(model_and_judge())
+    make_suite(tmp_path)
+    first = _run(tmp_path, loopback_api, "first", "openai", "{poll_s: 0.01}", store="first.db")
+    with Store(tmp_path / "first.db") as st:
+        [cid] = [r[0] for r in st.db.execute("SELECT custom_id FROM batch_requests ORDER BY custom_id LIMIT 1")]
+    loopback_api.batch_log.clear()
+    loopback_api.reset_stats()
+    loopback_api.batch_item_errors = {cid: 1}
+    out = _run(tmp_path, loopback_api, "o", "openai", "{poll_s: 0.01, fallback: direct}", store="s.db")
+    assert [a[0] for a in loopback_api.batch_log].count("create") == 1  # no follow-up batch
+    direct_judge_calls = [r for r in loopback_api.requests if r.api == "openai" and (r.body or {}).get("model") == "judge"]
+    assert len(direct_judge_calls) == 1  # the one request that failed inside the batch, asked directly
+    assert out["errors"]["judge"] == 0 and out["calls"]["judge_calls_made"] == first["calls"]["judge_calls_made"]
