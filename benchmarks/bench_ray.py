@@ -41,22 +41,11 @@ TARGETS = {"scaling": 1.6, "overhead": 0.15}
 def build(work: Path, samples: int, max_new_tokens: int) -> None:
     from evalkit.demo_model import build_base
     from tests.support.models import TINY_ADAPTER_SEEDS, TINY_BASE_BUILD, make_tiny_adapter
+    from tests.support.ray_cluster import write_adapter_eval
 
     base = build_base(work / "base", progress=False, **TINY_BASE_BUILD)
     adapters = {n: make_tiny_adapter(base, work / n, seed) for n, seed in TINY_ADAPTER_SEEDS.items()}
-    suite = work / "suites" / "bench"
-    suite.mkdir(parents=True)
-    (suite / "suite.yaml").write_text("name: bench\nkind: regression\nscorers:\n  - {max_chars: 4000}\n")
-    (suite / "samples.jsonl").write_text("".join(
-        json.dumps({"id": f"q{i:04d}", "messages": [{"role": "user", "content": f"Item {i}: repeat w{i * 7 % 13}, w{i % 5} and w{i % 11}"}]}) + "\n"
-        for i in range(samples)
-    ))
-    models = (
-        f"  base: {{backend: hf, path: '{base}', batch_size: 8}}\n"
-        f"  a: {{backend: hf, path: '{base}', adapter: '{adapters['a']}', batch_size: 8}}\n"
-        f"  b: {{backend: hf, path: '{base}', adapter: '{adapters['b']}', batch_size: 8}}\n"
-    )
-    common = f"models:\n{models}baseline: base\nsuites: [suites/bench]\ngeneration: {{max_new_tokens: {max_new_tokens}}}\n"
+    common = write_adapter_eval(work, base, adapters, samples=samples, max_new_tokens=max_new_tokens, batch_size=8)
     (work / "local.yaml").write_text(common)
     for name, (replicas, cpus) in {"r1x2": (1, 2), "r1x1": (1, 1), "r2x1": (2, 1)}.items():
         (work / f"{name}.yaml").write_text(common + f"ray: {{replicas: {replicas}, num_cpus: {cpus}}}\n")

@@ -22,7 +22,7 @@ from .data.suites import load_suite
 from .errors import ConfigError, UserError
 from .models import GenerationRequest, backend_info, checkpoint_dtype, fingerprint, group_key, open_backend
 from .models.hf_bars import library_progress_bars
-from .models.ray_engine import RayEngine, runs_on_cluster, using
+from .models.ray_engine import RayEngine, ReplicaPool, display_address, runs_on_cluster, using
 from .record import Calls, Errors, MetricRow, ModelInfo, RunSummary, SuiteInfo, Timing, reproducibility
 from .scoring.validators import build_validator
 from .store import RunItem, Store, store_file
@@ -136,7 +136,7 @@ def generate_all(
     groups: dict[tuple, list[str]] = defaultdict(list)
     for k in missing:
         groups[group_key(prompts[k][0])].append(k)
-    shared_bar = _progress_bar(len(missing), f"generate on ray ({engine.summary()['address']})", progress) if engine and missing else None
+    shared_bar = _progress_bar(len(missing), f"generate on ray ({display_address(engine.address)})", progress) if engine and missing else None
     try:
         for keys in groups.values():
             group_specs = list({prompts[k][0].name: prompts[k][0] for k in keys}.values())
@@ -149,16 +149,17 @@ def generate_all(
             ]
             on_cluster = engine is not None and all(runs_on_cluster(s) for s in group_specs)
             bar = shared_bar or _progress_bar(len(keys), f"generate [{', '.join(s.name for s in group_specs)}]", progress)
-            batched = bool(dict(group_specs[0].options).get("batch"))
-            runner: Any = engine.pool(group_specs) if engine is not None and on_cluster else (_Batched(store, batch_records) if batched else open_backend(group_specs))
+            # every runner yields (block index, completions) as blocks finish: replicas on the cluster, the
+            # provider's batch API (batch:), or the backend in this process
+            runner: _InProcess | _Batched | ReplicaPool
+            if engine is not None and on_cluster:
+                runner = engine.pool(group_specs)
+            elif dict(group_specs[0].options).get("batch"):
+                runner = _Batched(group_specs, store, batch_records)
+            else:
+                runner = _InProcess(open_backend(group_specs))
             try:
-                if on_cluster:
-                    results = runner.run(blocks, bar.update)
-                elif batched:  # the provider's batch API: every missing request of the group at once, committed when answered
-                    results = runner.run(group_specs, blocks, bar.update)
-                else:
-                    results = ((i, runner.generate(b, progress=bar.update)) for i, b in enumerate(blocks))
-                for i, outs in results:
+                for i, outs in runner.run(blocks, bar.update):
                     reqs = blocks[i]
                     if len(outs) != len(reqs):
                         raise RuntimeError(f"backend returned {len(outs)} completions for {len(reqs)} requests")
@@ -177,18 +178,33 @@ def generate_all(
     return done, made, cached, time.perf_counter() - t0
 
 
+class _InProcess:
+    """A backend in this process, block after block."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def run(self, blocks: Sequence[Sequence[GenerationRequest]], progress: Any) -> Iterable[tuple[int, list[Completion]]]:
+        for i, b in enumerate(blocks):
+            yield i, self.backend.generate(b, progress=progress)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
 class _Batched:
     """A group of API candidates with ``batch:``: its blocks go through the provider's batch API together."""
 
-    def __init__(self, store: Store, records: list[dict[str, Any]] | None) -> None:
+    def __init__(self, specs: Sequence[ModelSpec], store: Store, records: list[dict[str, Any]] | None) -> None:
+        self.specs = specs
         self.store = store
         self.records = records
 
-    def run(self, specs: Sequence[ModelSpec], blocks: Sequence[Sequence[GenerationRequest]], progress: Any) -> Iterable[tuple[int, list[Completion]]]:
+    def run(self, blocks: Sequence[Sequence[GenerationRequest]], progress: Any) -> Iterable[tuple[int, list[Completion]]]:
         from .models.batch import batch_generate
 
         flat = [r for b in blocks for r in b]
-        outs = batch_generate(specs, flat, self.store, progress, self.records)
+        outs = batch_generate(self.specs, flat, self.store, progress, self.records)
         start = 0
         for i, b in enumerate(blocks):
             yield i, outs[start : start + len(b)]
@@ -444,8 +460,13 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
     specs = [model_spec(name, entry, cfg, config_dir) for name, entry in cfg.models.items()]
     location = store_path if store_path is not None else (_resolve(config_dir, cfg.store) if cfg.store else None)
     ray = cfg.ray
-    if overrides and overrides.get("ray_address"):
-        ray = (ray or RayOptions()).model_copy(update={"address": str(overrides["ray_address"]).strip()})
+    if overrides and overrides.get("ray_address") is not None:
+        from pydantic import ValidationError
+
+        try:  # validated like the block's own address
+            ray = RayOptions.model_validate({**(ray.model_dump() if ray else {}), "address": str(overrides["ray_address"])})
+        except ValidationError as e:
+            raise ConfigError(f"--ray: {e.errors()[0]['msg']}") from None
     warnings = _heldout_warnings(suites) + _dtype_warnings(specs)
     if ray is not None and not any(runs_on_cluster(s) for s in specs):
         warnings.append("ray: no model here runs on the cluster (only hf and vllm mode: offline do); generation ran in this process")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.cli import main
-from tests.support.ray_cluster import netns_available, run_in_netns
+from tests.support.ray_cluster import netns_available, run_in_netns, write_adapter_eval
 
 pytestmark = pytest.mark.slow
 
@@ -29,21 +29,8 @@ N_MODELS = 3
 
 def _write_eval(work: Path, base: Path, adapters: dict[str, Path]) -> None:
     """eval.yaml: the tiny base and two adapters on one suite of N_SAMPLES items, two replicas."""
-    suite = work / "suites" / "echo"
-    suite.mkdir(parents=True)
-    (suite / "suite.yaml").write_text("name: echo\nkind: regression\nscorers:\n  - {max_chars: 2000}\n")
-    (suite / "samples.jsonl").write_text("".join(
-        json.dumps({"id": f"q{i:03d}", "messages": [{"role": "user", "content": f"Item {i}: repeat w{i * 7 % 13} and w{i % 5}"}]}) + "\n"
-        for i in range(N_SAMPLES)
-    ))
-    (work / "eval.yaml").write_text(
-        "models:\n"
-        f"  base: {{backend: hf, path: '{base}', batch_size: 4}}\n"
-        f"  a: {{backend: hf, path: '{base}', adapter: '{adapters['a']}', batch_size: 4}}\n"
-        f"  b: {{backend: hf, path: '{base}', adapter: '{adapters['b']}', batch_size: 4}}\n"
-        "baseline: base\nsuites: [suites/echo]\ngeneration: {max_new_tokens: 40}\n"
-        "ray: {replicas: 2, num_cpus: 1, max_restarts: 2, retries: 2, start_timeout_s: 240}\n"
-    )
+    common = write_adapter_eval(work, base, adapters, samples=N_SAMPLES, max_new_tokens=40, batch_size=4)
+    (work / "eval.yaml").write_text(common + "ray: {replicas: 2, num_cpus: 1, max_restarts: 2, retries: 2, start_timeout_s: 240}\n")
 
 
 def _outputs(out: Path) -> dict[tuple[str, str], str]:
@@ -234,3 +221,17 @@ def test_a_replica_range_starts_with_its_minimum_and_takes_what_the_cluster_has(
     assert 1 <= len(worked) <= 2 and sum(x["items"] for x in reps) == N_SAMPLES * N_MODELS  # 2 CPUs: a third replica never fits
     assert any(x["items"] == 0 and not x["node"] for x in reps)
     assert _outputs(work / "o_range") == _outputs(work / "o_local")
+
+
+@pytest.mark.parametrize("address", ["", "   "])
+def test_an_empty_ray_address_is_one_line_not_a_silent_local_run(tmp_path, monkeypatch, capsys, address):
+    monkeypatch.chdir(tmp_path)
+    suite = tmp_path / "suites" / "s"
+    suite.mkdir(parents=True)
+    (suite / "suite.yaml").write_text("name: s\nkind: regression\nscorers:\n  - {max_chars: 100}\n")
+    (suite / "samples.jsonl").write_text(json.dumps({"id": "x", "messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    (tmp_path / "eval.yaml").write_text("models:\n  m: {backend: openai, model: m, base_url: 'http://127.0.0.1:9/v1'}\nsuites: [suites/s]\n")
+    assert main(["run", "eval.yaml", "--ray", address, "--out", "o", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ray: " in err[0] and "address must be local, auto, host:port or ray://host:port" in err[0]
+    assert not (tmp_path / "o").exists()

@@ -262,6 +262,7 @@ def status_cmd(
 
     from .._util.text import terminal_safe
     from ..review import get_session, reviewer_verdicts, session_pairs
+    from ..review.unblind import ADJUDICATION
 
     with _open_store(store) as st:
         s = get_session(st, session)
@@ -271,7 +272,7 @@ def status_cmd(
     answered: set[str] = set()
     adjudicated = 0
     for v in verdicts:
-        if v.source == "adjudication":
+        if v.source == ADJUDICATION:
             adjudicated += 1
             continue
         row = per.setdefault(v.reviewer, {"answered": 0, "notes": 0, "last": 0.0})

@@ -161,14 +161,14 @@ class BatchingEndpoint(StructuredEndpoint):
         await asyncio.sleep(0.05)  # every request of this round joins the batch
         while self._queue:
             todo, self._queue = self._queue, []
-            label = endpoint_label(self.jm)
-            retry_ids = {p.custom_id for p in todo if p.attempts > 0}
-            known = self.store.open_batches_for(label, [p.custom_id for p in todo if p.attempts == 0])
+            # first attempts may already be in a recorded batch (a killed run's): wait for that one instead;
+            # a request sent again after failing inside a batch always goes into a new one
+            known = self.store.open_batches_for(endpoint_label(self.jm), [p.custom_id for p in todo if p.attempts == 0])
             by_batch: dict[str, list[_Pending]] = {}
             fresh: list[_Pending] = []
             for p in todo:
+                bid = known.get(p.custom_id) if p.attempts == 0 else None
                 p.attempts += 1
-                bid = known.get(p.custom_id) if p.custom_id not in retry_ids else None
                 (by_batch.setdefault(bid, []) if bid else fresh).append(p)
             waits = [self._wait(bid, ps, resumed=True) for bid, ps in by_batch.items()]
             size = max(1, min(self.options.size, MAX_BATCH_SIZE.get(self.jm.backend, 50_000)))
@@ -237,7 +237,7 @@ class BatchingEndpoint(StructuredEndpoint):
                     p.future.set_exception(e)
             return
         except Exception as e:  # noqa: BLE001 - a poll that failed for good: these requests' error
-            err = f"batch {bid}: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            err = f"error: batch {bid}: {type(e).__name__}: {' '.join(str(e).split())[:300]}"  # "error": the retry reason counted
             for p in ps:
                 if not p.future.done():
                     p.future.set_result(err)
@@ -375,7 +375,6 @@ def batch_generate(specs: Sequence[Any], requests: Sequence[Any], store: Any, pr
     Returns one Completion per request, in order; a request that failed in every batch is a
     Completion with its error (retried on the next run), never an answer.
     """
-    import os
 
     from ..types import Completion
     from .structured import EndpointModel
@@ -385,9 +384,10 @@ def batch_generate(specs: Sequence[Any], requests: Sequence[Any], store: Any, pr
     raw = opts.get("batch")
     options = BatchOptions(**raw) if isinstance(raw, dict) else BatchOptions()
     backend = spec.backend
-    key_env = spec.api_key_env or ("ANTHROPIC_API_KEY" if backend == "anthropic" else "OPENAI_API_KEY")
-    if not os.environ.get(key_env) and spec.base_url is None:
-        raise BackendUnavailable(f"model '{spec.name}': environment variable {key_env} is not set (the API key)")
+    from . import backend_info
+    from .api_common import resolve_api_key
+
+    _, key_env = resolve_api_key(spec.name, spec.api_key_env, backend_info(backend).key_env or "", spec.base_url)  # the direct path's check
     retries = opts.get("max_retries")
     jm = EndpointModel(backend=backend, model=str(spec.model), base_url=spec.base_url, api_key_env=key_env, timeout_s=float(opts.get("timeout_s") or 60.0),
                        max_retries=int(retries) if retries is not None else 4, batch=options)

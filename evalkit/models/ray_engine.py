@@ -68,7 +68,8 @@ def display_address(address: str) -> str:
 
 
 class EvalkitReplica:
-    """One replica (a Ray actor): one backend for one group of specs, opened once.
+    """One replica (a Ray actor): one backend for one group of specs, opened once, alive until the
+    pool kills it (its process goes with it, and the loaded model).
 
     A load failure is kept and reported by :meth:`ready` (raising in ``__init__`` would make Ray
     restart the actor in a loop).
@@ -110,11 +111,6 @@ class EvalkitReplica:
         outs = self.backend.generate(requests)
         return {"outs": outs, "pid": os.getpid(), "seconds": time.perf_counter() - t0}
 
-    def close(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
-
 
 def _normal_priority() -> None:
     """Ray starts workers at niceness 15 (``RAY_worker_niceness``), below every other process of a shared
@@ -155,7 +151,6 @@ class RayEngine:
         self.options = options
         self.address: str = options.address
         self._ray: Any = None
-        self._started_local = False
         self.per_group: list[dict[str, Any]] = []  # one entry per group of specs run here
         self.items = 0
         self.wall_s = 0.0
@@ -178,7 +173,7 @@ class RayEngine:
         shown = display_address(address)
         kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
         if address == "local":
-            lo, hi = self.options.replica_range()
+            _, hi = self.options.replica_range()
             kwargs.update(num_cpus=max(int(os.cpu_count() or 1), int(hi * self.options.num_cpus + 0.999)), _node_ip_address="127.0.0.1")
             target = None
         elif address == "auto" or address.startswith("ray://"):
@@ -199,7 +194,6 @@ class RayEngine:
             with _quiet_stderr():
                 if target is None:
                     ray.init(**kwargs)
-                    self._started_local = True
                 else:
                     ray.init(address=target, **kwargs)
         except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, grpc errors: all "cannot reach"

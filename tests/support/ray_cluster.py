@@ -80,6 +80,24 @@ class LocalCluster:
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
+def write_adapter_eval(work: Path, base: Path, adapters: dict[str, Path], *, samples: int, max_new_tokens: int, batch_size: int) -> str:
+    """A suite of ``samples`` prompts under ``work/suites/echo`` and the eval text that runs the tiny base and
+    its adapters ``a`` and ``b`` on it (hf, one loaded base); callers add a ``ray:`` block or not.
+    """
+    suite = work / "suites" / "echo"
+    suite.mkdir(parents=True)
+    (suite / "suite.yaml").write_text("name: echo\nkind: regression\nscorers:\n  - {max_chars: 4000}\n")
+    (suite / "samples.jsonl").write_text("".join(
+        json.dumps({"id": f"q{i:04d}", "messages": [{"role": "user", "content": f"Item {i}: repeat w{i * 7 % 13} and w{i % 5}"}]}) + "\n"
+        for i in range(samples)
+    ))
+    models = "".join(
+        f"  {name}: {{backend: hf, path: '{base}'" + (f", adapter: '{adapters[name]}'" if name in adapters else "") + f", batch_size: {batch_size}}}\n"
+        for name in ("base", "a", "b")
+    )
+    return f"models:\n{models}baseline: base\nsuites: [suites/echo]\ngeneration: {{max_new_tokens: {max_new_tokens}}}\n"
+
+
 # ---------------------------------------------------------------- scenarios (tests/test_ray.py)
 
 
