@@ -33,7 +33,7 @@ class GenerationConfig(Strict):
 
 
 class BatchConfig(Strict):
-    """``batch:`` on a judge's model: the provider's batch API (half price, answered within 24 h)."""
+    """``batch:`` on an openai / anthropic model (candidate or judge): the provider's batch API (half price, answered within 24 h)."""
 
     size: int = Field(10_000, ge=1, le=100_000)
     poll_s: float = Field(30.0, gt=0)
@@ -63,8 +63,8 @@ class ModelEntry(Strict):
     max_retries: int = Field(4, ge=0)
     max_tokens_param: str | None = None  # e.g. "max_completion_tokens" for newer OpenAI models
     anthropic_version: str | None = None  # e.g. "2023-06-01" to send temperature/top_p (newer versions refuse them)
-    # openai / anthropic judges: the provider's batch API (true, or {size, poll_s, max_wait_h, max_batches, fallback})
-    batch: bool | BatchConfig | None = None
+    # openai / anthropic: the provider's batch API (true, or {size, poll_s, max_wait_h, max_batches, fallback})
+    batch: BatchConfig | None = None
     # vllm
     mode: Literal["serve", "url", "offline"] | None = None
     url: str | None = None
@@ -75,6 +75,12 @@ class ModelEntry(Strict):
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = Field(None, ge=1)
     data_parallel_size: int | None = Field(None, ge=1)  # serve mode: vLLM's own engine replicas (--data-parallel-size)
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _batch(cls, v: Any) -> Any:
+        # true: the defaults; false: off. A mapping is checked as BatchConfig, so its errors name its keys.
+        return ({} if v else None) if isinstance(v, bool) else v
 
     @field_validator("backend")
     @classmethod

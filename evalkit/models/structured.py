@@ -100,8 +100,7 @@ def endpoint_from_entry(entry: ModelEntry, *, concurrency: int | None = None, wh
                               f"/v1/messages/batches); the {entry.backend} backend has none (vLLM's server does not implement them)")
         from .batch import BatchOptions
 
-        bc = entry.batch if not isinstance(entry.batch, bool) else None
-        batch = BatchOptions(**bc.model_dump()) if bc is not None else BatchOptions()
+        batch = BatchOptions(**entry.batch.model_dump())
     key_env = entry.api_key_env or ("ANTHROPIC_API_KEY" if backend == "anthropic" else "OPENAI_API_KEY")
     return EndpointModel(
         backend=backend,

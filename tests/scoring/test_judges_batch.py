@@ -273,3 +273,11 @@ def test_fallback_direct_sends_a_failed_request_as_a_direct_call(tmp_path, loopb
     direct_judge_calls = [r for r in loopback_api.requests if r.api == "openai" and (r.body or {}).get("model") == "judge"]
     assert len(direct_judge_calls) == 1  # the one request that failed inside the batch, asked directly
     assert out["errors"]["judge"] == 0 and out["calls"]["judge_calls_made"] == first["calls"]["judge_calls_made"]
+
+
+def test_a_bad_batch_key_names_itself_with_file_and_line(tmp_path, loopback_api, capsys):
+    make_suite(tmp_path)
+    cfg = write_eval(tmp_path, loopback_api.base_url, GATES, extra=_judges(loopback_api.base_url, "openai", "{size: 0}"))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "eval.yaml:" in err[0] and "judges.0.model.batch.size: Input should be greater than or equal to 1" in err[0], err
