@@ -18,6 +18,7 @@ from ._util.fs import out_dir_option
 from ._util.limits import MAX_NEW_TOKENS_LIMIT
 from ._util.text import redact_userinfo, terminal_safe
 from .errors import UserError
+from .store import STORE_HELP
 
 app = typer.Typer(
     name="evalkit",
@@ -50,7 +51,7 @@ def _root(
 def run_cmd(
     config: Path = typer.Argument(..., help="eval.yaml: models, baseline, candidates, suites, generation, gates, judges."),
     out: Path = typer.Option(Path("reports/latest"), "--out", "-o", callback=out_dir_option, help="Folder for summary.json, items.jsonl, report.md, report.html, junit.xml."),
-    store: Optional[str] = typer.Option(None, "--store", help="SQLite store (default: eval.yaml's store: key, else .evalkit/store.db in the current folder)."),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N samples of each suite (a smoke run)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, max=MAX_NEW_TOKENS_LIMIT, help="Override generation.max_new_tokens (every model's)."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Generate hf / offline-vLLM outputs on a Ray cluster: local (start one for this run), auto (the one `ray start` started here), HOST:PORT or ray://HOST:PORT. Replicas and resources: eval.yaml's ray: block."),

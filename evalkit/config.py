@@ -242,12 +242,15 @@ _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
 
 def store_location(value: str) -> str:
-    """The SQLite file a ``store:`` value names; a URL evalkit cannot open is an error.
+    """What a ``store:`` value names: a SQLite file, or a PostgreSQL URL (returned as given).
 
     As in SQLAlchemy, ``sqlite:///rel.db`` is a relative and ``sqlite:////abs.db`` an absolute
-    path; a plain path is a file path. Any other scheme
-    (postgresql://, mysql://, ...) is refused with the supported forms, never taken as a folder name.
+    path; a plain path is a file path; ``postgresql://[user@]host[:port]/db`` (also ``postgres://``,
+    ``postgresql+psycopg://``) is a PostgreSQL database. Any other scheme (mysql://, ...) is refused
+    with the supported forms, never taken as a folder name.
     """
+    from ._db import is_postgres_url
+
     m = _URL_SCHEME.match(value)
     if not m:
         return value
@@ -257,7 +260,19 @@ def store_location(value: str) -> str:
         if not rest.startswith("/") or len(rest) < 2:
             raise ValueError("a SQLite store URL is sqlite:///relative.db or sqlite:////absolute.db")
         return rest[1:]
-    raise ValueError(f"unsupported store URL scheme '{scheme}': supported are a file path or sqlite:///PATH (SQLite)")
+    if is_postgres_url(value):
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as e:
+            raise ValueError(f"not a valid PostgreSQL URL ({e}): expected postgresql://[user@]host[:port]/database") from None
+        if not parts.path.strip("/"):
+            raise ValueError("a PostgreSQL store URL names its database: postgresql://[user@]host[:port]/database")
+        return value
+    raise ValueError(f"unsupported store URL scheme '{scheme}': supported are a file path, sqlite:///PATH (SQLite) "
+                     "and postgresql://[user@]host[:port]/database (PostgreSQL)")
 
 
 class JudgeEntry(Strict):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import __version__
+from ._db import is_postgres_url
 from ._util.fs import check_output_dir
 from ._util.text import encodable, redact_secrets, redact_url
 from .config import EvalConfig, GateSpec, ModelEntry, RayOptions, load_eval_config, read_yaml
@@ -25,7 +26,7 @@ from .models.hf_bars import library_progress_bars
 from .models.ray_engine import RayEngine, ReplicaPool, display_address, runs_on_cluster, using
 from .record import Calls, Errors, MetricRow, ModelInfo, RunSummary, SuiteInfo, Timing, reproducibility
 from .scoring.validators import build_validator
-from .store import RunItem, Store, store_file
+from .store import RunItem, Store, chosen_store, store_display
 from .types import Completion, GenerationParams, ModelSpec, Sample, Suite, stable_hash
 
 
@@ -36,10 +37,6 @@ class RunResult:
     summary: dict[str, Any]
     out_dir: Path
     console_summary: str
-
-
-def default_store_path() -> Path:
-    return Path(".evalkit") / "store.db"
 
 
 def generation_params(entry: ModelEntry, cfg: EvalConfig) -> GenerationParams:
@@ -458,7 +455,8 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
                               + (" (vLLM's server does not implement /v1/files + /v1/batches)" if entry.backend == "vllm" else ""),
                               where=f"models.{name}.batch")
     specs = [model_spec(name, entry, cfg, config_dir) for name, entry in cfg.models.items()]
-    location = store_path if store_path is not None else (_resolve(config_dir, cfg.store) if cfg.store else None)
+    configured = (cfg.store if is_postgres_url(cfg.store) else _resolve(config_dir, cfg.store)) if cfg.store else None
+    location = chosen_store(store_path, configured)
     ray = cfg.ray
     if overrides and overrides.get("ray_address") is not None:
         from pydantic import ValidationError
@@ -475,7 +473,7 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
         specs=specs, baseline=cfg.baseline, candidates=cfg.candidate_names(),
         warnings=warnings, ray=ray,
         secrets=api_secrets(specs, [m for j in cfg.judges for m in ([j.model] if j.model else []) + list(j.models or [])]),
-        store_location=location or default_store_path(),
+        store_location=location,
     )
 
 
@@ -563,7 +561,7 @@ def build_record(plan: RunPlan, run_id: str, *, scored: _Scored, judged: _Judged
         name=plan.name,
         created=_now_iso(),
         config_path=str(plan.config_path),
-        store=str(store_file(plan.store_location).resolve()),
+        store=store_display(plan.store_location),
         evalkit_version=__version__,
         models=models_info,
         baseline=plan.baseline,

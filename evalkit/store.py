@@ -1,6 +1,9 @@
-"""The SQLite run store (WAL): the generation and judgment caches, run history, run items.
+"""The run store: the generation and judgment caches, run history, run items, review sessions.
 
-Keys are content hashes, so an interrupted run resumes where it stopped (every batch is committed as
+It lives in a SQLite file (WAL; the default, for one machine) or a PostgreSQL database (a team: CI
+runners and reviewers on many machines share one cache and one history). Keys are content hashes,
+inserted idempotently (``ON CONFLICT``), so many runners writing at once never duplicate or lose an
+item; so an interrupted run resumes where it stopped (every batch is committed as
 it finishes) and a rerun with nothing changed makes no model or judge calls. Reports, review sessions
 and comparisons read the store, never live objects, so they can be rebuilt later.
 """
@@ -8,15 +11,16 @@ and comparisons read the store, never live objects, so they can be rebuilt later
 from __future__ import annotations
 
 import json
+import os
 import re
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ._util.text import encodable, redact_url
+from ._db import Database, connect, display_url, is_postgres_url
+from ._util.text import encodable, redact_url, terminal_safe
 from .errors import UserError
 from .types import Completion
 
@@ -37,7 +41,8 @@ CREATE TABLE IF NOT EXISTS judgments (
   key TEXT PRIMARY KEY,
   judge TEXT NOT NULL,
   payload TEXT NOT NULL,
-  created REAL NOT NULL
+  created REAL NOT NULL,
+  ok INTEGER
 );
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY,
@@ -89,23 +94,67 @@ CREATE TABLE IF NOT EXISTS batch_requests (
   PRIMARY KEY (custom_id, batch_id)
 );
 CREATE INDEX IF NOT EXISTS batch_requests_by_batch ON batch_requests(batch_id);
+CREATE TABLE IF NOT EXISTS review_sessions (
+  session_id TEXT PRIMARY KEY,
+  run_id TEXT NOT NULL,
+  created REAL NOT NULL,
+  model_a TEXT NOT NULL,
+  model_b TEXT NOT NULL,
+  n INTEGER NOT NULL,
+  seed INTEGER NOT NULL,
+  options TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS review_pairs (
+  session_id TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  token TEXT NOT NULL UNIQUE,
+  suite TEXT NOT NULL,
+  sample_id TEXT NOT NULL,
+  left_model TEXT NOT NULL CHECK (left_model IN ('a', 'b')),
+  identical INTEGER NOT NULL,
+  stratum TEXT,
+  PRIMARY KEY (session_id, position)
+);
+CREATE TABLE IF NOT EXISTS review_verdicts (
+  session_id TEXT NOT NULL,
+  token TEXT NOT NULL,
+  reviewer TEXT NOT NULL,
+  verdict TEXT CHECK (verdict IS NULL OR verdict IN ('left', 'right', 'tie', 'both_bad')),
+  ship_left INTEGER,
+  ship_right INTEGER,
+  note TEXT NOT NULL DEFAULT '',
+  source TEXT NOT NULL,
+  updated REAL NOT NULL,
+  PRIMARY KEY (session_id, token, reviewer)
+);
+CREATE TABLE IF NOT EXISTS review_results (
+  session_id TEXT PRIMARY KEY,
+  run_id TEXT NOT NULL,
+  created REAL NOT NULL,
+  result TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS review_reviewers (
+  session_id TEXT NOT NULL,
+  reviewer TEXT NOT NULL,
+  token_hash TEXT NOT NULL UNIQUE,
+  created REAL NOT NULL,
+  revoked REAL,
+  PRIMARY KEY (session_id, reviewer)
+);
+CREATE TABLE IF NOT EXISTS review_assignments (
+  session_id TEXT NOT NULL,
+  token TEXT NOT NULL,
+  reviewer TEXT NOT NULL,
+  PRIMARY KEY (session_id, token, reviewer)
+);
 """
+
+#: Every table of the store, in an order that ``store copy`` can insert (no foreign keys, but runs first).
+TABLES = ("meta", "runs", "generations", "judgments", "run_items", "batches", "batch_requests", "review_sessions",
+          "review_pairs", "review_verdicts", "review_results", "review_reviewers", "review_assignments")
 
 #: A provider batch that ended without answers: its requests are sent again, never waited for.
 BATCH_DEAD = ("failed", "expired", "cancelled", "canceled")
-
-
-def _txt(value: str | None) -> str | bytes | None:
-    """Untrusted text for a TEXT column, losslessly: text UTF-8 cannot encode (a lone surrogate from a
-    model) is kept as its surrogatepass bytes (a BLOB), which :func:`_untxt` turns back into the str.
-    """
-    if value is None or encodable(value):
-        return value
-    return value.encode("utf-8", "surrogatepass")
-
-
-def _untxt(value: Any) -> Any:
-    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
 
 
 def _json(obj: Any) -> str:
@@ -114,17 +163,27 @@ def _json(obj: Any) -> str:
     return text if encodable(text) else json.dumps(obj, ensure_ascii=True, default=str)
 
 
-def _v2_run_owner(db: sqlite3.Connection) -> None:
+def _v2_run_owner(db: Database) -> None:
     """Schema 2: who runs a run (host:pid), its heartbeat, and why it stopped."""
-    cols = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+    cols = db.columns("runs")
     for col, kind in (("owner", "TEXT"), ("heartbeat", "REAL"), ("reason", "TEXT")):
         if col not in cols:
-            db.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+            db.execute(db.ddl(f"ALTER TABLE runs ADD COLUMN {col} {kind}"))
 
 
-# (schema version it brings the store to, the step). A new step appends here and bumps STORE_SCHEMA.
-_MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [(2, _v2_run_owner)]
-STORE_SCHEMA = 2
+def _v3_team_review(db: Database) -> None:
+    """Schema 3: the review tables belong to the store's schema (new: reviewers' hashed links and their
+    assignments, created by :data:`SCHEMA`); a judgment records whether it is a verdict (``ok``), so a
+    runner's error never overwrites another runner's verdict for the same key.
+    """
+    if "ok" not in db.columns("judgments"):
+        db.execute(db.ddl("ALTER TABLE judgments ADD COLUMN ok INTEGER"))
+
+
+# (schema version it brings the store to, the step), for SQLite and PostgreSQL alike: every step works
+# through :class:`Database`. A new step appends here and bumps STORE_SCHEMA.
+_MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [(2, _v2_run_owner), (3, _v3_team_review)]
+STORE_SCHEMA = 3
 
 HEARTBEAT_S = 5.0  # a running run refreshes its heartbeat at most this often (on every commit)
 STALE_AFTER_S = 600.0  # a run on another host with no heartbeat for this long is shown as interrupted
@@ -197,8 +256,14 @@ class RunItem:
     scores: dict[str, dict[str, Any]]  # scorer -> Score.as_dict()
 
 
-def store_file(location: str | Path) -> Path:
-    """The SQLite file of a store value (a path or sqlite:///...); other URL schemes are refused."""
+DEFAULT_STORE = Path(".evalkit") / "store.db"
+STORE_ENV = "EVALKIT_STORE"  # a store location for every command, as --store would give it
+STORE_HELP = ("The store: a SQLite file path, sqlite:///PATH, or postgresql://[user@]host[:port]/database (the password from "
+              "PGPASSWORD or ~/.pgpass). Default: $EVALKIT_STORE, else eval.yaml's store:, else .evalkit/store.db here.")
+
+
+def store_target(location: str | Path) -> str | Path:
+    """What a store value names: a PostgreSQL URL (kept as text) or a SQLite file path."""
     from .config import store_location
 
     text = str(location)
@@ -207,26 +272,41 @@ def store_file(location: str | Path) -> Path:
     if m and not text.startswith(m.group(0) + "/") and m.group(1).lower() != "sqlite":
         text = f"{m.group(1)}://{text[len(m.group(0)):]}"
     try:
-        return Path(store_location(text))
+        target = store_location(text)
     except ValueError as e:
         raise UserError(f"store: {e}", where=redact_url(text)) from None
+    return target if is_postgres_url(target) else Path(target)
+
+
+def store_display(location: str | Path) -> str:
+    """A store location as it may be printed and written into a summary: no password, absolute paths."""
+    target = store_target(location)
+    return display_url(target) if isinstance(target, str) else str(target.resolve())
+
+
+def chosen_store(flag: str | Path | None, configured: str | Path | None = None) -> str | Path:
+    """Which store a command uses: ``--store``, else $EVALKIT_STORE, else eval.yaml's ``store:``, else
+    .evalkit/store.db in the current folder.
+    """
+    return flag or os.environ.get(STORE_ENV) or configured or DEFAULT_STORE
 
 
 def open_existing_store(path: str | Path | None) -> "Store":
     """The store a read command (report, runs, review, export) works on: it must exist already."""
-    p = store_file(path or Path(".evalkit") / "store.db")
-    if not p.is_file():
-        raise UserError("no store here; run `evalkit run eval.yaml` first, or pass --store PATH", where=p)
-    return Store(p)
+    target = store_target(chosen_store(path))
+    if isinstance(target, Path) and not target.is_file():
+        raise UserError("no store here; run `evalkit run eval.yaml` first, or pass --store PATH", where=target)
+    return Store(target, create=False)
 
 
 def locate_run(run: str, store: str | Path | None) -> tuple[str | Path | None, str]:
     """What a read command's RUN argument names: (store location, run id or 'latest' or a prefix).
 
     RUN may be a run's output folder (or its summary.json): its summary names the run id and the store
-    it was written to, so a reviewer need not know where the store is. ``--store`` still wins. Anything
-    else is a run id, a unique prefix of one, or 'latest', looked up in ``store``.
+    it was written to, so a reviewer need not know where the store is. ``--store`` (or $EVALKIT_STORE)
+    still wins. Anything else is a run id, a unique prefix of one, or 'latest', looked up in ``store``.
     """
+    store = store or os.environ.get(STORE_ENV) or None
     p = Path(run)
     summary_file = p / "summary.json" if p.is_dir() else p if p.name == "summary.json" else None
     if summary_file is None:
@@ -246,52 +326,76 @@ def locate_run(run: str, store: str | Path | None) -> tuple[str | Path | None, s
     where = data.get("store")
     if not isinstance(where, str) or not where:
         raise UserError("summary.json does not say where its store is (an older evalkit wrote it): pass --store", where=summary_file)
-    if not store_file(where).is_file():
+    target = store_target(where)
+    if isinstance(target, Path) and not target.is_file():
         raise UserError(f"the store this run was written to is not here: {redact_url(where)} (pass --store)", where=summary_file)
     return where, run_id
 
 
 class Store:
-    def __init__(self, path: str | Path):
-        self.path = store_file(path)
+    """The store in a SQLite file or a PostgreSQL database; ``create=False`` refuses an empty one."""
+
+    def __init__(self, path: str | Path, *, create: bool = True):
+        target = store_target(path)
+        self._db = connect(target)
+        self.dialect = self._db.dialect
+        #: where the store is, for messages: the SQLite file, or the URL without its password
+        self.path: Path | str = self._db.where
+        #: the driver's own connection (sqlite3 or psycopg), for tests and ad-hoc SQL
+        self.db: Any = self._db.raw
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=30000")
-            self.db.executescript(SCHEMA)
+            if not create and not self._db.has_table("runs"):
+                raise UserError("no evalkit store in this database yet; run `evalkit run eval.yaml --store URL` first", where=self.path)
             self._migrate()
-        except sqlite3.DatabaseError as e:
-            raise UserError(f"cannot open the store: {e}", where=self.path) from None
+        except UserError:
+            self._db.close()
+            raise
+        except Exception as e:  # sqlite3.DatabaseError, psycopg.Error: a file or database evalkit cannot use
+            self._db.close()
+            raise UserError(f"cannot open the store: {terminal_safe(str(e), one_line=True)}", where=self.path) from None
         self._active_run: str | None = None
         self._last_beat = 0.0
 
+    def _version(self) -> int | None:
+        if not self._db.has_table("meta"):
+            return None
+        rows = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        return int(rows[0][0]) if rows else None
+
     def _migrate(self) -> None:
-        """Bring a store written by an older evalkit up to :data:`STORE_SCHEMA` (nothing is lost);
-        refuse one written by a newer evalkit, which this one cannot read safely.
+        """Create the schema, bring a store written by an older evalkit up to :data:`STORE_SCHEMA` (nothing
+        is lost), refuse one written by a newer evalkit, which this one cannot read safely. One process at
+        a time: on PostgreSQL an advisory lock, on SQLite the write lock.
         """
-        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 1  # stores from before the meta table are schema 1
-        if version > STORE_SCHEMA:
+        version = self._version()
+        if version == STORE_SCHEMA:
+            return
+        if version is not None and version > STORE_SCHEMA:
             raise UserError(f"the store was written by a newer evalkit (store schema {version}; this evalkit knows up to {STORE_SCHEMA}): upgrade evalkit", where=self.path)
-        for target, step in _MIGRATIONS:
-            if version < target:
-                with self._tx():
-                    step(self.db)
-                    self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(target),))
-                version = target
-        if row is None:
-            with self._tx():
-                self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(version),))
+        with self._tx():
+            self._db.lock_schema()
+            had_runs = self._db.has_table("runs")
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    self._db.execute(self._db.ddl(stmt))
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            rows = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+            # a store from before the meta table is schema 1; a new one starts at the newest schema
+            version = int(rows[0][0]) if rows else (1 if had_runs else STORE_SCHEMA)
+            if version > STORE_SCHEMA:
+                raise UserError(f"the store was written by a newer evalkit (store schema {version}; this evalkit knows up to {STORE_SCHEMA}): upgrade evalkit", where=self.path)
+            for target, step in _MIGRATIONS:
+                if version < target:
+                    step(self._db)
+                    version = target
+            self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                             (str(version),))
 
     def schema_version(self) -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 1
+        return self._version() or 1
 
     def close(self) -> None:
-        self.db.close()
+        self._db.close()
 
     def __enter__(self) -> "Store":
         return self
@@ -306,18 +410,20 @@ class Store:
         """Record a submitted batch and the requests it carries, before anyone waits for it."""
         now = time.time()
         with self._tx():
-            self.db.execute("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            self._db.execute("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
+                             "requests = excluded.requests, updated = excluded.updated",
                             (batch_id, provider, endpoint, base_url, api_key_env, status, len(custom_ids), None, now, now, None))
-            self.db.executemany("INSERT OR REPLACE INTO batch_requests VALUES (?,?,NULL)", [(c, batch_id) for c in custom_ids])
+            self._db.executemany("INSERT INTO batch_requests VALUES (?,?,NULL) ON CONFLICT (custom_id, batch_id) DO NOTHING",
+                                 [(c, batch_id) for c in sorted(custom_ids)])
 
     def update_batch(self, batch_id: str, status: str, counts: dict[str, Any] | None = None, *, ended: bool = False,
                      outcomes: dict[str, str] | None = None) -> None:
         now = time.time()
         with self._tx():
-            self.db.execute("UPDATE batches SET status = ?, counts = COALESCE(?, counts), updated = ?, finished = COALESCE(finished, ?) WHERE id = ?",
+            self._db.execute("UPDATE batches SET status = ?, counts = COALESCE(?, counts), updated = ?, finished = COALESCE(finished, ?) WHERE id = ?",
                             (status, _json(counts) if counts is not None else None, now, now if ended else None, batch_id))
             if outcomes:
-                self.db.executemany("UPDATE batch_requests SET outcome = ? WHERE batch_id = ? AND custom_id = ?",
+                self._db.executemany("UPDATE batch_requests SET outcome = ? WHERE batch_id = ? AND custom_id = ?",
                                     [(o, batch_id, c) for c, o in outcomes.items()])
 
     def open_batches_for(self, endpoint: str, custom_ids: Iterable[str]) -> dict[str, str]:
@@ -332,7 +438,7 @@ class Store:
             q = (f"SELECT r.custom_id, b.id, b.created FROM batch_requests r JOIN batches b ON b.id = r.batch_id "
                  f"WHERE b.endpoint = ? AND b.status NOT IN ({dead}) AND (r.outcome IS NULL OR r.outcome = 'ok') "
                  f"AND r.custom_id IN ({','.join('?' * len(chunk))})")
-            for cid, bid, created in self.db.execute(q, [endpoint, *BATCH_DEAD, *chunk]):
+            for cid, bid, created in self._db.execute(q, [endpoint, *BATCH_DEAD, *chunk]):
                 if cid not in out or created > out[cid][0]:
                     out[cid] = (created, bid)
         return {c: b for c, (_, b) in out.items()}
@@ -346,7 +452,7 @@ class Store:
         elif active_only:
             q += " WHERE finished IS NULL"
         rows = []
-        for r in self.db.execute(q + " ORDER BY created", args):
+        for r in self._db.execute(q + " ORDER BY created", args):
             rows.append({"id": r[0], "provider": r[1], "endpoint": r[2], "base_url": r[3], "api_key_env": r[4], "status": r[5], "requests": r[6],
                          "counts": json.loads(r[7]) if r[7] else {}, "created": r[8], "updated": r[9], "finished": r[10]})
         return rows
@@ -360,19 +466,23 @@ class Store:
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             q = f"SELECT key, text, finish_reason, tokens_in, tokens_out, latency_s FROM generations WHERE error IS NULL AND key IN ({','.join('?' * len(chunk))})"
-            for k, text, fr, ti, to, lat in self.db.execute(q, chunk):
-                out[k] = Completion(text=_untxt(text), finish_reason=fr, tokens_in=ti or 0, tokens_out=to or 0, latency_s=lat or 0.0)
+            for k, text, fr, ti, to, lat in self._db.execute(q, chunk):
+                out[k] = Completion(text=text, finish_reason=fr, tokens_in=ti or 0, tokens_out=to or 0, latency_s=lat or 0.0)
         return out
 
     def put_generations(self, rows: Sequence[tuple[str, str, str, Completion]]) -> None:
         """Store ``(key, model_id, prompt_hash, completion)`` rows in one transaction."""
         now = time.time()
         with self._tx():
-            self.db.executemany(
-                "INSERT OR REPLACE INTO generations VALUES (?,?,?,?,?,?,?,?,?,?)",
+            # sorted keys: concurrent writers lock rows in one order, so they cannot deadlock
+            self._db.executemany(
+                "INSERT INTO generations VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
+                "text = excluded.text, finish_reason = excluded.finish_reason, tokens_in = excluded.tokens_in, "
+                "tokens_out = excluded.tokens_out, latency_s = excluded.latency_s, error = excluded.error, created = excluded.created "
+                "WHERE generations.error IS NOT NULL",
                 [
-                    (k, mid, ph, _txt(c.text), c.finish_reason, c.tokens_in, c.tokens_out, c.latency_s, _txt(c.error), now)
-                    for k, mid, ph, c in rows
+                    (k, mid, ph, c.text, c.finish_reason, c.tokens_in, c.tokens_out, c.latency_s, c.error, now)
+                    for k, mid, ph, c in sorted(rows, key=lambda r: r[0])
                 ],
             )
             self._beat()
@@ -385,7 +495,7 @@ class Store:
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             q = f"SELECT key, payload FROM judgments WHERE key IN ({','.join('?' * len(chunk))})"
-            for k, payload in self.db.execute(q, chunk):
+            for k, payload in self._db.execute(q, chunk):
                 out[k] = json.loads(payload)
         return out
 
@@ -393,9 +503,11 @@ class Store:
         """Store ``(key, judge, payload)`` rows in one transaction."""
         now = time.time()
         with self._tx():
-            self.db.executemany(
-                "INSERT OR REPLACE INTO judgments VALUES (?,?,?,?)",
-                [(k, j, _json(p), now) for k, j, p in rows],
+            self._db.executemany(
+                "INSERT INTO judgments (key, judge, payload, created, ok) VALUES (?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
+                "judge = excluded.judge, payload = excluded.payload, created = excluded.created, ok = excluded.ok "
+                "WHERE judgments.ok IS NULL OR judgments.ok = 0",
+                [(k, j, _json(p), now, int(p.get("verdict") is not None and not p.get("error"))) for k, j, p in sorted(rows, key=lambda r: r[0])],
             )
             self._beat()
 
@@ -405,7 +517,7 @@ class Store:
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         now = time.time()
         with self._tx():
-            self.db.execute(
+            self._db.execute(
                 "INSERT INTO runs (run_id, name, created, status, config_path, config, out_dir, owner, heartbeat) VALUES (?,?,?,?,?,?,?,?,?)",
                 (run_id, name, now, "running", config_path, _json(config), out_dir, _owner(), now),
             )
@@ -416,13 +528,13 @@ class Store:
         """Refresh the active run's heartbeat (inside the caller's transaction)."""
         now = time.time()
         if self._active_run is not None and now - self._last_beat >= HEARTBEAT_S:
-            self.db.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ?", (now, self._active_run))
+            self._db.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ?", (now, self._active_run))
             self._last_beat = now
 
     def fail_run(self, run_id: str, reason: str, status: str = "failed") -> None:
         """A run that stopped before its reports: ``failed`` (or ``interrupted``) with the reason."""
         with self._tx():
-            self.db.execute(
+            self._db.execute(
                 "UPDATE runs SET status = ?, reason = ?, finished = ? WHERE run_id = ? AND status = 'running'",
                 (status, reason, time.time(), run_id),
             )
@@ -431,13 +543,13 @@ class Store:
 
     def save_run_items(self, run_id: str, items: Sequence[RunItem]) -> None:
         with self._tx():
-            self.db.execute("DELETE FROM run_items WHERE run_id = ?", (run_id,))
-            self.db.executemany(
+            self._db.execute("DELETE FROM run_items WHERE run_id = ?", (run_id,))
+            self._db.executemany(
                 "INSERT INTO run_items VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         run_id, it.model, it.model_id, it.suite, it.suite_version, it.sample_id,
-                        _json(it.sample), it.generation_key, _txt(it.output), _txt(it.error),
+                        _json(it.sample), it.generation_key, it.output, it.error,
                         _json(it.scores),
                     )
                     for it in items
@@ -446,16 +558,16 @@ class Store:
 
     def finish_run(self, run_id: str, summary: dict[str, Any], status: str) -> None:
         with self._tx():
-            self.db.execute(
+            self._db.execute(
                 "UPDATE runs SET summary = ?, status = ?, finished = ? WHERE run_id = ?",
                 (_json(summary), status, time.time(), run_id),
             )
         if self._active_run == run_id:
             self._active_run = None
 
-    def update_summary(self, run_id: str, summary: dict[str, Any]) -> None:
+    def update_summary(self, run_id: str, summary: dict[str, Any], status: str | None = None) -> None:
         with self._tx():
-            self.db.execute("UPDATE runs SET summary = ? WHERE run_id = ?", (_json(summary), run_id))
+            self._db.execute("UPDATE runs SET summary = ?, status = COALESCE(?, status) WHERE run_id = ?", (_json(summary), status, run_id))
 
     def _row_to_run(self, row) -> RunRecord:
         run_id, name, created, finished, status, cpath, config, summary, out_dir, accepted, owner, heartbeat, reason = row
@@ -471,12 +583,13 @@ class Store:
     def get_run(self, run_id: str) -> RunRecord:
         """A run by id, or by a unique prefix of its id; ``latest`` is the newest finished run."""
         if run_id == "latest":
-            row = self.db.execute(f"SELECT {self._RUN_COLS} FROM runs WHERE status != 'running' ORDER BY created DESC LIMIT 1").fetchone()
+            found = self._db.execute(f"SELECT {self._RUN_COLS} FROM runs WHERE status != 'running' ORDER BY created DESC LIMIT 1")
+            row = found[0] if found else None
         else:
             # a prefix match without LIKE, so '%' and '_' in user input are not wildcards
-            rows = self.db.execute(
-                f"SELECT {self._RUN_COLS} FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY created", (len(run_id), run_id)
-            ).fetchall()
+            rows = self._db.execute(
+                f"SELECT {self._RUN_COLS} FROM runs WHERE substr(run_id, 1, CAST(? AS INTEGER)) = ? ORDER BY created", (len(run_id), run_id)
+            )
             if len(rows) > 1:
                 exact = [r for r in rows if r[0] == run_id]
                 if not exact:
@@ -488,23 +601,23 @@ class Store:
         return self._row_to_run(row)
 
     def list_runs(self, limit: int = 50) -> list[RunRecord]:
-        rows = self.db.execute(f"SELECT {self._RUN_COLS} FROM runs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+        rows = self._db.execute(f"SELECT {self._RUN_COLS} FROM runs ORDER BY created DESC LIMIT ?", (limit,))
         return [self._row_to_run(r) for r in rows]
 
     def run_items(self, run_id: str) -> list[RunItem]:
-        rows = self.db.execute(
+        rows = self._db.execute(
             "SELECT run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, scores "
             "FROM run_items WHERE run_id = ? ORDER BY suite, sample_id, model",
             (run_id,),
-        ).fetchall()
+        )
         return [
-            RunItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], _untxt(r[8]), _untxt(r[9]), json.loads(r[10]))
+            RunItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9], json.loads(r[10]))
             for r in rows
         ]
 
     def set_accepted(self, run_id: str, accepted: bool = True) -> None:
         with self._tx():
-            self.db.execute("UPDATE runs SET accepted = ? WHERE run_id = ?", (1 if accepted else 0, run_id))
+            self._db.execute("UPDATE runs SET accepted = ? WHERE run_id = ?", (1 if accepted else 0, run_id))
 
     def last_accepted(self, name: str | None = None, before: str | None = None) -> RunRecord | None:
         q = f"SELECT {self._RUN_COLS} FROM runs WHERE accepted = 1"
@@ -515,27 +628,35 @@ class Store:
         if before is not None:
             q += " AND run_id != ?"
             args.append(before)
-        row = self.db.execute(q + " ORDER BY created DESC LIMIT 1", args).fetchone()
-        return self._row_to_run(row) if row else None
+        rows = self._db.execute(q + " ORDER BY created DESC LIMIT 1", args)
+        return self._row_to_run(rows[0]) if rows else None
 
     # --- plumbing -----------------------------------------------------------------------------
 
     class _Tx:
-        def __init__(self, db: sqlite3.Connection):
+        """One write transaction (SQLite: BEGIN IMMEDIATE, so writers queue instead of failing)."""
+
+        def __init__(self, db: Database):
             self.db = db
 
-        def __enter__(self):
-            self.db.execute("BEGIN IMMEDIATE")
+        def __enter__(self) -> None:
+            self.db.begin()
 
-        def __exit__(self, exc_type, *_):
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        def __exit__(self, exc_type, *_) -> None:
+            if exc_type:
+                self.db.rollback()
+            else:
+                self.db.commit()
 
     def _tx(self) -> "Store._Tx":
-        return Store._Tx(self.db)
+        return Store._Tx(self._db)
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Iterator[tuple]:
-        """For stages that keep their own tables (review sessions)."""
-        return iter(self.db.execute(sql, args).fetchall())
+        """Portable SQL (``?`` placeholders), for stages that keep their own tables (review sessions)."""
+        return iter(self._db.execute(sql, args))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._db.executemany(sql, rows)
 
     def transaction(self) -> "Store._Tx":
         return self._tx()

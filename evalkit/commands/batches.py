@@ -9,8 +9,7 @@ from typing import Optional
 import typer
 
 from .._util.text import terminal_safe
-
-STORE_HELP = "The store holding the batches: a SQLite file path or sqlite:///PATH (default: .evalkit/store.db in the current directory)."
+from ..store import STORE_HELP
 
 batches_app = typer.Typer(
     name="batches",

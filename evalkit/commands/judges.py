@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from .._util.text import terminal_safe
+from ..store import STORE_HELP
 
 judges_app = typer.Typer(
     help=(
@@ -82,7 +83,7 @@ def list_cmd() -> None:
 @judges_app.command("show")
 def show_cmd(
     key: str = typer.Argument(..., help="A judgment key (from an item's score details: judgment_keys)."),
-    store: Optional[str] = typer.Option(None, "--store", help="The SQLite store of the run (default: .evalkit/store.db)."),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Print one stored judgment: the rendered prompt, the raw reply(s), the verdict or the error.
 

@@ -14,8 +14,7 @@ import typer
 from .._util.fs import out_dir_option, out_file_option
 from .._util.text import terminal_safe
 from ..errors import UserError
-
-STORE_HELP = "The store holding the runs: a SQLite file path or sqlite:///PATH (default: .evalkit/store.db in the current directory)."
+from ..store import STORE_HELP
 
 runs_app = typer.Typer(
     name="runs",
@@ -175,9 +174,7 @@ def _regate(st, rec, items, summary):
     record = regate_run(cfg.gates, RunSummary.load(summary), items, store=st)
     record.warnings.append(f"gates re-evaluated on {time.strftime('%Y-%m-%d %H:%M:%S')} (evalkit report --regate)")
     summary = record.to_json()
-    st.update_summary(rec.run_id, summary)
-    with st.transaction():
-        st.db.execute("UPDATE runs SET status = ? WHERE run_id = ?", ("passed" if record.passed else "failed", rec.run_id))
+    st.update_summary(rec.run_id, summary, "passed" if record.passed else "failed")
     return summary
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from .._util.fs import out_file_option
+from ..store import STORE_HELP
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -28,7 +29,6 @@ review_app = typer.Typer(
     rich_markup_mode=None,
 )
 
-STORE_HELP = "The store holding the run: a SQLite file path or sqlite:///PATH (default: .evalkit/store.db in the current directory)."
 
 
 def _open_store(path: Optional[str]) -> "Store":

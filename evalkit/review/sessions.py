@@ -1,6 +1,6 @@
 """Blinded review sessions: sampling pairs from a run, the A/B key, and reviewers' verdicts.
 
-Everything lives in the store's own tables. The key (which model is on the left of each pair) is in
+Everything lives in the store's own tables (``review_*``, part of the store's schema). The key (which model is on the left of each pair) is in
 ``review_pairs.left_model`` and nowhere else: not in a file, not in a page, not in an export. Pages
 and exports address a pair by an opaque random token.
 
@@ -25,53 +25,6 @@ from ..store import RunItem, RunRecord, Store
 
 Verdict = Literal["left", "right", "tie", "both_bad"]
 VERDICTS: tuple[str, ...] = ("left", "right", "tie", "both_bad")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS review_sessions (
-  session_id TEXT PRIMARY KEY,
-  run_id TEXT NOT NULL,
-  created REAL NOT NULL,
-  model_a TEXT NOT NULL,
-  model_b TEXT NOT NULL,
-  n INTEGER NOT NULL,
-  seed INTEGER NOT NULL,
-  options TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS review_pairs (
-  session_id TEXT NOT NULL,
-  position INTEGER NOT NULL,
-  token TEXT NOT NULL UNIQUE,
-  suite TEXT NOT NULL,
-  sample_id TEXT NOT NULL,
-  left_model TEXT NOT NULL CHECK (left_model IN ('a', 'b')),
-  identical INTEGER NOT NULL,
-  stratum TEXT,
-  PRIMARY KEY (session_id, position)
-);
-CREATE TABLE IF NOT EXISTS review_verdicts (
-  session_id TEXT NOT NULL,
-  token TEXT NOT NULL,
-  reviewer TEXT NOT NULL,
-  verdict TEXT CHECK (verdict IS NULL OR verdict IN ('left', 'right', 'tie', 'both_bad')),
-  ship_left INTEGER,
-  ship_right INTEGER,
-  note TEXT NOT NULL DEFAULT '',
-  source TEXT NOT NULL,
-  updated REAL NOT NULL,
-  PRIMARY KEY (session_id, token, reviewer)
-);
-CREATE TABLE IF NOT EXISTS review_results (
-  session_id TEXT PRIMARY KEY,
-  run_id TEXT NOT NULL,
-  created REAL NOT NULL,
-  result TEXT NOT NULL
-);
-"""
-
-
-def ensure_schema(store: Store) -> None:
-    store.db.executescript(SCHEMA)
-
 
 @dataclass(frozen=True)
 class ReviewSession:
@@ -199,7 +152,6 @@ def create_session(
     proportion to how many items carry each. Left/right is balanced (half the pairs each way) and,
     like the sampling, fixed by ``seed``.
     """
-    ensure_schema(store)
     if n < 1:
         raise UserError(f"--n must be at least 1 (got {n})", where="--n")
     record = store.get_run(run)
@@ -260,11 +212,11 @@ def create_session(
     options = {"stratify": list(stratify), "suites": list(suites), "prefer_different": prefer_different}
     session = ReviewSession(session_id, record.run_id, time.time(), model_a, model_b, k, seed, options)
     with store.transaction():
-        store.db.execute(
+        store.execute(
             "INSERT INTO review_sessions VALUES (?,?,?,?,?,?,?,?)",
             (session_id, record.run_id, session.created, model_a, model_b, k, seed, json.dumps(options)),
         )
-        store.db.executemany(
+        store.executemany(
             "INSERT INTO review_pairs VALUES (?,?,?,?,?,?,?,?)",
             [
                 (session_id, i, secrets.token_urlsafe(12), suite, sid, side, int(same), stratum)
@@ -304,9 +256,8 @@ def _default_models(record: RunRecord, a: str | None, b: str | None) -> tuple[st
 
 def get_session(store: Store, session_id: str) -> ReviewSession:
     """A session by id or unique prefix."""
-    ensure_schema(store)
     rows = list(store.execute(
-        "SELECT * FROM review_sessions WHERE substr(session_id, 1, ?) = ? ORDER BY created", (len(session_id), session_id)
+        "SELECT * FROM review_sessions WHERE substr(session_id, 1, CAST(? AS INTEGER)) = ? ORDER BY created", (len(session_id), session_id)
     ))
     if len(rows) > 1:
         exact = [r for r in rows if r[0] == session_id]
@@ -320,7 +271,6 @@ def get_session(store: Store, session_id: str) -> ReviewSession:
 
 
 def list_sessions(store: Store) -> list[ReviewSession]:
-    ensure_schema(store)
     return [
         ReviewSession(sid, run_id, created, a, b, n, seed, json.loads(options))
         for sid, run_id, created, a, b, n, seed, options in store.execute("SELECT * FROM review_sessions ORDER BY created DESC")
@@ -393,7 +343,7 @@ def save_verdicts(
             raise UserError("a note is at most 20000 characters", where="note")
         clean_reviewer(reviewer)
     with store.transaction():
-        store.db.executemany(
+        store.executemany(
             "INSERT INTO review_verdicts VALUES (?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT (session_id, token, reviewer) DO UPDATE SET verdict=excluded.verdict, "
             "ship_left=excluded.ship_left, ship_right=excluded.ship_right, note=excluded.note, "

@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..stats import krippendorff_alpha_nominal
 from ..store import Store
 from ..types import GateResult
-from .sessions import ReviewPair, ReviewSession, ensure_schema, get_session, reviewer_verdicts, session_pairs
+from .sessions import ReviewPair, ReviewSession, get_session, reviewer_verdicts, session_pairs
 
 # Verdicts in model terms: which of the session's two models is better.
 MODEL_VERDICTS: tuple[str, ...] = ("a_better", "b_better", "tie", "both_bad")
@@ -286,10 +286,10 @@ def unblind(store: Store, session_id: str, *, max_unshippable: float = 2, per: i
         "warnings": warnings,
     }
     if save:
-        ensure_schema(store)
         with store.transaction():
-            store.db.execute(
-                "INSERT OR REPLACE INTO review_results VALUES (?,?,?,?)",
+            store.execute(
+                "INSERT INTO review_results VALUES (?,?,?,?) ON CONFLICT (session_id) DO UPDATE SET "
+                "run_id = excluded.run_id, created = excluded.created, result = excluded.result",
                 (session.session_id, session.run_id, time.time(), json.dumps(result, ensure_ascii=False)),
             )
     return result
@@ -344,7 +344,6 @@ def _preference(v: str) -> str:
 
 def stored_results(store: Store, run_id: str | None = None) -> list[dict[str, Any]]:
     """Stored unblinded results, newest first (of one run when ``run_id`` is given)."""
-    ensure_schema(store)
     q, args = "SELECT result FROM review_results", []
     if run_id is not None:
         q += " WHERE run_id = ?"

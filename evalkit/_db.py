@@ -1,0 +1,238 @@
+"""The two databases a store can live in: a SQLite file (embedded, the default) or a PostgreSQL server.
+
+The store writes one portable SQL: ``?`` placeholders, ``INSERT ... ON CONFLICT``, ``substr``,
+``COALESCE``; this module turns it into each driver's dialect and makes untrusted text round-trip
+losslessly in both. SQLite keeps text UTF-8 cannot encode (a lone surrogate from a model) as its
+surrogatepass bytes in the same column; PostgreSQL's TEXT refuses NUL and lone surrogates, so such a
+value is stored as ``U+FFFF`` + its ASCII JSON (and so is any value that itself starts with U+FFFF,
+a noncharacter, so the form is unambiguous). Readers never see either form.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ._util.text import encodable, terminal_safe
+from .errors import UserError
+
+_PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "postgres+psycopg")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_MARK = "\uffff"
+
+
+def is_postgres_url(value: str) -> bool:
+    m = _SCHEME.match(value)
+    return m is not None and m.group(1).lower() in _PG_SCHEMES
+
+
+def libpq_url(value: str) -> str:
+    """The URL libpq takes: SQLAlchemy's ``postgresql+psycopg://`` spelling becomes ``postgresql://``."""
+    m = _SCHEME.match(value)
+    assert m is not None
+    return "postgresql://" + value[len(m.group(0)):]
+
+
+def display_url(value: str) -> str:
+    """A PostgreSQL URL safe to print or store: the user stays, the password and secret options go."""
+    try:
+        parts = urlsplit(libpq_url(value))
+    except ValueError:
+        return re.sub(r"//[^/@\s]*@", "//***@", value)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}@{host}" if user else host
+    query = urlencode([(k, "***" if k.lower() in ("password", "passfile", "sslpassword") else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+class Database:
+    """A connection in one dialect: ``execute`` / ``executemany`` take portable SQL with ``?``."""
+
+    dialect = ""
+    where: str | Path = ""
+    raw: Any = None  # the driver's own connection
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def rollback(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def has_table(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def columns(self, table: str) -> set[str]:
+        raise NotImplementedError
+
+    def lock_schema(self) -> None:
+        """Inside a transaction: keep other processes out of schema creation until it ends."""
+
+    def ddl(self, sql: str) -> str:
+        return sql
+
+
+class SQLiteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, path: Path):
+        self.where = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.raw = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        self.raw.execute("PRAGMA journal_mode=WAL")
+        self.raw.execute("PRAGMA synchronous=NORMAL")
+        self.raw.execute("PRAGMA busy_timeout=30000")
+
+    @staticmethod
+    def _arg(v: Any) -> Any:
+        return v.encode("utf-8", "surrogatepass") if isinstance(v, str) and not encodable(v) else v
+
+    @staticmethod
+    def _row(row: tuple) -> tuple:
+        if any(isinstance(v, bytes) for v in row):
+            return tuple(v.decode("utf-8", "surrogatepass") if isinstance(v, bytes) else v for v in row)
+        return row
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        return [self._row(r) for r in self.raw.execute(sql, [self._arg(a) for a in args]).fetchall()]
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.raw.executemany(sql, ([self._arg(a) for a in r] for r in rows))
+
+    def begin(self) -> None:
+        self.raw.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.raw.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def has_table(self, name: str) -> bool:
+        return bool(self.raw.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone())
+
+    def columns(self, table: str) -> set[str]:
+        return {r[1] for r in self.raw.execute(f"PRAGMA table_info({table})")}
+
+
+@functools.lru_cache(maxsize=256)
+def _pg_sql(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _pg_arg(v: Any) -> Any:
+    if isinstance(v, str) and ("\x00" in v or v.startswith(_MARK) or not encodable(v)):
+        return _MARK + json.dumps(v)
+    return v
+
+
+def _pg_row(row: tuple) -> tuple:
+    if any(isinstance(v, str) and v.startswith(_MARK) for v in row):
+        return tuple(json.loads(v[1:]) if isinstance(v, str) and v.startswith(_MARK) else v for v in row)
+    return row
+
+
+def _pg_message(e: BaseException) -> str:
+    """Libpq's message, first meaningful line: 'connection to server at ... failed: Connection refused'."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = " ".join(lines) if lines else type(e).__name__
+    text = re.sub(r"^(connection failed: )", "", text)
+    return terminal_safe(text, one_line=True)
+
+
+class PostgresDatabase(Database):
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, connect_timeout: int = 10):
+        try:
+            import psycopg
+        except ImportError as e:
+            from .errors import missing_extra
+
+            raise missing_extra("a PostgreSQL store", "postgres", e) from None
+        self.where = display_url(url)
+        self._psycopg = psycopg
+        try:
+            self.raw = psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=connect_timeout, application_name="evalkit")
+        except psycopg.OperationalError as e:
+            msg = _pg_message(e)
+            hint = ""
+            if "does not exist" in msg and "database" in msg:
+                hint = " (create it first: createdb, or CREATE DATABASE)"
+            elif "password" in msg:
+                hint = " (a password comes from PGPASSWORD or ~/.pgpass, never from a log)"
+            raise UserError(f"cannot connect to the PostgreSQL store: {msg}{hint}", where=self.where) from None
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        try:
+            cur = self.raw.execute(_pg_sql(sql), [_pg_arg(a) for a in args])
+            return [] if cur.description is None else [_pg_row(r) for r in cur.fetchall()]
+        except self._psycopg.OperationalError as e:
+            raise UserError(f"the PostgreSQL store failed: {_pg_message(e)}", where=self.where) from None
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            with self.raw.cursor() as cur:
+                cur.executemany(_pg_sql(sql), [[_pg_arg(a) for a in r] for r in rows])
+        except self._psycopg.OperationalError as e:
+            raise UserError(f"the PostgreSQL store failed: {_pg_message(e)}", where=self.where) from None
+
+    def begin(self) -> None:
+        self.raw.execute("BEGIN")
+
+    def commit(self) -> None:
+        self.raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.raw.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def has_table(self, name: str) -> bool:
+        return bool(self.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?", (name,)))
+
+    def columns(self, table: str) -> set[str]:
+        return {r[0] for r in self.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ?", (table,))}
+
+    def lock_schema(self) -> None:
+        self.raw.execute("SELECT pg_advisory_xact_lock(727174)")  # evalkit's schema lock, one per database
+
+    def ddl(self, sql: str) -> str:
+        # REAL is 4 bytes in PostgreSQL: timestamps and latencies need DOUBLE PRECISION; counts BIGINT
+        return re.sub(r"\bREAL\b", "DOUBLE PRECISION", re.sub(r"\bINTEGER\b", "BIGINT", sql))
+
+
+def connect(location: str | Path) -> Database:
+    """A SQLite file path or a PostgreSQL URL, opened."""
+    text = str(location)
+    if is_postgres_url(text):
+        return PostgresDatabase(text)
+    try:
+        return SQLiteDatabase(Path(text))
+    except sqlite3.DatabaseError as e:
+        raise UserError(f"cannot open the store: {e}", where=text) from None
