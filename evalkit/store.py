@@ -149,9 +149,14 @@ CREATE TABLE IF NOT EXISTS review_assignments (
 );
 """
 
-#: Every table of the store, in an order that ``store copy`` can insert (no foreign keys, but runs first).
-TABLES = ("meta", "runs", "generations", "judgments", "run_items", "batches", "batch_requests", "review_sessions",
-          "review_pairs", "review_verdicts", "review_results", "review_reviewers", "review_assignments")
+#: Every table of the store but meta, with its key, in the order ``store copy`` inserts them.
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "runs": ("run_id",), "generations": ("key",), "judgments": ("key",), "run_items": ("run_id", "model", "suite", "sample_id"),
+    "batches": ("id",), "batch_requests": ("custom_id", "batch_id"), "review_sessions": ("session_id",),
+    "review_pairs": ("session_id", "position"), "review_verdicts": ("session_id", "token", "reviewer"),
+    "review_results": ("session_id",), "review_reviewers": ("session_id", "reviewer"),
+    "review_assignments": ("session_id", "token", "reviewer"),
+}
 
 #: A provider batch that ended without answers: its requests are sent again, never waited for.
 BATCH_DEAD = ("failed", "expired", "cancelled", "canceled")
@@ -660,3 +665,52 @@ class Store:
 
     def transaction(self) -> "Store._Tx":
         return self._tx()
+
+
+# --- moving a history between stores ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CopiedTable:
+    table: str
+    source: int  # rows in the source
+    copied: int  # rows new in the destination
+    present: int  # rows the destination had already (same key): left as they were
+
+
+def store_counts(st: Store) -> dict[str, int]:
+    """Rows per table (every table but meta)."""
+    return {t: next(st.execute(f"SELECT COUNT(*) FROM {t}"))[0] for t in TABLE_KEYS}
+
+
+def copy_store(src: Store, dst: Store, *, chunk: int = 1000, progress: Callable[[str, int], None] | None = None) -> list[CopiedTable]:
+    """Copy every row of ``src`` into ``dst`` (SQLite -> PostgreSQL, or back) in one transaction.
+
+    Rows whose key ``dst`` holds already are left alone (``ON CONFLICT DO NOTHING``), so copying twice,
+    or into a store that shares part of the history, never duplicates anything. Text goes through each
+    side's lossless encoding. Verified before the commit: every source row's key is in the destination,
+    and each table grew by exactly the rows it did not have; otherwise nothing is committed.
+    """
+    if src.dialect == dst.dialect and str(src.path) == str(dst.path):
+        raise UserError("the source and destination are the same store", where="DST")
+    out: list[CopiedTable] = []
+    with dst.transaction():
+        for table, key in TABLE_KEYS.items():
+            cols = sorted(src._db.columns(table) & dst._db.columns(table))
+            rows = src._db.execute(f"SELECT {', '.join(cols)} FROM {table}")
+            had = {tuple(r) for r in dst._db.execute(f"SELECT {', '.join(key)} FROM {table}")}
+            sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))}) ON CONFLICT DO NOTHING"
+            for i in range(0, len(rows), chunk):
+                dst._db.executemany(sql, rows[i : i + chunk])
+                if progress is not None:
+                    progress(table, min(len(rows), i + chunk))
+            at = [cols.index(k) for k in key]
+            wanted = {tuple(r[j] for j in at) for r in rows}
+            now = {tuple(r) for r in dst._db.execute(f"SELECT {', '.join(key)} FROM {table}")}
+            present = len(wanted & had)
+            copied = len(now) - len(had)
+            if not wanted <= now or copied != len(wanted) - present:
+                raise UserError(f"copy check failed for {table}: {len(wanted - now)} source rows missing, {copied} added where "
+                                f"{len(wanted) - present} were expected; nothing was committed", where=dst.path)
+            out.append(CopiedTable(table, len(rows), copied, present))
+    return out

@@ -35,8 +35,9 @@ def record_run(store: Store, cand_pass: list[bool], judge: list[float], *, name:
 
 
 @pytest.fixture
-def history(tmp_path):
-    db = tmp_path / "store.db"
+def history(store_url):
+    """Two runs, the first accepted: in a SQLite file and in a PostgreSQL database (every test here runs on both)."""
+    db = store_url
     with Store(db) as st:
         first = record_run(st, [True] * 8, [4.0] * 8)
         st.set_accepted(first)

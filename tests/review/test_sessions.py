@@ -7,8 +7,17 @@ import pytest
 from evalkit.errors import UserError
 from evalkit.review import blind_pairs, create_session, get_session, session_pairs
 from evalkit.review.sessions import _allocate
+from evalkit.store import Store
 
 from .conftest import BASE, CAND, make_run
+
+
+@pytest.fixture
+def store(store_url):
+    """Every test here runs on a SQLite file and on a PostgreSQL database."""
+    st = Store(store_url)
+    yield st
+    st.close()
 
 
 def test_sample_balanced_and_seeded(store):

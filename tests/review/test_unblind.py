@@ -7,8 +7,17 @@ import pytest
 from evalkit.review import cohen_kappa, create_session, review_summary, session_pairs, unblind, unshippable_counts, win_rate
 from evalkit.review.sessions import reviewer_verdicts, save_verdicts
 from evalkit.review.unblind import render_markdown
+from evalkit.store import Store
 
 from .conftest import BASE, CAND, make_run
+
+
+@pytest.fixture
+def store(store_url):
+    """Every test here runs on a SQLite file and on a PostgreSQL database."""
+    st = Store(store_url)
+    yield st
+    st.close()
 
 
 def page_verdict(model_verdict: str, left_model: str) -> str:
