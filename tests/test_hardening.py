@@ -165,7 +165,7 @@ MISTYPED = [
     (["rn"], "No such command 'rn'. Did you mean 'run'"),
     (["run", "--bogus", "x.yaml"], "No such option: --bogus"),
     (["run", "eval.yaml", "--ouy", "o"], "No such option: --ouy (Possible options: --out"),
-    (["review", "new", "latest", "--reviewers", "a"], "No such option: --reviewers"),
+    (["review", "new", "latest", "--reviewer", "a"], "No such option: --reviewer (Possible options: --reviewers"),
     (["data", "valdate", "x.jsonl"], "No such command 'valdate'"),
     (["runs", "lst"], "No such command 'lst'"),
     (["report"], "Missing option '--out'"),

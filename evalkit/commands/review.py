@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
+from urllib.parse import urlsplit
 
 import typer
 
 from .._util.fs import out_file_option
+from .._util.text import terminal_safe
+from ..errors import UserError
 from ..store import STORE_HELP
 
 if TYPE_CHECKING:
@@ -51,29 +54,51 @@ def new_cmd(
     prefer_different: bool = typer.Option(
         True, "--prefer-different/--any", help="Take items whose two outputs differ first (default), or sample from all."
     ),
+    reviewers: Optional[str] = typer.Option(
+        None, "--reviewers", help="A team session: these reviewers (comma-separated) each get a private link and their share of the pairs."
+    ),
+    overlap: int = typer.Option(2, "--overlap", help="With --reviewers: how many reviewers see each pair (2 or more measures agreement)."),
+    url: Optional[str] = typer.Option(
+        None, "--url", help="With --reviewers: the address reviewers reach `review serve` at, for their links (default http://THIS_HOST:8765)."
+    ),
     store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Start a blinded session: sample N items of RUN and pair the two models' outputs.
 
     Sides are shuffled per pair (half each way, fixed by --seed); the key is kept in the store only.
-    The session id is printed as the last line.
+    With --reviewers, each pair goes to --overlap of them (balanced, fixed by --seed) and each
+    reviewer gets a private link, printed here once (only its hash is stored; `review revoke`
+    ends one, `review revoke --reissue` makes a new one). The session id is printed as the last line.
 
     \b
     Example:
       evalkit review new latest --a cand --b base --n 20 --seed 7 --stratify 'topic:*'
       evalkit review new reports/run1 --n 20     # a run's output folder: no need to know its store
+      evalkit review new latest --n 30 --reviewers alice,bob,carol --overlap 2 --url http://review-box:8765
     """
     import shlex
 
     from ..review import create_session
-    from ..store import locate_run
+    from ..review.sessions import assign_reviewers, delete_session
+    from ..store import locate_run, store_display
 
     where, run = locate_run(run, store)
     store = str(where) if where is not None else None
+    names = [r.strip() for r in (reviewers or "").split(",") if r.strip()] if reviewers is not None else None
+    if names is not None and not 1 <= overlap <= len(names):
+        raise UserError(f"--overlap must be between 1 and the number of reviewers ({len(names)}), got {overlap}", where="--overlap")
+    base_url = _link_base(url) if names is not None else None
+    links: dict[str, str] = {}
     with _open_store(store) as st:
         made = create_session(
             st, run, model_a=a, model_b=b, n=n, seed=seed, stratify=stratify or (), suites=suite or (), prefer_different=prefer_different
         )
+        if names is not None:
+            try:
+                links = assign_reviewers(st, made.session.session_id, names, overlap, seed)
+            except UserError:
+                delete_session(st, made.session.session_id)  # nothing half made
+                raise
     s = made.session
     typer.echo(f"Review session of {s.n} pairs from run {s.run_id}: {s.model_a} vs {s.model_b}, sides shuffled per pair.")
     typer.echo(f"  {made.differing} pairs with differing outputs, {made.identical} identical; {made.available} items were eligible.")
@@ -83,35 +108,77 @@ def new_cmd(
         typer.echo("  per stratum: " + ", ".join(f"{k}: {v}" for k, v in sorted(made.strata.items())))
     if s.n < n:
         typer.echo(f"  only {s.n} eligible items, fewer than --n {n}.")
-    at = f" --store {shlex.quote(store)}" if store is not None else ""
-    typer.echo(f"  next: evalkit review serve {s.session_id} --reviewer YOUR_NAME{at}")
+    at = f" --store {shlex.quote(store_display(store))}" if store is not None else ""
+    if links:
+        typer.echo(f"  {len(links)} reviewers, each pair seen by {overlap}; private links (shown once; keep them private):")
+        for name, token in links.items():
+            typer.echo(f"    {terminal_safe(name):<20} {base_url}/r/{token}")
+        port = urlsplit(base_url or "").port or 80
+        typer.echo(f"  next: evalkit review serve {s.session_id} --host 0.0.0.0 --port {port}{at}")
+    else:
+        typer.echo(f"  next: evalkit review serve {s.session_id} --reviewer YOUR_NAME{at}")
     typer.echo(s.session_id)
+
+
+def _link_base(url: str | None) -> str:
+    if url is None:
+        import socket
+
+        return f"http://{socket.gethostname()}:8765"
+    u = urlsplit(url)
+    try:
+        u.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        u = u._replace(scheme="")
+    if u.scheme not in ("http", "https") or not u.hostname or u.query or u.fragment:
+        raise UserError("not a URL reviewers can open: expected http(s)://HOST[:PORT]", where="--url")
+    return url.rstrip("/")
 
 
 @review_app.command("serve")
 def serve_cmd(
     session: str = typer.Argument(..., help="Session id (or a unique prefix)."),
-    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0: any free port)."),
-    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Your name; without it the page asks for one."),
+    port: int = typer.Option(8765, "--port", help="Port to listen on (0: any free port)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host",
+        help="Address to listen on. 127.0.0.1 (default): this machine only. 0.0.0.0: the team's machines too (needs a session made with --reviewers).",
+    ),
+    public_url: Optional[str] = typer.Option(
+        None, "--public-url", help="The origin reviewers' browsers use when it differs from HOST:PORT (a TLS proxy: https://review.example)."
+    ),
+    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Single-user sessions: your name; without it the page asks for one."),
     open_browser: bool = typer.Option(False, "--open/--no-open", help="Open the page in the default browser."),
     store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
-    """Serve the review page for SESSION on 127.0.0.1 until Ctrl-C.
+    """Serve the review page for SESSION until Ctrl-C.
 
-    One pair at a time: keys 1-4 give the verdict (A better, B better, tie, both bad), a / b flip
-    "would ship" for a side, j / k move, r shows the reference, n opens the note. Every answer is
-    saved as it is given; reopening the page resumes. Several reviewers may use the same session
-    (each with their own name, e.g. http://127.0.0.1:8765/?reviewer=bob).
+    One pair at a time: keys 1-4 give the verdict (A better, B better, tie, both bad) and move on to
+    the next unanswered pair, a / b flip "would ship" for a side (before the verdict), j / k move,
+    r shows the reference, n opens the note. Every answer is saved as it is given; reopening the page
+    resumes.
+
+    A team session (made with --reviewers) serves every reviewer at once: each opens their private
+    link, sees only their own pairs and answers; a request without a valid link gets 401. A
+    single-user session stays on 127.0.0.1 (several names work: http://127.0.0.1:8765/?reviewer=bob).
 
     \b
     Example:
       evalkit review serve rs-1a2b3c4d5e --reviewer alice --open
+      evalkit review serve rs-1a2b3c4d5e --host 0.0.0.0 --port 8765     # a team session
     """
     from ..review import ReviewServer
 
     st = _open_store(store)
-    server = ReviewServer(st, session, port=port, reviewer=reviewer, quiet=True)
-    typer.echo(f"Reviewing session {server.session_id}: open {server.url}  (Ctrl-C to stop; answers are already saved)")
+    try:
+        server = ReviewServer(st, session, host=host, port=port, reviewer=reviewer, quiet=True, public_url=public_url)
+    except BaseException:
+        st.close()
+        raise
+    if server.team:
+        typer.echo(f"Serving team session {server.session_id} on {host}:{server.port}: each reviewer opens their private link "
+                   "(Ctrl-C to stop; answers are already saved)")
+    else:
+        typer.echo(f"Reviewing session {server.session_id}: open {server.url}  (Ctrl-C to stop; answers are already saved)")
     if open_browser:
         import webbrowser
 
@@ -121,7 +188,7 @@ def serve_cmd(
     except KeyboardInterrupt:
         typer.echo("stopped")
     finally:
-        server.httpd.server_close()
+        server.close()
         st.close()
 
 
@@ -260,15 +327,16 @@ def status_cmd(
     """
     import time as _time
 
-    from .._util.text import terminal_safe
     from ..review import get_session, reviewer_verdicts, session_pairs
+    from ..review.sessions import team
     from ..review.unblind import ADJUDICATION
 
     with _open_store(store) as st:
         s = get_session(st, session)
         pairs = session_pairs(st, s.session_id)
         verdicts = reviewer_verdicts(st, s.session_id)
-    per: dict[str, dict[str, float]] = {}
+        members = {m.reviewer: m for m in team(st, s.session_id)}
+    per: dict[str, dict[str, float]] = {name: {"answered": 0, "notes": 0, "last": 0.0} for name in members}
     answered: set[str] = set()
     adjudicated = 0
     for v in verdicts:
@@ -289,8 +357,41 @@ def status_cmd(
     typer.echo(f"{'reviewer':<20} {'answered':>9} {'left':>5} {'notes':>6}  last answer")
     for name, row in sorted(per.items()):
         when = _time.strftime("%Y-%m-%d %H:%M", _time.localtime(row["last"])) if row["last"] else "-"
-        line = f"{name:<20} {int(row['answered']):>5}/{len(pairs):<3} {len(pairs) - int(row['answered']):>5} {int(row['notes']):>6}  {when}"
+        m = members.get(name)
+        total = m.assigned if m is not None else len(pairs)  # a team member's share, or the whole session
+        link = "" if m is None else ("  (link revoked)" if m.revoked else "")
+        line = f"{name:<20} {int(row['answered']):>5}/{total:<3} {max(total - int(row['answered']), 0):>5} {int(row['notes']):>6}  {when}{link}"
         typer.echo(terminal_safe(line))
+
+
+@review_app.command("revoke")
+def revoke_cmd(
+    session: str = typer.Argument(..., help="The review session id (evalkit review list)."),
+    reviewer: str = typer.Argument(..., help="The reviewer whose private link stops working."),
+    reissue: bool = typer.Option(False, "--reissue", help="Give the reviewer a new link at once (the old one stops working)."),
+    url: Optional[str] = typer.Option(None, "--url", help="With --reissue: the address reviewers reach `review serve` at (default http://THIS_HOST:8765)."),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Revoke a reviewer's private link: from the next request on, it gets 401 (a running server too).
+
+    Their answers so far stay. With --reissue the reviewer gets a new link, printed once.
+
+    \b
+    Example:
+      evalkit review revoke rs-9f2130ee77 bob
+      evalkit review revoke rs-9f2130ee77 bob --reissue --url http://review-box:8765
+    """
+    from ..review import get_session
+    from ..review.sessions import revoke_reviewer
+
+    base = _link_base(url) if reissue else None
+    with _open_store(store) as st:
+        s = get_session(st, session)
+        token = revoke_reviewer(st, s.session_id, reviewer, reissue=reissue)
+    if token is None:
+        typer.echo(terminal_safe(f"revoked: {reviewer}'s link to session {s.session_id} no longer works"))
+    else:
+        typer.echo(terminal_safe(f"new link for {reviewer} (the old one no longer works): {base}/r/{token}"))
 
 
 def register(app: typer.Typer) -> None:

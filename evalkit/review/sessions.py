@@ -354,3 +354,97 @@ def save_verdicts(
             ],
         )
     return len(rows)
+
+
+# --- a team: reviewers with private links, each pair assigned to some of them ------------------
+
+
+@dataclass(frozen=True)
+class TeamMember:
+    reviewer: str
+    created: float
+    revoked: float | None
+    assigned: int
+
+
+def _hash_link(token: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _new_link(store: Store, session_id: str, reviewer: str) -> str:
+    """Mint a reviewer's private link token (random, 192 bits); only its hash is stored."""
+    token = secrets.token_urlsafe(24)
+    store.execute(
+        "INSERT INTO review_reviewers VALUES (?,?,?,?,NULL) ON CONFLICT (session_id, reviewer) DO UPDATE SET "
+        "token_hash = excluded.token_hash, created = excluded.created, revoked = NULL",
+        (session_id, reviewer, _hash_link(token), time.time()),
+    )
+    return token
+
+
+def assign_reviewers(store: Store, session_id: str, reviewers: Sequence[str], overlap: int, seed: int = 0) -> dict[str, str]:
+    """Give each pair of the session to ``overlap`` of ``reviewers``, balanced (assignment counts differ
+    by at most one) and fixed by ``seed``; returns each reviewer's private link token (shown once).
+    """
+    names = [clean_reviewer(r, where="--reviewers") for r in reviewers]
+    if len(set(names)) != len(names):
+        raise UserError("--reviewers names someone twice", where="--reviewers")
+    if not names:
+        raise UserError("--reviewers needs at least one name", where="--reviewers")
+    if not 1 <= overlap <= len(names):
+        raise UserError(f"--overlap must be between 1 and the number of reviewers ({len(names)}), got {overlap}", where="--overlap")
+    if team(store, session_id):
+        raise UserError(f"session {session_id} already has reviewers; `evalkit review revoke --reissue` gives one a new link", where="--reviewers")
+    rng = random.Random(f"evalkit-review-assign:{seed}")
+    load = {r: 0 for r in names}
+    rows: list[tuple[str, str, str]] = []
+    for p in session_pairs(store, session_id):
+        ties = {r: rng.random() for r in names}
+        chosen = sorted(names, key=lambda r: (load[r], ties[r]))[:overlap]
+        for r in chosen:
+            load[r] += 1
+            rows.append((session_id, p.token, r))
+    with store.transaction():
+        store.executemany("INSERT INTO review_assignments VALUES (?,?,?)", rows)
+        return {r: _new_link(store, session_id, r) for r in names}
+
+
+def team(store: Store, session_id: str) -> list[TeamMember]:
+    """The session's reviewers with links (empty for a single-user session)."""
+    counts = dict(store.execute("SELECT reviewer, COUNT(*) FROM review_assignments WHERE session_id = ? GROUP BY reviewer", (session_id,)))
+    return [TeamMember(r, c, rv, int(counts.get(r, 0)))
+            for r, c, rv in store.execute("SELECT reviewer, created, revoked FROM review_reviewers WHERE session_id = ? ORDER BY reviewer", (session_id,))]
+
+
+def reviewer_for_link(store: Store, session_id: str, token: str) -> str | None:
+    """The reviewer a private link token belongs to; None when it is unknown or revoked."""
+    if not token or len(token) > 200:
+        return None
+    rows = list(store.execute("SELECT reviewer FROM review_reviewers WHERE session_id = ? AND token_hash = ? AND revoked IS NULL",
+                              (session_id, _hash_link(token))))
+    return rows[0][0] if rows else None
+
+
+def assigned_tokens(store: Store, session_id: str, reviewer: str) -> set[str]:
+    return {t for (t,) in store.execute("SELECT token FROM review_assignments WHERE session_id = ? AND reviewer = ?", (session_id, reviewer))}
+
+
+def delete_session(store: Store, session_id: str) -> None:
+    """Remove a session and everything of it (a session whose creation could not finish)."""
+    with store.transaction():
+        for table in ("review_assignments", "review_reviewers", "review_verdicts", "review_results", "review_pairs", "review_sessions"):
+            store.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+
+
+def revoke_reviewer(store: Store, session_id: str, reviewer: str, *, reissue: bool = False) -> str | None:
+    """Revoke a reviewer's link at once (their answers stay); with ``reissue``, return a new link token."""
+    if reviewer not in {m.reviewer for m in team(store, session_id)}:
+        names = ", ".join(m.reviewer for m in team(store, session_id)) or "none: the session has no reviewer links"
+        raise UserError(f"'{reviewer}' is not a reviewer of session {session_id} (reviewers: {names})", where="REVIEWER")
+    with store.transaction():
+        if reissue:
+            return _new_link(store, session_id, reviewer)
+        store.execute("UPDATE review_reviewers SET revoked = ? WHERE session_id = ? AND reviewer = ?", (time.time(), session_id, reviewer))
+    return None

@@ -23,7 +23,7 @@ def request(server, method, path, body=None, headers=None):
     resp = conn.getresponse()
     data = resp.read()
     conn.close()
-    return resp.status, dict(resp.getheaders()), data
+    return resp.status, {k.title(): v for k, v in resp.getheaders()}, data  # header names are case-insensitive
 
 
 @pytest.fixture

@@ -18,10 +18,17 @@
     return new URLSearchParams(window.location.search);
   }
 
+  // A team session: the reviewer's private link is /r/<token>; the token goes in a header on every
+  // API call (never in a cookie, so another site cannot make the browser send it)
+  const link = /^\/r\/([A-Za-z0-9_-]+)$/.exec(window.location.pathname);
+  const linkToken = link ? link[1] : null;
+
   async function api(path, body) {
-    const opts = body === undefined ? {} : {
+    const headers = {};
+    if (linkToken) headers["X-Review-Token"] = linkToken;
+    const opts = body === undefined ? { headers: headers } : {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: Object.assign(headers, { "Content-Type": "application/json" }),
       body: JSON.stringify(body),
       keepalive: true,
     };
@@ -273,10 +280,10 @@
     window.addEventListener("pagehide", flushNote);
 
     try {
-      let reviewer = (params().get("reviewer") || "").trim();
+      let reviewer = linkToken ? "" : (params().get("reviewer") || "").trim();
       if (!reviewer) {
         const s = await api("/api/session");
-        reviewer = s.reviewer || window.localStorage.getItem("evalkit-review-name") || "";
+        reviewer = s.reviewer || (linkToken ? "" : window.localStorage.getItem("evalkit-review-name") || "");
       }
       if (reviewer) return await start(reviewer);
       $("name-form").hidden = false;
