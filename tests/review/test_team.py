@@ -175,3 +175,31 @@ def test_team_cli_new_status_revoke(store, capsys):
     assert len(list(store.execute("SELECT * FROM review_sessions"))) == before
     assert main(["review", "revoke", sid, "zed", "--store", db]) == 2
     assert "not a reviewer" in capsys.readouterr().err
+
+
+def test_cli_serve_a_team_on_all_interfaces(store, team_session):
+    """`review serve --host 0.0.0.0` for a team session (reached here over loopback); a single-user
+    session refuses to leave loopback, one line, exit 2.
+    """
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    sid, links = team_session
+    proc = subprocess.Popen([sys.executable, "-m", "evalkit.cli", "review", "serve", sid, "--host", "0.0.0.0", "--port", "0", "--store", str(store.path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        port = int(re.search(r"on 0\.0\.0\.0:(\d+)", line).group(1))
+        assert request(port, "GET", "/api/session")[0] == 401
+        status, _, data = request(port, "GET", "/api/session", token=links["carol"], headers={"Host": f"review-box:{port}"})
+        assert status == 200 and json.loads(data)["reviewer"] == "carol"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    single = create_session(store, make_run(store, 3), n=3).session.session_id
+    r = subprocess.run([sys.executable, "-m", "evalkit.cli", "review", "serve", single, "--host", "0.0.0.0", "--port", "0", "--store", str(store.path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "needs reviewer links" in r.stderr and len(r.stderr.strip().splitlines()) == 1
