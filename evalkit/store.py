@@ -683,7 +683,7 @@ def store_counts(st: Store) -> dict[str, int]:
     return {t: next(st.execute(f"SELECT COUNT(*) FROM {t}"))[0] for t in TABLE_KEYS}
 
 
-def copy_store(src: Store, dst: Store, *, chunk: int = 1000, progress: Callable[[str, int], None] | None = None) -> list[CopiedTable]:
+def copy_store(src: Store, dst: Store, *, chunk: int = 1000, progress: Callable[[int], None] | None = None) -> list[CopiedTable]:
     """Copy every row of ``src`` into ``dst`` (SQLite -> PostgreSQL, or back) in one transaction.
 
     Rows whose key ``dst`` holds already are left alone (``ON CONFLICT DO NOTHING``), so copying twice,
@@ -691,7 +691,8 @@ def copy_store(src: Store, dst: Store, *, chunk: int = 1000, progress: Callable[
     side's lossless encoding. Verified before the commit: every source row's key is in the destination,
     and each table grew by exactly the rows it did not have; otherwise nothing is committed.
     """
-    if src.dialect == dst.dialect and str(src.path) == str(dst.path):
+    same = (Path(src.path).resolve() == Path(dst.path).resolve()) if src.dialect == dst.dialect == "sqlite" else str(src.path) == str(dst.path)
+    if src.dialect == dst.dialect and same:
         raise UserError("the source and destination are the same store", where="DST")
     out: list[CopiedTable] = []
     with dst.transaction():
@@ -703,7 +704,7 @@ def copy_store(src: Store, dst: Store, *, chunk: int = 1000, progress: Callable[
             for i in range(0, len(rows), chunk):
                 dst._db.executemany(sql, rows[i : i + chunk])
                 if progress is not None:
-                    progress(table, min(len(rows), i + chunk))
+                    progress(len(rows[i : i + chunk]))
             at = [cols.index(k) for k in key]
             wanted = {tuple(r[j] for j in at) for r in rows}
             now = {tuple(r) for r in dst._db.execute(f"SELECT {', '.join(key)} FROM {table}")}

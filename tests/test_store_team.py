@@ -129,7 +129,7 @@ def test_store_copy_round_trip_sqlite_postgres_sqlite(tmp_path, loopback_api, pg
     # bad input: one line, exit 2, nothing written
     rc, out, err = finish(evalkit(["store", "copy", str(tmp_path / "none.db"), str(tmp_path / "x.db")], tmp_path))
     assert rc == 2 and "no store here" in err and not (tmp_path / "x.db").exists()
-    rc, out, err = finish(evalkit(["store", "copy", str(src), str(src)], tmp_path))
+    rc, out, err = finish(evalkit(["store", "copy", str(src), "./store.db"], tmp_path))  # the same file, spelled otherwise
     assert rc == 2 and "same store" in err
 
 

@@ -21,6 +21,7 @@ store_app = typer.Typer(
 def copy_cmd(
     src: str = typer.Argument(..., help="The store to copy from: a SQLite file, sqlite:///PATH or postgresql://[user@]host[:port]/db."),
     dst: str = typer.Argument(..., help="The store to copy into (created when it is a new SQLite file; a PostgreSQL database must exist)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar (it goes to stderr)."),
 ) -> None:
     """Copy a whole history (caches, runs, accepted flags, review sessions and verdicts) into another store.
 
@@ -32,11 +33,16 @@ def copy_cmd(
     Examples:  evalkit store copy .evalkit/store.db postgresql://ci@db.internal/evals
                evalkit store copy postgresql://ci@db.internal/evals backup.db
     """
-    from ..store import Store, copy_store, open_existing_store
+    from .._util.progress import progress_bar
+    from ..store import Store, copy_store, open_existing_store, store_counts
 
     with open_existing_store(src) as source, Store(dst) as target:
         typer.echo(f"copying {source.path} -> {target.path}", err=True)
-        result = copy_store(source, target)
+        bar = progress_bar(sum(store_counts(source).values()), "copy", not no_progress, unit="row", unit_scale=True)
+        try:
+            result = copy_store(source, target, progress=bar.update)
+        finally:
+            bar.close()
     width = max(len(c.table) for c in result)
     typer.echo(f"{'table':<{width}}  {'source':>8}  {'copied':>8}  {'already there':>13}")
     for c in result:
