@@ -67,17 +67,19 @@ class Database:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         raise NotImplementedError
 
+    _begin = "BEGIN"
+
     def begin(self) -> None:
-        raise NotImplementedError
+        self.raw.execute(self._begin)
 
     def commit(self) -> None:
-        raise NotImplementedError
+        self.raw.execute("COMMIT")
 
     def rollback(self) -> None:
-        raise NotImplementedError
+        self.raw.execute("ROLLBACK")
 
     def close(self) -> None:
-        raise NotImplementedError
+        self.raw.close()
 
     def has_table(self, name: str) -> bool:
         raise NotImplementedError
@@ -94,6 +96,7 @@ class Database:
 
 class SQLiteDatabase(Database):
     dialect = "sqlite"
+    _begin = "BEGIN IMMEDIATE"  # take the write lock now: writers queue instead of failing mid-transaction
 
     def __init__(self, path: Path):
         self.where = path
@@ -118,18 +121,6 @@ class SQLiteDatabase(Database):
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.raw.executemany(sql, ([self._arg(a) for a in r] for r in rows))
-
-    def begin(self) -> None:
-        self.raw.execute("BEGIN IMMEDIATE")
-
-    def commit(self) -> None:
-        self.raw.execute("COMMIT")
-
-    def rollback(self) -> None:
-        self.raw.execute("ROLLBACK")
-
-    def close(self) -> None:
-        self.raw.close()
 
     def has_table(self, name: str) -> bool:
         return bool(self.raw.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone())
@@ -199,18 +190,6 @@ class PostgresDatabase(Database):
                 cur.executemany(_pg_sql(sql), [[_pg_arg(a) for a in r] for r in rows])
         except self._psycopg.OperationalError as e:
             raise UserError(f"the PostgreSQL store failed: {_pg_message(e)}", where=self.where) from None
-
-    def begin(self) -> None:
-        self.raw.execute("BEGIN")
-
-    def commit(self) -> None:
-        self.raw.execute("COMMIT")
-
-    def rollback(self) -> None:
-        self.raw.execute("ROLLBACK")
-
-    def close(self) -> None:
-        self.raw.close()
 
     def has_table(self, name: str) -> bool:
         return bool(self.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?", (name,)))
