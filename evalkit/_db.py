@@ -202,8 +202,11 @@ class PostgresDatabase(Database):
         self.raw.execute("SELECT pg_advisory_xact_lock(727174)")  # evalkit's schema lock, one per database
 
     def ddl(self, sql: str) -> str:
-        # REAL is 4 bytes in PostgreSQL: timestamps and latencies need DOUBLE PRECISION; counts BIGINT
-        return re.sub(r"\bREAL\b", "DOUBLE PRECISION", re.sub(r"\bINTEGER\b", "BIGINT", sql))
+        # REAL is 4 bytes in PostgreSQL: timestamps and latencies need DOUBLE PRECISION; counts BIGINT.
+        # Text sorts by code point, as in SQLite, not by the server's locale: the same ORDER BY gives
+        # the same order (items, verdicts) on both stores.
+        sql = re.sub(r"\bREAL\b", "DOUBLE PRECISION", re.sub(r"\bINTEGER\b", "BIGINT", sql))
+        return re.sub(r"\bTEXT\b", 'TEXT COLLATE "C"', sql)
 
 
 def connect(location: str | Path) -> Database:

@@ -212,3 +212,16 @@ def test_postgres_store_url_forms(pg_database):
     url = pg_database.schema_url().replace("postgresql://", "postgresql+psycopg://")
     with Store(url) as st:  # SQLAlchemy's spelling works too
         assert st.dialect == "postgresql" and "pw" not in str(st.path)
+
+
+def test_text_sorts_by_code_point_on_both(store_url):
+    """ORDER BY gives the same order on SQLite and PostgreSQL (whatever the server's locale)."""
+    with Store(store_url) as st:
+        run = st.begin_run(name="n", config_path=None, config={}, out_dir=None)
+        ids = ["b", "B", "a", "_x", "a-2", "a_1", "Z", "é", "10", "9"]
+        st.save_run_items(run, [RunItem(run, "m", "mid", "s", "v", i, {"id": i}, "k", "o", None, {}) for i in ids])
+        assert [it.sample_id for it in st.run_items(run)] == sorted(ids)
+        if st.dialect == "postgresql":  # this machine's server sorts C.UTF-8 anyway: the columns say "C" whatever the locale
+            [(coll,)] = st.execute("SELECT collation_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                                   "AND table_name = 'run_items' AND column_name = 'sample_id'")
+            assert coll == "C"
