@@ -92,7 +92,8 @@ def demo_eval_config(base: Path, adapters: dict[str, Path], suites: list[Path], 
     format: schema-valid JSON on the held-out split (the base cannot);
     heldout-accuracy: the right field values, not only the right shape (exact match, JSON-normalised);
     beats-base: significantly more held-out items right than the base (paired, McNemar);
-    general-regressions: the general items the base gets right must stay right (at most 2 may flip);
+    general-regressions: the general items the base gets right must stay right (at most 5 of the 40 may
+      flip: a tolerance for the few a good candidate loses, which moves with the CPU's float kernels);
     adapter-applied: the candidate's outputs must differ from the base's (the silent no-op).
     """
     return {
@@ -111,7 +112,7 @@ def demo_eval_config(base: Path, adapters: dict[str, Path], suites: list[Path], 
             {"name": "heldout-accuracy", "metric": "pass_rate", "scorer": "exact_match", "suite": "demo-heldout", "min": 0.5},
             {"name": "beats-base", "metric": "pass_rate", "scorer": "exact_match", "suite": "demo-heldout", "vs": "baseline", "min": 0, "significant": 0.05},
             {"name": "general-regressions", "metric": "regressions", "scorer": "exact_match", "suite": "demo-regression",
-             "tag": "general", "vs": "baseline", "max": 2},
+             "tag": "general", "vs": "baseline", "max": 5},
             {"name": "adapter-applied", "metric": "adapter_applied"},
         ],
     }
