@@ -3,13 +3,18 @@
 The project's machines run PostgreSQL 15 on 127.0.0.1:5432 with trust auth; ``EVALKIT_TEST_PG`` names
 another server (a URL without the database: ``postgresql://user@host:port``). Each test gets its own
 schema in the session's database (``search_path`` in the URL), so tests never see each other's rows.
+Fixtures: ``pg_database`` (session), ``pg_url`` (a fresh store location on PostgreSQL), ``store_url``
+(parametrized: a SQLite file, then a PostgreSQL database).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Iterator
+
+import pytest
 
 SERVER = os.environ.get("EVALKIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 
@@ -53,9 +58,28 @@ class PgTestDatabase:
             con.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
-def session_database() -> Iterator[PgTestDatabase]:
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[PgTestDatabase]:
+    """This pytest session's own database on the local PostgreSQL server (dropped afterwards)."""
+    why = server_error()
+    if why is not None:
+        pytest.skip(why)
     db = PgTestDatabase()
     try:
         yield db
     finally:
         db.drop()
+
+
+@pytest.fixture
+def pg_url(pg_database: PgTestDatabase) -> str:
+    """A fresh, empty store location on PostgreSQL (its own schema in the session's database)."""
+    return pg_database.schema_url()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path: Path) -> str:
+    """A fresh store location, once a SQLite file and once a PostgreSQL database: the same tests run on both."""
+    if request.param == "sqlite":
+        return str(tmp_path / "s.db")
+    return request.getfixturevalue("pg_url")
