@@ -17,8 +17,8 @@ from . import __version__
 from ._util.fs import out_dir_option
 from ._util.limits import MAX_NEW_TOKENS_LIMIT
 from ._util.text import redact_userinfo, terminal_safe
+from .commands._options import STORE_HELP
 from .errors import UserError
-from .store import STORE_HELP
 
 app = typer.Typer(
     name="evalkit",

@@ -263,8 +263,6 @@ class RunItem:
 
 DEFAULT_STORE = Path(".evalkit") / "store.db"
 STORE_ENV = "EVALKIT_STORE"  # a store location for every command, as --store would give it
-STORE_HELP = ("The store: a SQLite file path, sqlite:///PATH, or postgresql://[user@]host[:port]/database (the password from "
-              "PGPASSWORD or ~/.pgpass). Default: $EVALKIT_STORE, else eval.yaml's store:, else .evalkit/store.db here.")
 
 
 def store_target(location: str | Path) -> str | Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.store import Store, store_counts
+from evalkit.types import Completion
 from tests.test_run import extractor, make_suite
 
 KEY = "sk-evalkit-test-SECRET-1234"
@@ -104,7 +105,7 @@ def test_store_copy_round_trip_sqlite_postgres_sqlite(tmp_path, loopback_api, pg
     rc, out, err = finish(evalkit(["review", "new", "latest", "--n", "4", "--store", str(src)], tmp_path))
     assert rc == 0, err
     with Store(src) as st:  # a hostile output, so the copy has to carry it losslessly
-        st.put_generations([("hostile", "m", "p", __import__("evalkit.types", fromlist=["Completion"]).Completion(text="nul\x00 \ud800 \uffff"))])
+        st.put_generations([("hostile", "m", "p", Completion(text="nul\x00 \ud800 \uffff"))])
         want_counts = store_counts(st)
         want_runs = [(r.run_id, r.status, r.accepted, r.summary) for r in st.list_runs()]
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from .._util.text import terminal_safe
-from ..store import STORE_HELP
+from ._options import STORE_HELP
 
 batches_app = typer.Typer(
     name="batches",

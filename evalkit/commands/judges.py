@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .._util.text import terminal_safe
-from ..store import STORE_HELP
+from ._options import STORE_HELP
 
 judges_app = typer.Typer(
     help=(

@@ -14,7 +14,7 @@ import typer
 from .._util.fs import out_dir_option, out_file_option
 from .._util.text import terminal_safe
 from ..errors import UserError
-from ..store import STORE_HELP
+from ._options import STORE_HELP
 
 runs_app = typer.Typer(
     name="runs",

@@ -12,7 +12,7 @@ import typer
 from .._util.fs import out_file_option
 from .._util.text import terminal_safe
 from ..errors import UserError
-from ..store import STORE_HELP
+from ._options import STORE_HELP
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -85,8 +85,6 @@ def new_cmd(
     where, run = locate_run(run, store)
     store = str(where) if where is not None else None
     names = [r.strip() for r in (reviewers or "").split(",") if r.strip()] if reviewers is not None else None
-    if names is not None and not 1 <= overlap <= len(names):
-        raise UserError(f"--overlap must be between 1 and the number of reviewers ({len(names)}), got {overlap}", where="--overlap")
     base_url = _link_base(url) if names is not None else None
     links: dict[str, str] = {}
     with _open_store(store) as st:

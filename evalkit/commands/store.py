@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
+
+from ._options import STORE_HELP
 
 store_app = typer.Typer(
     name="store",
@@ -53,7 +57,7 @@ def copy_cmd(
 
 @store_app.command("info")
 def info_cmd(
-    store: str = typer.Option(None, "--store", help="The store (default: $EVALKIT_STORE, else .evalkit/store.db here)."),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Where the store is, its dialect and schema version, and how many rows each table holds.
 

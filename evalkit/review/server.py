@@ -33,6 +33,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -154,13 +155,12 @@ def build_app(state: _State) -> Any:
             port = o.port or (443 if o.scheme == "https" else 80)
         except ValueError:
             return False
-        if state.public_origin is not None and origin.rstrip("/") == state.public_origin:
+        if state.public_origin is not None and origin.rstrip("/").lower() == state.public_origin:
             return True
-        server_port = request.url.port or (request.scope.get("server") or ("", 0))[1]
         if state.team:
             host = host_of(request)
             return o.scheme == "http" and bool(host) and f"{o.hostname}:{port}".lower() == (host if ":" in host else f"{host}:80").lower()
-        return o.scheme == "http" and o.hostname in _LOOPBACK and port == server_port
+        return o.scheme == "http" and o.hostname in _LOOPBACK and port == (request.scope.get("server") or ("", 0))[1]  # the bound port
 
     async def reviewer_of(request: Request, *, path_token: str | None = None) -> str | None:
         """Team mode: the reviewer the link token belongs to (401 otherwise). Single user: the name asked for."""
@@ -363,7 +363,7 @@ class ReviewServer:
         self._thread = threading.Thread(target=self._run, name="evalkit-review", daemon=True)
         self._thread.start()
         while not self._server.started and self._thread.is_alive():
-            threading.Event().wait(0.01)
+            time.sleep(0.01)
         return self.url
 
     def _run(self) -> None:
