@@ -13,8 +13,9 @@ store_app = typer.Typer(
     help=(
         "The store: generation and judgment caches, run history, accepted runs, review sessions. A SQLite file for one "
         "machine, or a PostgreSQL database a team's CI runners and reviewers share.\n\n"
-        "Examples:  evalkit store info --store postgresql://ci@db.internal/evals\n"
-        "           evalkit store copy .evalkit/store.db postgresql://ci@db.internal/evals"
+        "\b\nExamples:\n"
+        "  evalkit store info --store postgresql://ci@db.internal/evals\n"
+        "  evalkit store copy .evalkit/store.db postgresql://ci@db.internal/evals"
     ),
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -30,12 +31,15 @@ def copy_cmd(
     """Copy a whole history (caches, runs, accepted flags, review sessions and verdicts) into another store.
 
     Rows the destination already has (same key) are kept as they are, so a copy can be repeated or
-    merge two histories; it runs in one transaction and is checked by counts: each table's copied
-    rows plus those already there equal the source's, or nothing is written. A password comes from
-    PGPASSWORD or ~/.pgpass, never from a log: URLs are printed without it.
+    merge two histories. It runs in one transaction and is checked before the commit: every source
+    row's key is in the destination and each table grew by exactly the rows it lacked, or nothing is
+    written. A password comes from PGPASSWORD or ~/.pgpass, never from a log: URLs are printed
+    without it.
 
-    Examples:  evalkit store copy .evalkit/store.db postgresql://ci@db.internal/evals
-               evalkit store copy postgresql://ci@db.internal/evals backup.db
+    \b
+    Examples:
+      evalkit store copy .evalkit/store.db postgresql://ci@db.internal/evals
+      evalkit store copy postgresql://ci@db.internal/evals backup.db
     """
     from .._util.progress import progress_bar
     from ..store import Store, copy_store, open_existing_store, store_counts
@@ -51,7 +55,7 @@ def copy_cmd(
     typer.echo(f"{'table':<{width}}  {'source':>8}  {'copied':>8}  {'already there':>13}")
     for c in result:
         typer.echo(f"{c.table:<{width}}  {c.source:>8}  {c.copied:>8}  {c.present:>13}")
-    typer.echo(f"checked: every table's copied rows plus those already there equal the source's "
+    typer.echo(f"checked: every source row is in the destination, each table grew by the rows it lacked "
                f"({sum(c.copied for c in result)} rows copied, {sum(c.present for c in result)} already there)")
 
 
