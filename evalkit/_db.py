@@ -16,42 +16,36 @@ import re
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ._util.location import StoreLocation, is_postgres_url
 from ._util.text import encodable, terminal_safe
 from .errors import UserError
 
-_PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "postgres+psycopg")
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _MARK = "\uffff"
 
 
-def is_postgres_url(value: str) -> bool:
-    m = _SCHEME.match(value)
-    return m is not None and m.group(1).lower() in _PG_SCHEMES
-
-
 def libpq_url(value: str) -> str:
-    """The URL libpq takes: SQLAlchemy's ``postgresql+psycopg://`` spelling becomes ``postgresql://``."""
-    m = _SCHEME.match(value)
-    assert m is not None
-    return "postgresql://" + value[len(m.group(0)):]
+    """The URL libpq takes (checked strictly): SQLAlchemy's ``postgresql+psycopg://`` spelling becomes ``postgresql://``."""
+    try:
+        return StoreLocation.parse(value).url
+    except ValueError as e:
+        raise UserError(f"store: {e}") from None
 
 
 def display_url(value: str) -> str:
     """A PostgreSQL URL safe to print or store: the user stays, the password and secret options go."""
     try:
-        parts = urlsplit(libpq_url(value))
+        return StoreLocation.parse(value).display
     except ValueError:
         return re.sub(r"//[^/@\s]*@", "//***@", value)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}@{host}" if user else host
-    query = urlencode([(k, "***" if k.lower() in ("password", "passfile", "sslpassword") else v)
-                       for k, v in parse_qsl(parts.query, keep_blank_values=True)])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+class ConnectionLost(Exception):
+    """The connection to the database server went away (a restart, a failover, a network blip).
+
+    The store retries the whole transaction on a new connection (every write is an idempotent,
+    keyed transaction), so nothing is written twice; it gives up after its retry bound.
+    """
 
 
 class Database:
@@ -85,6 +79,10 @@ class Database:
         raise NotImplementedError
 
     def columns(self, table: str) -> set[str]:
+        raise NotImplementedError
+
+    def reconnect(self) -> None:
+        """A new connection after :class:`ConnectionLost` (a file database never loses it)."""
         raise NotImplementedError
 
     def lock_schema(self) -> None:
@@ -166,8 +164,9 @@ class PostgresDatabase(Database):
             raise missing_extra("a PostgreSQL store", "postgres", e) from None
         self.where = display_url(url)
         self._psycopg = psycopg
+        self._url, self._timeout = libpq_url(url), connect_timeout
         try:
-            self.raw = psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=connect_timeout, application_name="evalkit")
+            self.raw = self._connect()
         except psycopg.OperationalError as e:
             msg = _pg_message(e)
             hint = ""
@@ -177,19 +176,64 @@ class PostgresDatabase(Database):
                 hint = " (a password comes from PGPASSWORD or ~/.pgpass, never from a log)"
             raise UserError(f"cannot connect to the PostgreSQL store: {msg}{hint}", where=self.where) from None
 
+    def _connect(self) -> Any:
+        return self._psycopg.connect(self._url, autocommit=True, connect_timeout=self._timeout, application_name="evalkit")
+
+    def _lost(self, e: BaseException) -> bool:
+        """Whether ``e`` means the connection is gone (not a bad statement on a live one)."""
+        return isinstance(e, (self._psycopg.OperationalError, self._psycopg.InterfaceError)) and bool(self.raw.closed or self.raw.broken)
+
+    def _failed(self, e: BaseException) -> Exception:
+        if self._lost(e):
+            return ConnectionLost(_pg_message(e))
+        return UserError(f"the PostgreSQL store failed: {_pg_message(e)}", where=self.where)
+
+    def reconnect(self) -> None:
+        try:
+            self.raw.close()
+        except Exception:  # the old connection is dead either way
+            pass
+        try:
+            self.raw = self._connect()
+        except self._psycopg.OperationalError as e:  # still restarting ("the database system is starting up"), or down
+            raise ConnectionLost(_pg_message(e)) from None
+
+    def _run(self, statement: str) -> None:
+        try:
+            self.raw.execute(statement)
+        except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as e:
+            raise self._failed(e) from None
+
+    def begin(self) -> None:
+        self._run(self._begin)
+
+    def commit(self) -> None:
+        self._run("COMMIT")
+
+    def rollback(self) -> None:
+        if self.raw.closed or self.raw.broken:
+            return  # nothing to roll back: the server dropped the transaction with the connection
+        self._run("ROLLBACK")
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        except Exception:  # closing a dead connection must not hide the error that killed it
+            pass
+
     def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
         try:
             cur = self.raw.execute(_pg_sql(sql), [_pg_arg(a) for a in args])
             return [] if cur.description is None else [_pg_row(r) for r in cur.fetchall()]
-        except self._psycopg.OperationalError as e:
-            raise UserError(f"the PostgreSQL store failed: {_pg_message(e)}", where=self.where) from None
+        except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as e:
+            raise self._failed(e) from None
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         try:
             with self.raw.cursor() as cur:
                 cur.executemany(_pg_sql(sql), [[_pg_arg(a) for a in r] for r in rows])
-        except self._psycopg.OperationalError as e:
-            raise UserError(f"the PostgreSQL store failed: {_pg_message(e)}", where=self.where) from None
+        except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as e:
+            raise self._failed(e) from None
 
     def has_table(self, name: str) -> bool:
         return bool(self.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?", (name,)))

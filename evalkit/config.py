@@ -238,41 +238,18 @@ def check_http_url(url: str) -> None:
         raise ValueError("not a valid server URL: it contains whitespace")
 
 
-_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
-
-
 def store_location(value: str) -> str:
     """What a ``store:`` value names: a SQLite file, or a PostgreSQL URL (returned as given).
 
     As in SQLAlchemy, ``sqlite:///rel.db`` is a relative and ``sqlite:////abs.db`` an absolute
     path; a plain path is a file path; ``postgresql://[user@]host[:port]/db`` (also ``postgres://``,
-    ``postgresql+psycopg://``) is a PostgreSQL database. Any other scheme (mysql://, ...) is refused
-    with the supported forms, never taken as a folder name.
+    ``postgresql+psycopg://``) is a PostgreSQL database, checked strictly (``StoreLocation``). Any
+    other scheme (mysql://, ...) is refused with the supported forms, never taken as a folder name.
     """
-    from ._db import is_postgres_url
+    from ._util.location import StoreLocation
 
-    m = _URL_SCHEME.match(value)
-    if not m:
-        return value
-    scheme = m.group(1).lower()
-    if scheme == "sqlite":
-        rest = value[len(m.group(0)):]
-        if not rest.startswith("/") or len(rest) < 2:
-            raise ValueError("a SQLite store URL is sqlite:///relative.db or sqlite:////absolute.db")
-        return rest[1:]
-    if is_postgres_url(value):
-        from urllib.parse import urlsplit
-
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as e:
-            raise ValueError(f"not a valid PostgreSQL URL ({e}): expected postgresql://[user@]host[:port]/database") from None
-        if not parts.path.strip("/"):
-            raise ValueError("a PostgreSQL store URL names its database: postgresql://[user@]host[:port]/database")
-        return value
-    raise ValueError(f"unsupported store URL scheme '{scheme}': supported are a file path, sqlite:///PATH (SQLite) "
-                     "and postgresql://[user@]host[:port]/database (PostgreSQL)")
+    loc = StoreLocation.parse(value)
+    return value if loc.is_postgres else str(loc.path)
 
 
 class JudgeEntry(Strict):

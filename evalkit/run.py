@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any, Iterable, Sequence
 from . import __version__
 from ._db import is_postgres_url
 from ._util.fs import check_output_dir
-from ._util.text import encodable, redact_secrets, redact_url
+from ._util.text import encodable, redact_secrets, redact_url, terminal_safe
 from .config import EvalConfig, GateSpec, ModelEntry, RayOptions, load_eval_config, read_yaml
 from .data.suites import load_suite
 from .errors import ConfigError, UserError
@@ -602,6 +603,7 @@ def run_eval(
     warnings = list(plan.warnings)
     parity = parity_for_run(plan.cfg.parity, plan.config_path, plan.specs, list(plan.suites[0].samples), progress, warnings)
     store = Store(plan.store_location)
+    store.secrets = tuple(plan.secrets)  # configured API keys: never in a stored error
     engine = RayEngine(plan.ray) if plan.ray is not None and any(runs_on_cluster(s) for s in plan.specs) else None
     run_id: str | None = None
     gen_batches: list[dict[str, Any]] = []  # provider batches of API candidates (batch:)
@@ -644,7 +646,11 @@ def run_eval(
             # the run stops here (missing key, unreachable server, Ctrl-C, a bug): record why, so
             # `runs list` does not show it running forever; a rerun resumes from the store
             reason = e.one_line() if isinstance(e, UserError) else ("interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}")
-            store.fail_run(run_id, redact_secrets(reason, plan.secrets), status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+            try:
+                store.fail_run(run_id, redact_secrets(reason, plan.secrets), status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+            except UserError as lost:  # the store itself is gone (past its retry bound): say so, keep the first error
+                print(f"note: could not record the failure in the store: {terminal_safe(lost.one_line(), one_line=True)} "
+                      "(`runs list` shows the run as stopped once its heartbeat is stale)", file=sys.stderr)
         raise
     finally:
         if engine is not None:

@@ -13,16 +13,26 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from ._db import Database, connect, display_url, is_postgres_url
-from ._util.text import encodable, redact_url, terminal_safe
+from ._db import ConnectionLost, Database, connect, display_url, is_postgres_url
+from ._util.text import encodable, redact_secrets, redact_url, redact_userinfo, terminal_safe
 from .errors import UserError
 from .types import Completion
+
+T = TypeVar("T")
+
+
+class StoreUnavailable(UserError):
+    """The store's server stayed unreachable past the reconnect bound (``$EVALKIT_STORE_RETRY_S``)."""
+
+RETRY_ENV = "EVALKIT_STORE_RETRY_S"  # how long a lost PostgreSQL connection is retried (seconds)
+DEFAULT_RETRY_S = 60.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS generations (
@@ -276,8 +286,8 @@ def store_target(location: str | Path) -> str | Path:
         text = f"{m.group(1)}://{text[len(m.group(0)):]}"
     try:
         target = store_location(text)
-    except ValueError as e:
-        raise UserError(f"store: {e}", where=redact_url(text)) from None
+    except ValueError as e:  # a PostgreSQL URL's message shows it already, redacted
+        raise UserError(f"store: {e}", where=None if is_postgres_url(text) else redact_url(text)) from None
     return target if is_postgres_url(target) else Path(target)
 
 
@@ -340,6 +350,10 @@ class Store:
 
     def __init__(self, path: str | Path, *, create: bool = True):
         target = store_target(path)
+        self._in_tx = False
+        self.retry_s = _retry_seconds()
+        self.reconnects = 0  # connections re-made after a loss (a server restart), for tests and logs
+        self.secrets: tuple[str, ...] = ()  # configured API keys: never stored (see redact)
         self._db = connect(target)
         self.dialect = self._db.dialect
         #: where the store is, for messages: the SQLite file, or the URL without its password
@@ -362,7 +376,7 @@ class Store:
     def _version(self) -> int | None:
         if not self._db.has_table("meta"):
             return None
-        rows = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        rows = self._q("SELECT value FROM meta WHERE key = 'schema_version'")
         return int(rows[0][0]) if rows else None
 
     def _migrate(self) -> None:
@@ -375,14 +389,14 @@ class Store:
             return
         if version is not None and version > STORE_SCHEMA:
             raise UserError(f"the store was written by a newer evalkit (store schema {version}; this evalkit knows up to {STORE_SCHEMA}): upgrade evalkit", where=self.path)
-        with self._tx():
+        def _body() -> None:
             self._db.lock_schema()
             had_runs = self._db.has_table("runs")
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
-                    self._db.execute(self._db.ddl(stmt))
-            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            rows = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+                    self._q(self._db.ddl(stmt))
+            self._q("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            rows = self._q("SELECT value FROM meta WHERE key = 'schema_version'")
             # a store from before the meta table is schema 1; a new one starts at the newest schema
             version = int(rows[0][0]) if rows else (1 if had_runs else STORE_SCHEMA)
             if version > STORE_SCHEMA:
@@ -391,8 +405,9 @@ class Store:
                 if version < target:
                     step(self._db)
                     version = target
-            self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            self._q("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                              (str(version),))
+        self.write(_body)
 
     def schema_version(self) -> int:
         return self._version() or 1
@@ -412,22 +427,24 @@ class Store:
                   custom_ids: Sequence[str], status: str) -> None:
         """Record a submitted batch and the requests it carries, before anyone waits for it."""
         now = time.time()
-        with self._tx():
-            self._db.execute("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
+        def _body() -> None:
+            self._q("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
                              "requests = excluded.requests, updated = excluded.updated",
-                            (batch_id, provider, endpoint, base_url, api_key_env, status, len(custom_ids), None, now, now, None))
+                            (batch_id, provider, endpoint, redact_url(base_url) if base_url else base_url, api_key_env, status, len(custom_ids), None, now, now, None))
             self._db.executemany("INSERT INTO batch_requests VALUES (?,?,NULL) ON CONFLICT (custom_id, batch_id) DO NOTHING",
                                  [(c, batch_id) for c in sorted(custom_ids)])
+        self.write(_body)
 
     def update_batch(self, batch_id: str, status: str, counts: dict[str, Any] | None = None, *, ended: bool = False,
                      outcomes: dict[str, str] | None = None) -> None:
         now = time.time()
-        with self._tx():
-            self._db.execute("UPDATE batches SET status = ?, counts = COALESCE(?, counts), updated = ?, finished = COALESCE(finished, ?) WHERE id = ?",
-                            (status, _json(counts) if counts is not None else None, now, now if ended else None, batch_id))
+        def _body() -> None:
+            self._q("UPDATE batches SET status = ?, counts = COALESCE(?, counts), updated = ?, finished = COALESCE(finished, ?) WHERE id = ?",
+                            (self.redact(status), _json(counts) if counts is not None else None, now, now if ended else None, batch_id))
             if outcomes:
                 self._db.executemany("UPDATE batch_requests SET outcome = ? WHERE batch_id = ? AND custom_id = ?",
-                                    [(o, batch_id, c) for c, o in outcomes.items()])
+                                    [(self.redact(o), batch_id, c) for c, o in outcomes.items()])
+        self.write(_body)
 
     def open_batches_for(self, endpoint: str, custom_ids: Iterable[str]) -> dict[str, str]:
         """custom_id -> the newest batch of ``endpoint`` that carries it and may still answer it: in flight,
@@ -441,7 +458,7 @@ class Store:
             q = (f"SELECT r.custom_id, b.id, b.created FROM batch_requests r JOIN batches b ON b.id = r.batch_id "
                  f"WHERE b.endpoint = ? AND b.status NOT IN ({dead}) AND (r.outcome IS NULL OR r.outcome = 'ok') "
                  f"AND r.custom_id IN ({','.join('?' * len(chunk))})")
-            for cid, bid, created in self._db.execute(q, [endpoint, *BATCH_DEAD, *chunk]):
+            for cid, bid, created in self._q(q, [endpoint, *BATCH_DEAD, *chunk]):
                 if cid not in out or created > out[cid][0]:
                     out[cid] = (created, bid)
         return {c: b for c, (_, b) in out.items()}
@@ -455,7 +472,7 @@ class Store:
         elif active_only:
             q += " WHERE finished IS NULL"
         rows = []
-        for r in self._db.execute(q + " ORDER BY created", args):
+        for r in self._q(q + " ORDER BY created", args):
             rows.append({"id": r[0], "provider": r[1], "endpoint": r[2], "base_url": r[3], "api_key_env": r[4], "status": r[5], "requests": r[6],
                          "counts": json.loads(r[7]) if r[7] else {}, "created": r[8], "updated": r[9], "finished": r[10]})
         return rows
@@ -469,14 +486,14 @@ class Store:
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             q = f"SELECT key, text, finish_reason, tokens_in, tokens_out, latency_s FROM generations WHERE error IS NULL AND key IN ({','.join('?' * len(chunk))})"
-            for k, text, fr, ti, to, lat in self._db.execute(q, chunk):
+            for k, text, fr, ti, to, lat in self._q(q, chunk):
                 out[k] = Completion(text=text, finish_reason=fr, tokens_in=ti or 0, tokens_out=to or 0, latency_s=lat or 0.0)
         return out
 
     def put_generations(self, rows: Sequence[tuple[str, str, str, Completion]]) -> None:
         """Store ``(key, model_id, prompt_hash, completion)`` rows in one transaction."""
         now = time.time()
-        with self._tx():
+        def _body() -> None:
             # sorted keys: concurrent writers lock rows in one order, so they cannot deadlock
             self._db.executemany(
                 "INSERT INTO generations VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
@@ -484,11 +501,12 @@ class Store:
                 "tokens_out = excluded.tokens_out, latency_s = excluded.latency_s, error = excluded.error, created = excluded.created "
                 "WHERE generations.error IS NOT NULL",
                 [
-                    (k, mid, ph, c.text, c.finish_reason, c.tokens_in, c.tokens_out, c.latency_s, c.error, now)
+                    (k, mid, ph, c.text, c.finish_reason, c.tokens_in, c.tokens_out, c.latency_s, self.redact(c.error), now)
                     for k, mid, ph, c in sorted(rows, key=lambda r: r[0])
                 ],
             )
             self._beat()
+        self.write(_body)
 
     # --- judgments (the judge stage owns the payload format) ----------------------------------
 
@@ -498,32 +516,35 @@ class Store:
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             q = f"SELECT key, payload FROM judgments WHERE key IN ({','.join('?' * len(chunk))})"
-            for k, payload in self._db.execute(q, chunk):
+            for k, payload in self._q(q, chunk):
                 out[k] = json.loads(payload)
         return out
 
     def put_judgments(self, rows: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
         """Store ``(key, judge, payload)`` rows in one transaction."""
         now = time.time()
-        with self._tx():
+        def _body() -> None:
             self._db.executemany(
                 "INSERT INTO judgments (key, judge, payload, created, ok) VALUES (?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
                 "judge = excluded.judge, payload = excluded.payload, created = excluded.created, ok = excluded.ok "
                 "WHERE judgments.ok IS NULL OR judgments.ok = 0",
-                [(k, j, _json(p), now, int(p.get("verdict") is not None and not p.get("error"))) for k, j, p in sorted(rows, key=lambda r: r[0])],
+                [(k, j, self.redact(_json(p)), now, int(p.get("verdict") is not None and not p.get("error"))) for k, j, p in sorted(rows, key=lambda r: r[0])],
             )
             self._beat()
+        self.write(_body)
 
     # --- runs ---------------------------------------------------------------------------------
 
     def begin_run(self, *, name: str | None, config_path: str | None, config: dict[str, Any], out_dir: str | None) -> str:
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         now = time.time()
-        with self._tx():
-            self._db.execute(
-                "INSERT INTO runs (run_id, name, created, status, config_path, config, out_dir, owner, heartbeat) VALUES (?,?,?,?,?,?,?,?,?)",
+        def _body() -> None:
+            self._q(
+                "INSERT INTO runs (run_id, name, created, status, config_path, config, out_dir, owner, heartbeat) VALUES (?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (run_id) DO NOTHING",  # a retried transaction whose first commit did land
                 (run_id, name, now, "running", config_path, _json(config), out_dir, _owner(), now),
             )
+        self.write(_body)
         self._active_run, self._last_beat = run_id, now
         return run_id
 
@@ -531,46 +552,50 @@ class Store:
         """Refresh the active run's heartbeat (inside the caller's transaction)."""
         now = time.time()
         if self._active_run is not None and now - self._last_beat >= HEARTBEAT_S:
-            self._db.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ?", (now, self._active_run))
+            self._q("UPDATE runs SET heartbeat = ? WHERE run_id = ?", (now, self._active_run))
             self._last_beat = now
 
     def fail_run(self, run_id: str, reason: str, status: str = "failed") -> None:
         """A run that stopped before its reports: ``failed`` (or ``interrupted``) with the reason."""
-        with self._tx():
-            self._db.execute(
+        def _body() -> None:
+            self._q(
                 "UPDATE runs SET status = ?, reason = ?, finished = ? WHERE run_id = ? AND status = 'running'",
-                (status, reason, time.time(), run_id),
+                (status, self.redact(reason), time.time(), run_id),
             )
+        self.write(_body)
         if self._active_run == run_id:
             self._active_run = None
 
     def save_run_items(self, run_id: str, items: Sequence[RunItem]) -> None:
-        with self._tx():
-            self._db.execute("DELETE FROM run_items WHERE run_id = ?", (run_id,))
+        def _body() -> None:
+            self._q("DELETE FROM run_items WHERE run_id = ?", (run_id,))
             self._db.executemany(
                 "INSERT INTO run_items VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         run_id, it.model, it.model_id, it.suite, it.suite_version, it.sample_id,
-                        _json(it.sample), it.generation_key, it.output, it.error,
+                        _json(it.sample), it.generation_key, it.output, self.redact(it.error),
                         _json(it.scores),
                     )
                     for it in items
                 ],
             )
+        self.write(_body)
 
     def finish_run(self, run_id: str, summary: dict[str, Any], status: str) -> None:
-        with self._tx():
-            self._db.execute(
+        def _body() -> None:
+            self._q(
                 "UPDATE runs SET summary = ?, status = ?, finished = ? WHERE run_id = ?",
                 (_json(summary), status, time.time(), run_id),
             )
+        self.write(_body)
         if self._active_run == run_id:
             self._active_run = None
 
     def update_summary(self, run_id: str, summary: dict[str, Any], status: str | None = None) -> None:
-        with self._tx():
-            self._db.execute("UPDATE runs SET summary = ?, status = COALESCE(?, status) WHERE run_id = ?", (_json(summary), status, run_id))
+        def _body() -> None:
+            self._q("UPDATE runs SET summary = ?, status = COALESCE(?, status) WHERE run_id = ?", (_json(summary), status, run_id))
+        self.write(_body)
 
     def _row_to_run(self, row) -> RunRecord:
         run_id, name, created, finished, status, cpath, config, summary, out_dir, accepted, owner, heartbeat, reason = row
@@ -586,11 +611,11 @@ class Store:
     def get_run(self, run_id: str) -> RunRecord:
         """A run by id, or by a unique prefix of its id; ``latest`` is the newest finished run."""
         if run_id == "latest":
-            found = self._db.execute(f"SELECT {self._RUN_COLS} FROM runs WHERE status != 'running' ORDER BY created DESC LIMIT 1")
+            found = self._q(f"SELECT {self._RUN_COLS} FROM runs WHERE status != 'running' ORDER BY created DESC LIMIT 1")
             row = found[0] if found else None
         else:
             # a prefix match without LIKE, so '%' and '_' in user input are not wildcards
-            rows = self._db.execute(
+            rows = self._q(
                 f"SELECT {self._RUN_COLS} FROM runs WHERE substr(run_id, 1, CAST(? AS INTEGER)) = ? ORDER BY created", (len(run_id), run_id)
             )
             if len(rows) > 1:
@@ -604,11 +629,11 @@ class Store:
         return self._row_to_run(row)
 
     def list_runs(self, limit: int = 50) -> list[RunRecord]:
-        rows = self._db.execute(f"SELECT {self._RUN_COLS} FROM runs ORDER BY created DESC LIMIT ?", (limit,))
+        rows = self._q(f"SELECT {self._RUN_COLS} FROM runs ORDER BY created DESC LIMIT ?", (limit,))
         return [self._row_to_run(r) for r in rows]
 
     def run_items(self, run_id: str) -> list[RunItem]:
-        rows = self._db.execute(
+        rows = self._q(
             "SELECT run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, scores "
             "FROM run_items WHERE run_id = ? ORDER BY suite, sample_id, model",
             (run_id,),
@@ -619,8 +644,9 @@ class Store:
         ]
 
     def set_accepted(self, run_id: str, accepted: bool = True) -> None:
-        with self._tx():
-            self._db.execute("UPDATE runs SET accepted = ? WHERE run_id = ?", (1 if accepted else 0, run_id))
+        def _body() -> None:
+            self._q("UPDATE runs SET accepted = ? WHERE run_id = ?", (1 if accepted else 0, run_id))
+        self.write(_body)
 
     def last_accepted(self, name: str | None = None, before: str | None = None) -> RunRecord | None:
         q = f"SELECT {self._RUN_COLS} FROM runs WHERE accepted = 1"
@@ -631,38 +657,91 @@ class Store:
         if before is not None:
             q += " AND run_id != ?"
             args.append(before)
-        rows = self._db.execute(q + " ORDER BY created DESC LIMIT 1", args)
+        rows = self._q(q + " ORDER BY created DESC LIMIT 1", args)
         return self._row_to_run(rows[0]) if rows else None
 
     # --- plumbing -----------------------------------------------------------------------------
 
-    class _Tx:
-        """One write transaction (SQLite: BEGIN IMMEDIATE, so writers queue instead of failing)."""
+    def write(self, body: Callable[[], T]) -> T:
+        """Run ``body`` (statements through :meth:`execute` / :meth:`executemany`) as one write
+        transaction (SQLite: BEGIN IMMEDIATE, so writers queue instead of failing) and return what it
+        returns. On PostgreSQL a lost connection (a server restart, a failover) rolls it back and runs
+        it again on a new connection, for up to ``retry_s`` seconds: every write evalkit makes is a
+        keyed, idempotent transaction, so a retried one never writes anything twice.
+        """
+        if self._in_tx:
+            return body()  # already inside the caller's transaction
 
-        def __init__(self, db: Database):
-            self.db = db
+        def attempt() -> T:
+            self._in_tx = True
+            try:
+                self._db.begin()
+                try:
+                    out = body()
+                except BaseException:
+                    self._db.rollback()
+                    raise
+                self._db.commit()
+                return out
+            finally:
+                self._in_tx = False
 
-        def __enter__(self) -> None:
-            self.db.begin()
+        return self._retrying(attempt)
 
-        def __exit__(self, exc_type, *_) -> None:
-            if exc_type:
-                self.db.rollback()
-            else:
-                self.db.commit()
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """``fn()``, reconnecting and calling it again while the connection is lost, up to ``retry_s``."""
+        deadline = time.monotonic() + self.retry_s
+        delay, told = 0.2, False
+        while True:
+            try:
+                return fn()
+            except ConnectionLost as e:
+                lost = str(e)
+            while True:
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailable(f"lost the connection to the store and could not reconnect within {self.retry_s:.0f} s: "
+                                    f"{lost} (retry bound: ${RETRY_ENV})", where=self.path) from None
+                if not told:
+                    print(f"note: the store's connection was lost ({terminal_safe(lost, one_line=True)}); reconnecting "
+                          f"for up to {self.retry_s:.0f} s", file=sys.stderr, flush=True)
+                    told = True
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                try:
+                    self._db.reconnect()
+                    break
+                except ConnectionLost as e:
+                    lost = str(e)
+            self.reconnects += 1
 
-    def _tx(self) -> "Store._Tx":
-        return Store._Tx(self._db)
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        if self._in_tx:
+            return self._db.execute(sql, args)
+        return self._retrying(lambda: self._db.execute(sql, args))
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Iterator[tuple]:
-        """Portable SQL (``?`` placeholders), for stages that keep their own tables (review sessions)."""
-        return iter(self._db.execute(sql, args))
+        """Portable SQL (``?`` placeholders), for stages that keep their own tables (review sessions).
+        Outside :meth:`write`, a read rides through a lost connection as a write does.
+        """
+        if self._in_tx:
+            return iter(self._q(sql, args))
+        return iter(self._retrying(lambda: self._q(sql, args)))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        self._db.executemany(sql, rows)
+        rows = list(rows)
+        if self._in_tx:
+            self._db.executemany(sql, rows)
+        else:
+            self._retrying(lambda: self._db.executemany(sql, rows))
 
-    def transaction(self) -> "Store._Tx":
-        return self._tx()
+    def columns(self, table: str) -> set[str]:
+        if self._in_tx:
+            return self._db.columns(table)
+        return self._retrying(lambda: self._db.columns(table))
+
+    def redact(self, text: str | None) -> str | None:
+        """An error string as it may be stored: no URL credentials, no configured secret (API keys)."""
+        return None if text is None else redact_secrets(redact_userinfo(text), self.secrets)
 
 
 # --- moving a history between stores ------------------------------------------------------------
@@ -693,23 +772,46 @@ def copy_store(src: Store, dst: Store, *, chunk: int = 1000, progress: Callable[
     if src.dialect == dst.dialect and same:
         raise UserError("the source and destination are the same store", where="DST")
     out: list[CopiedTable] = []
-    with dst.transaction():
+    done = [0]
+
+    def _body() -> None:
+        out.clear()
+        if done[0] and progress is not None:
+            progress(-done[0])  # a lost connection restarts the copy: the bar starts over too
+        done[0] = 0
         for table, key in TABLE_KEYS.items():
-            cols = sorted(src._db.columns(table) & dst._db.columns(table))
-            rows = src._db.execute(f"SELECT {', '.join(cols)} FROM {table}")
-            had = {tuple(r) for r in dst._db.execute(f"SELECT {', '.join(key)} FROM {table}")}
+            cols = sorted(src.columns(table) & dst.columns(table))
+            rows = src._q(f"SELECT {', '.join(cols)} FROM {table}")
+            had = {tuple(r) for r in dst._q(f"SELECT {', '.join(key)} FROM {table}")}
             sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))}) ON CONFLICT DO NOTHING"
             for i in range(0, len(rows), chunk):
                 dst._db.executemany(sql, rows[i : i + chunk])
                 if progress is not None:
                     progress(len(rows[i : i + chunk]))
+                    done[0] += len(rows[i : i + chunk])
             at = [cols.index(k) for k in key]
             wanted = {tuple(r[j] for j in at) for r in rows}
-            now = {tuple(r) for r in dst._db.execute(f"SELECT {', '.join(key)} FROM {table}")}
+            now = {tuple(r) for r in dst._q(f"SELECT {', '.join(key)} FROM {table}")}
             present = len(wanted & had)
             copied = len(now) - len(had)
             if not wanted <= now or copied != len(wanted) - present:
                 raise UserError(f"copy check failed for {table}: {len(wanted - now)} source rows missing, {copied} added where "
                                 f"{len(wanted) - present} were expected; nothing was committed", where=dst.path)
             out.append(CopiedTable(table, len(rows), copied, present))
+
+    dst.write(_body)
     return out
+
+
+def _retry_seconds() -> float:
+    """``$EVALKIT_STORE_RETRY_S`` (how long a lost connection is retried), default 60 s."""
+    raw = os.environ.get(RETRY_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_RETRY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserError(f"${RETRY_ENV} must be a number of seconds, not {raw!r}") from None
+    if not value >= 0:
+        raise UserError(f"${RETRY_ENV} must be a number of seconds >= 0, not {raw!r}")
+    return value

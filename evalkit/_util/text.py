@@ -38,6 +38,27 @@ def terminal_safe(text: object, *, one_line: bool = False) -> str:
     return _CONTROL.sub("?", s)
 
 
+def visible_controls(text: str) -> str:
+    """``text`` with control characters made visible for a report: C0 controls (but tab and newline)
+    as their Unicode control pictures (ESC -> U+241B), DEL as U+2421, C1 controls and bidi overrides
+    as ``<U+XXXX>``, lone surrogates as U+FFFD. A report that is ``cat`` in a terminal then carries no
+    live escape sequence; the raw bytes stay in the store and items.jsonl.
+    """
+    s = _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+    if not _CONTROL.search(s):
+        return s
+    return _CONTROL.sub(_picture, s)
+
+
+def _picture(m: re.Match[str]) -> str:
+    c = ord(m.group(0))
+    if c < 0x20:
+        return chr(0x2400 + c)
+    if c == 0x7F:
+        return "\u2421"
+    return f"<U+{c:04X}>"
+
+
 def displayable(text: str) -> str:
     """``text`` that can be written as UTF-8: lone surrogates become U+FFFD (for pages and reports)."""
     return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._util.text import visible_controls
 from ..store import RunItem, Store
 from . import analysis, svg
 from .markdown import candidate_lines, plain_num, verdict_line
@@ -26,6 +27,8 @@ def _env():
         undefined=jinja2.ChainableUndefined,  # a summary missing a key (an older run) still renders
         trim_blocks=True,
         lstrip_blocks=True,
+        # every {{ }} string (names from a config, model output) shows its control characters as symbols
+        finalize=lambda v: visible_controls(v) if isinstance(v, str) else v,
     )
     env.filters["num"] = _num
     env.filters["pct"] = _pct
@@ -40,8 +43,8 @@ def clip(text: Any, limit: int = CLIP_CHARS) -> str:
     """Long untrusted text cut for the page (a 1 MB output would bloat the report); items.jsonl keeps it whole."""
     s = "" if text is None else str(text)
     if len(s) <= limit:
-        return s
-    return s[:limit] + f"\n… [{len(s) - limit:,} more characters not shown; the full text is in items.jsonl]"
+        return visible_controls(s)
+    return visible_controls(s[:limit]) + f"\n… [{len(s) - limit:,} more characters not shown; the full text is in items.jsonl]"
 
 
 _num = plain_num  # the template escapes; Markdown's own cell escaping is not wanted here

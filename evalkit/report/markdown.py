@@ -10,6 +10,8 @@ import html
 import math
 from typing import Any
 
+from .._util.text import visible_controls
+
 # GitHub's limit for a comment is 65,536 characters; stay well inside it.
 MAX_CHARS = 60_000
 
@@ -18,7 +20,7 @@ ICON = {"pass": "✅", "fail": "❌", "no_decision": "❔", "warn": "⚠️"}
 
 def cell(text: Any) -> str:
     """Safe inside a Markdown table cell: HTML-escaped, pipes and newlines neutralised."""
-    s = html.escape(str(text), quote=False)
+    s = html.escape(visible_controls(str(text)), quote=False)
     return s.replace("|", "\\|").replace("\r", " ").replace("\n", " ").replace("`", "'")
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -40,8 +41,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._util.text import terminal_safe
 from ..errors import UserError, missing_extra
-from ..store import Store
+from ..store import Store, StoreUnavailable
 from .sessions import (
     BlindPair,
     assigned_tokens,
@@ -96,13 +98,45 @@ class _State:
     lock: threading.Lock
 
 
+_MAX_DEPTH = 4  # the verdict is one flat object: anything nested deeper is refused before parsing
+
+
+def _json_depth(raw: bytes) -> int:
+    """The deepest nesting of ``[`` / ``{`` in a JSON text (strings skipped), without parsing it: a
+    60 KB ``[[[[...`` body must not reach the recursive parser.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 def _parse_verdict(raw: bytes) -> tuple[str, str | None, bool | None, bool | None, str, str]:
     """(pair token, verdict side, ship_a, ship_b, note, reviewer from the body) or ValueError."""
-    body = json.loads(raw or b"{}")
+    if _json_depth(raw) > _MAX_DEPTH:
+        raise ValueError("the body is nested too deeply (a verdict is one flat JSON object)")
+    try:
+        body = json.loads(raw or b"{}")
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"not JSON text: {type(e).__name__}") from None
     if not isinstance(body, dict):
         raise ValueError("expected an object")
     side = body.get("verdict")
-    if side not in _SIDE_TO_VERDICT:
+    if not (side is None or isinstance(side, str)) or side not in _SIDE_TO_VERDICT:
         raise ValueError("verdict must be a, b, tie, both_bad or null")
     ship_a, ship_b = body.get("ship_a"), body.get("ship_b")
     for s in (ship_a, ship_b):
@@ -111,7 +145,10 @@ def _parse_verdict(raw: bytes) -> tuple[str, str | None, bool | None, bool | Non
     note = body.get("note") or ""
     if not isinstance(note, str):
         raise ValueError("note must be text")
-    return str(body.get("token") or ""), side, ship_a, ship_b, note, str(body.get("reviewer") or "")
+    token, reviewer = body.get("token") or "", body.get("reviewer") or ""
+    if not isinstance(token, str) or not isinstance(reviewer, str):
+        raise ValueError("token and reviewer must be text")
+    return token, side, ship_a, ship_b, note, reviewer
 
 
 def build_app(state: _State) -> Any:
@@ -185,6 +222,9 @@ def build_app(state: _State) -> Any:
                 return await handler(request)
             except _Refused as e:
                 return as_json(e.status, {"error": e.message})
+            except StoreUnavailable as e:  # the store, past its reconnect bound: the client did nothing wrong
+                print(f"review server: {terminal_safe(e.one_line(), one_line=True)}", file=sys.stderr, flush=True)
+                return as_json(503, {"error": "the store is unavailable; try again in a moment"})
 
         return endpoint
 
@@ -246,9 +286,14 @@ def build_app(state: _State) -> Any:
             length = -1
         if length < 0 or length > _MAX_BODY:
             raise _Refused(413, "body too large")
-        raw = await request.body()
-        if len(raw) > _MAX_BODY:
-            raise _Refused(413, "body too large")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():  # a chunked body has no length: refuse it as soon as it passes the limit
+            size += len(chunk)
+            if size > _MAX_BODY:
+                raise _Refused(413, "body too large")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
             token, side, ship_a, ship_b, note, named = _parse_verdict(raw)
             if token not in state.by_token:
@@ -268,6 +313,8 @@ def build_app(state: _State) -> Any:
 
         try:
             done = await locked(save)
+        except StoreUnavailable:
+            raise
         except UserError as e:
             raise _Refused(400, e.message) from None
         n = len(await visible(who))

@@ -211,18 +211,19 @@ def create_session(
     session_id = "rs-" + secrets.token_hex(5)
     options = {"stratify": list(stratify), "suites": list(suites), "prefer_different": prefer_different}
     session = ReviewSession(session_id, record.run_id, time.time(), model_a, model_b, k, seed, options)
-    with store.transaction():
+    pair_rows = [
+        (session_id, i, secrets.token_urlsafe(12), suite, sid, side, int(same), stratum)
+        for i, ((suite, sid, same, stratum), side) in enumerate(zip(chosen, sides))
+    ]
+
+    def _body() -> None:  # keyed: a retry after a lost connection whose commit did land adds nothing
         store.execute(
-            "INSERT INTO review_sessions VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO review_sessions VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
             (session_id, record.run_id, session.created, model_a, model_b, k, seed, json.dumps(options)),
         )
-        store.executemany(
-            "INSERT INTO review_pairs VALUES (?,?,?,?,?,?,?,?)",
-            [
-                (session_id, i, secrets.token_urlsafe(12), suite, sid, side, int(same), stratum)
-                for i, ((suite, sid, same, stratum), side) in enumerate(zip(chosen, sides))
-            ],
-        )
+        store.executemany("INSERT INTO review_pairs VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", pair_rows)
+
+    store.write(_body)
     strata_counts: dict[str, int] = defaultdict(int)
     for c in chosen:
         strata_counts[c[3] or "(other)"] += 1
@@ -342,8 +343,7 @@ def save_verdicts(
         if len(note) > 20_000:
             raise UserError("a note is at most 20000 characters", where="note")
         clean_reviewer(reviewer)
-    with store.transaction():
-        store.executemany(
+    store.write(lambda: store.executemany(
             "INSERT INTO review_verdicts VALUES (?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT (session_id, token, reviewer) DO UPDATE SET verdict=excluded.verdict, "
             "ship_left=excluded.ship_left, ship_right=excluded.ship_right, note=excluded.note, "
@@ -352,7 +352,7 @@ def save_verdicts(
                 (session_id, tok, rev.strip(), v, None if sl is None else int(sl), None if sr is None else int(sr), note, source, now)
                 for tok, rev, v, sl, sr, note in rows
             ],
-        )
+        ))
     return len(rows)
 
 
@@ -406,9 +406,11 @@ def assign_reviewers(store: Store, session_id: str, reviewers: Sequence[str], ov
         for r in chosen:
             load[r] += 1
             rows.append((session_id, p.token, r))
-    with store.transaction():
-        store.executemany("INSERT INTO review_assignments VALUES (?,?,?)", rows)
+    def _body() -> dict[str, str]:
+        store.executemany("INSERT INTO review_assignments VALUES (?,?,?) ON CONFLICT DO NOTHING", rows)
         return {r: _new_link(store, session_id, r) for r in names}
+
+    return store.write(_body)
 
 
 def team(store: Store, session_id: str) -> list[TeamMember]:
@@ -433,9 +435,11 @@ def assigned_tokens(store: Store, session_id: str, reviewer: str) -> set[str]:
 
 def delete_session(store: Store, session_id: str) -> None:
     """Remove a session and everything of it (a session whose creation could not finish)."""
-    with store.transaction():
+    def _body() -> None:
         for table in ("review_assignments", "review_reviewers", "review_verdicts", "review_results", "review_pairs", "review_sessions"):
             store.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+
+    store.write(_body)
 
 
 def revoke_reviewer(store: Store, session_id: str, reviewer: str, *, reissue: bool = False) -> str | None:
@@ -443,8 +447,7 @@ def revoke_reviewer(store: Store, session_id: str, reviewer: str, *, reissue: bo
     if reviewer not in {m.reviewer for m in team(store, session_id)}:
         names = ", ".join(m.reviewer for m in team(store, session_id)) or "none: the session has no reviewer links"
         raise UserError(f"'{reviewer}' is not a reviewer of session {session_id} (reviewers: {names})", where="REVIEWER")
-    with store.transaction():
-        if reissue:
-            return _new_link(store, session_id, reviewer)
-        store.execute("UPDATE review_reviewers SET revoked = ? WHERE session_id = ? AND reviewer = ?", (time.time(), session_id, reviewer))
+    if reissue:
+        return store.write(lambda: _new_link(store, session_id, reviewer))
+    store.write(lambda: store.execute("UPDATE review_reviewers SET revoked = ? WHERE session_id = ? AND reviewer = ?", (time.time(), session_id, reviewer)))
     return None

@@ -286,12 +286,11 @@ def unblind(store: Store, session_id: str, *, max_unshippable: float = 2, per: i
         "warnings": warnings,
     }
     if save:
-        with store.transaction():
-            store.execute(
-                "INSERT INTO review_results VALUES (?,?,?,?) ON CONFLICT (session_id) DO UPDATE SET "
-                "run_id = excluded.run_id, created = excluded.created, result = excluded.result",
-                (session.session_id, session.run_id, time.time(), json.dumps(result, ensure_ascii=False)),
-            )
+        store.write(lambda: store.execute(
+            "INSERT INTO review_results VALUES (?,?,?,?) ON CONFLICT (session_id) DO UPDATE SET "
+            "run_id = excluded.run_id, created = excluded.created, result = excluded.result",
+            (session.session_id, session.run_id, time.time(), json.dumps(result, ensure_ascii=False)),
+        ))
     return result
 
 

@@ -198,3 +198,25 @@ def test_reproducibility_block_in_summary_html_footer_and_junit(tmp_path):
     assert props["evalkit.evalkit_version"] == rep.evalkit_version and props["evalkit.packages.torch"] == rep.packages["torch"]
     assert props["evalkit.suites.s"] == "abc123" and props["evalkit.rubrics.default"] == "def456" and props["schema_version"] == "2"
     assert "reproducibility" in json.loads((tmp_path / "summary.json").read_text())
+
+
+def test_control_characters_of_model_output_are_visible_in_the_reports_and_raw_in_items_jsonl(tmp_path):
+    """ESC / BEL / NUL / DEL / a C1 CSI in an output: inert in a browser, live in a terminal that cats
+    report.html or report.md; the reports show them as symbols, items.jsonl keeps the exact text.
+    """
+    nasty = "ok\x1b[2J\x1b]0;pwned\x07\x00\x7f\x9b31m\u202eend"
+    items = two_model_items([True, True], [True, False])
+    items.append(item("cand", "c0", {"fmt": ok(False)}, output=nasty, prompt="p\x1b[1m", reference="r\x08"))
+    items.append(item("base", "c0", {"fmt": ok(True)}, output="fine"))
+    results = G.evaluate_gates([gate(name="noreg", metric="regressions", scorer="fmt")], items=items, models=MODELS, baseline="base", candidates=["cand"])
+    summary = summary_for(items, [r.as_dict() for r in results], G.all_passed(results))
+    summary["models"]["cand\x1b[31m"] = {}  # a model name with an escape, as a hostile config could give
+    out = tmp_path / "out"
+    write_reports(out, summary, items, step_summary=False)
+    for name in ("report.html", "report.md"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert not any(c in text for c in "\x1b\x07\x00\x7f\x9b\x08\u202e"), name
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "ok\u241b[2J\u241b]0;pwned\u2407\u2400\u2421&lt;U+009B&gt;31m&lt;U+202E&gt;end" in page
+    raw = [json.loads(x) for x in (out / "items.jsonl").read_text().splitlines()]
+    assert nasty in [r["output"] for r in raw]
