@@ -18,13 +18,23 @@ if [ -z "${EVALKIT_NO_VLLM:-}" ]; then
   pip uninstall -y -q torchvision torchaudio torchcodec || true
 fi
 pip install -q -e ".[dev]" "transformers>=5.16.1,<5.20"
-# Debian's chromium for the browser tests (review page, HTML report); never `playwright install`.
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian's chromium for the browser tests (review page, HTML report; never `playwright install`) and
+# qemu-user for the cross-CPU reproducibility test (an emulated AMD AVX2 processor). Under CI=true a
+# package that cannot be installed fails the install: CI must not skip what it claims to test.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v qemu-x86_64 >/dev/null 2>&1 || missing+=(qemu-user)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "warning: could not install chromium; browser tests will be skipped" >&2
+    if ! (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null); then
+      if [ "${CI:-}" = true ]; then
+        echo "error: could not install ${missing[*]} (apt-get); CI needs them" >&2
+        exit 1
+      fi
+      echo "warning: could not install ${missing[*]}; their tests will be skipped" >&2
+    fi
   else
-    echo "note: install Debian's chromium (sudo apt-get install chromium) to run the browser tests" >&2
+    echo "note: install Debian's ${missing[*]} (sudo apt-get install ${missing[*]}) to run the browser and cross-CPU tests" >&2
   fi
 fi
 python -c "import evalkit, torch, transformers, peft; print('evalkit installed:', evalkit.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
