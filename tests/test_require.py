@@ -1,5 +1,6 @@
 """EVALKIT_REQUIRE (tests/support/require.py): a skip of a named component fails the run; other skips,
-and every skip without the variable, stay skips."""
+and every skip without the variable, stay skips.
+"""
 
 import os
 import subprocess
