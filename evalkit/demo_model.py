@@ -17,11 +17,13 @@ small does not learn in minutes. Any other text still tokenizes, character by ch
 
 Weights are saved in float32 (``config.json`` says ``"dtype": "float32"``); load with
 ``dtype="bfloat16"`` for parity with vLLM in bf16. The build is deterministic: seeded data, order and
-initialisation, one torch thread -> the same parameters give the same bytes (on the same CPU
-architecture and torch version).
+initialisation, one torch thread -> the same parameters give the same bytes on one machine; with the
+CPU kernels pinned (``evalkit._util.repro``) the same bytes on any x86-64 processor. evalkit ships the
+default build (``SHIPPED_BASE``, package data, built that way), so the demo never waits for it.
 
 Public API: ``build_tokenizer``, ``general_examples``, ``copy_examples``, ``extraction_examples``,
-``EXTRACTION_SCHEMA``, ``build_base``, ``demo_base``, ``RECIPE_VERSION``.
+``EXTRACTION_SCHEMA``, ``build_base``, ``demo_base``, ``shipped_base``, ``differs_from_shipped``,
+``RECIPE_VERSION``.
 """
 
 from __future__ import annotations
@@ -55,11 +57,14 @@ __all__ = [
     "extraction_examples",
     "build_base",
     "demo_base",
+    "shipped_base",
+    "differs_from_shipped",
+    "SHIPPED_BASE",
     "cache_root",
 ]
 
 # Bump whenever anything below changes what build_base produces (cache keys include it).
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "<|end|>", "<unk>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
@@ -96,12 +101,13 @@ EXTRACTION_SCHEMA: dict[str, Any] = {
 }
 
 # The defaults of build_base; demo_base caches exactly this build.
-DEFAULT_BUILD: dict[str, Any] = {"steps": 900, "seed": 0, "hidden": 128, "layers": 4}
+DEFAULT_BUILD: dict[str, Any] = {"steps": 2000, "seed": 0, "hidden": 128, "layers": 4}
 COPY_FRACTION = 0.4  # share of the pretraining examples that are copying tasks
 _HEAD_DIM = 32  # vLLM's CPU attention supports head sizes 32, 64, ...
 _BATCH = 32
 _LR = 3e-3
 _MAX_POSITIONS = 512
+_POOL_CAP = 32000  # distinct pretraining examples, cycled in a seeded order
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,7 +452,7 @@ def _build(out: Path, *, steps: int, seed: int, hidden: int, layers: int, progre
     config = _llama_config(tokenizer, hidden, layers)
 
     # A pool of distinct-enough examples, cycled in a seeded order.
-    pool = _encode(tokenizer, pretraining_examples(min(max(steps, 1) * _BATCH, 8000), seed))
+    pool = _encode(tokenizer, pretraining_examples(min(max(steps, 1) * _BATCH, _POOL_CAP), seed))
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
@@ -533,15 +539,59 @@ def _is_complete(path: Path) -> bool:
     return all((path / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json", "evalkit_recipe.json"))
 
 
-def demo_base(cache_dir: Path | None = None, *, progress: bool = True) -> Path:
-    """The default demo base, built once and cached at ``<cache>/demo-base-<hash>`` (cache: the
-    argument, else ``$EVALKIT_CACHE``, else ``~/.cache/evalkit``). Built in a temporary folder and
-    renamed into place, so a build killed half-way never leaves a broken cache entry.
+# The default build as evalkit ships it (package data): built by this recipe with the kernels pinned
+# (evalkit._util.repro), so every x86-64 machine gets the same bytes, and no first run waits minutes.
+SHIPPED_BASE = Path(__file__).resolve().parent / "demo_assets" / "base"
+_CHECKPOINT_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                     "chat_template.jinja", "evalkit_recipe.json")
+
+
+def _recipe_of(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "evalkit_recipe.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def shipped_base() -> Path | None:
+    """The shipped default base, or None when it is missing or built by another recipe or build."""
+    if not _is_complete(SHIPPED_BASE):
+        return None
+    recipe = _recipe_of(SHIPPED_BASE)
+    wanted = {"recipe_version": RECIPE_VERSION, **DEFAULT_BUILD}
+    return SHIPPED_BASE if all(recipe.get(k) == v for k, v in wanted.items()) else None
+
+
+def differs_from_shipped(path: Path) -> list[str]:
+    """The checkpoint files of ``path`` whose bytes differ from the shipped base's (all of them
+    when there is no shipped base).
     """
+    shipped = shipped_base()
+    if shipped is None:
+        return list(_CHECKPOINT_FILES)
+    out = []
+    for name in _CHECKPOINT_FILES:
+        a, b = path / name, shipped / name
+        if not (a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()):
+            out.append(name)
+    return out
+
+
+def demo_base(cache_dir: Path | None = None, *, progress: bool = True, rebuild: bool = False) -> Path:
+    """The default demo base: the shipped one (package data) unless ``rebuild``; otherwise built
+    once by the recipe and cached at ``<cache>/demo-base-<hash>`` (cache: the argument, else
+    ``$EVALKIT_CACHE``, else ``~/.cache/evalkit``). ``rebuild`` builds anew even when cached. Built
+    in a temporary folder and renamed into place, so a build killed half-way never leaves a broken
+    cache entry.
+    """
+    if not rebuild and cache_dir is None:
+        shipped = shipped_base()
+        if shipped is not None:
+            return shipped
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     key = stable_hash({"recipe_version": RECIPE_VERSION, **DEFAULT_BUILD})
     final = root / f"demo-base-{key}"
-    if _is_complete(final):
+    if _is_complete(final) and not rebuild:
         return final
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".demo-base-{key}-", dir=root))
@@ -549,8 +599,8 @@ def demo_base(cache_dir: Path | None = None, *, progress: bool = True) -> Path:
         build_base(tmp, progress=progress, **DEFAULT_BUILD)
         if not _is_complete(tmp):
             raise RuntimeError(f"demo base build in {tmp} is incomplete")
-        if final.exists() and not _is_complete(final):
-            shutil.rmtree(final, ignore_errors=True)  # left by something other than this code
+        if final.exists() and (rebuild or not _is_complete(final)):
+            shutil.rmtree(final, ignore_errors=True)  # replaced by the rebuild, or left broken by something else
         try:
             os.rename(tmp, final)
         except OSError:

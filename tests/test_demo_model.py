@@ -199,3 +199,30 @@ def test_demo_base_killed_mid_build_leaves_no_cache_entry(tmp_path, monkeypatch,
     with pytest.raises(KeyboardInterrupt):
         demo_base(tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_shipped_base_is_this_recipe_and_the_default(monkeypatch, tmp_path):
+    """Evalkit ships the default build (package data): demo_base() returns it without building, and a
+    recipe change without a reshipped base falls back to building (never a stale base).
+    """
+    shipped = demo_model.shipped_base()
+    assert shipped is not None, "the recipe changed: rebuild the base with pinned kernels and ship it (README, 'The demo base model')"
+    recipe = json.loads((shipped / "evalkit_recipe.json").read_text())
+    assert {k: recipe[k] for k in demo_model.DEFAULT_BUILD} == demo_model.DEFAULT_BUILD and recipe["torch_threads"] == 1
+    monkeypatch.setattr(demo_model, "build_base", lambda *a, **k: pytest.fail("built although a base is shipped"))
+    assert demo_base(progress=False) == shipped
+    monkeypatch.setattr(demo_model, "RECIPE_VERSION", "test-bump")
+    assert demo_model.shipped_base() is None
+
+
+def test_differs_from_shipped_compares_every_checkpoint_file_byte_for_byte(tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_model.SHIPPED_BASE, copy)
+    assert demo_model.differs_from_shipped(copy) == []
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    (copy / "tokenizer.json").unlink()
+    assert demo_model.differs_from_shipped(copy) == ["model.safetensors", "tokenizer.json"]

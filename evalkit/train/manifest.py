@@ -73,6 +73,10 @@ class CandidateManifest(_Part):
     config: dict[str, Any] = Field(default_factory=dict)
     metrics: TrainMetrics = Field(default_factory=TrainMetrics)
     device: str | None = None
+    # what decides the adapter's bits beyond the config and data: the trainer's numerics revision
+    # (2: the adapter trains in the config's dtype, not TRL's bf16) and whether the CPU kernels
+    # were pinned (evalkit._util.repro): a candidate is reused only when both match
+    numerics: dict[str, Any] = Field(default_factory=dict)
     evalkit_version: str = ""
     git_commit: str | None = None
     libraries: dict[str, str] = Field(default_factory=dict)

@@ -113,6 +113,24 @@ def resolve_dtype(cfg: TrainConfig, device: str) -> str:
     return "bfloat16" if native else "float32"
 
 
+
+def _adapter_in_compute_dtype(model, dtype: str) -> None:
+    """Keep the trainable (LoRA) weights in the compute dtype the config resolved to.
+
+    TRL casts a quantized model's adapter to bfloat16 whatever the config says (the QLoRA paper's
+    recipe). With ``dtype: float32`` that is wrong twice: the adapter is not what the manifest
+    claims, and bf16 matmuls on the CPU go through oneDNN kernels whose results depend on the
+    processor (AMX, AVX512-BF16 or AVX2 emulation), so the same config trained different adapters
+    on different machines. bf16 and fp16 configs keep TRL's cast.
+    """
+    if dtype != "float32":
+        return
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.to(torch.float32)
+
 def check_base_dir(base: str | Path) -> Path:
     """A base checkpoint directory with a config.json; refuse already-quantized checkpoints for merging."""
     p = Path(base)
@@ -322,11 +340,22 @@ def _reusable(out_dir: Path, cfg: TrainConfig, base_hash: str, data: TrainingDat
     if old is None or not (out_dir / "adapter_config.json").is_file():
         return None
     same = (
-        old.get("config") == cfg.identity()
+        old.get("numerics") == _numerics()
+        and old.get("config") == cfg.identity()
         and old.get("base", {}).get("hash") == base_hash
         and old.get("data", {}).get("identity") == _data_identity(data)
     )
     return old if same else None
+
+
+# Bump when the trainer changes the bits a config trains to (2: adapters in the config's dtype).
+NUMERICS_REVISION = 2
+
+
+def _numerics() -> dict[str, Any]:
+    from .._util.repro import kernels_pinned
+
+    return {"revision": NUMERICS_REVISION, "kernels_pinned": kernels_pinned()}
 
 
 def _hash_of(path: Path, *, adapter: bool) -> str:
@@ -460,6 +489,7 @@ def _train_loaded(
             )
             trainer.remove_callback(PrinterCallback)
             trainer.remove_callback(ProgressCallback)
+            _adapter_in_compute_dtype(trainer.model, resolve_dtype(cfg, device))
             trainer.train()
         peft_model = trainer.model
         restored_from = None
@@ -536,6 +566,7 @@ def _train_loaded(
             "step_time_s": round(statistics.median(monitor.step_times[1:] or monitor.step_times), 4) if monitor.step_times else None,
         },
         "device": _device_description(device),
+        "numerics": _numerics(),
         "evalkit_version": __version__,
         "git_commit": git_commit(Path(__file__).parent),
         "libraries": library_versions(),
