@@ -17,7 +17,7 @@ if [ -z "${EVALKIT_NO_VLLM:-}" ]; then
   # It drags in torchvision/torchaudio/torchcodec built for another torch; they break transformers imports.
   pip uninstall -y -q torchvision torchaudio torchcodec || true
 fi
-pip install -q -e ".[dev]" "transformers>=5.16.1,<5.20"
+pip install -q -e ".[dev,docs]" "transformers>=5.16.1,<5.20"
 # Debian's chromium for the browser tests (review page, HTML report; never `playwright install`) and
 # qemu-user for the cross-CPU reproducibility test (an emulated AMD AVX2 processor). Under CI=true a
 # package that cannot be installed fails the install: CI must not skip what it claims to test.
