@@ -5,7 +5,6 @@ Unknown keys are errors (``extra="forbid"``). Precedence: defaults < file < CLI 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -14,8 +13,9 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ._util.fs import read_json, read_utf8  # noqa: F401 - re-exported: the config readers' home was here
 from ._util.limits import MAX_NEW_TOKENS_LIMIT
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -423,28 +423,6 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
     except DuplicateKey as d:
         raise ConfigError(f"key '{d.key}' appears twice (lines {d.first} and {d.second}); remove one", where=p, line=d.second) from None
     return data, lines
-
-
-def read_utf8(path: Path) -> str:
-    """A text file that must be UTF-8, without NUL bytes; the error names the line of the first bad byte."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise ConfigError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); save the file as UTF-8", where=path, line=line) from None
-    nul = raw.find(b"\x00")
-    if nul >= 0:
-        raise ConfigError("contains a NUL byte; this is a text file", where=path, line=raw.count(b"\n", 0, nul) + 1)
-    return text
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file (strict UTF-8, no NUL); a syntax error names the file and line."""
-    try:
-        return json.loads(read_utf8(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e.msg}", where=path, line=e.lineno) from None
 
 
 def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:

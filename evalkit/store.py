@@ -277,7 +277,7 @@ STORE_ENV = "EVALKIT_STORE"  # a store location for every command, as --store wo
 
 def store_target(location: str | Path) -> str | Path:
     """What a store value names: a PostgreSQL URL (kept as text) or a SQLite file path."""
-    from .config import store_location
+    from ._util.location import StoreLocation
 
     text = str(location)
     # Path() folds "postgresql://h/db" into "postgresql:/h/db": catch that form too
@@ -285,10 +285,10 @@ def store_target(location: str | Path) -> str | Path:
     if m and not text.startswith(m.group(0) + "/") and m.group(1).lower() != "sqlite":
         text = f"{m.group(1)}://{text[len(m.group(0)):]}"
     try:
-        target = store_location(text)
+        loc = StoreLocation.parse(text)
     except ValueError as e:  # a PostgreSQL URL's message shows it already, redacted
         raise UserError(f"store: {e}", where=None if is_postgres_url(text) else redact_url(text)) from None
-    return target if is_postgres_url(target) else Path(target)
+    return text if loc.is_postgres else Path(str(loc.path))
 
 
 def store_display(location: str | Path) -> str:
@@ -328,7 +328,7 @@ def locate_run(run: str, store: str | Path | None) -> tuple[str | Path | None, s
         return store, run
     if not summary_file.is_file():
         raise UserError("not a run's output folder: it has no summary.json", where=p)
-    from .config import read_json
+    from ._util.fs import read_json
 
     data = read_json(summary_file)
     run_id = data.get("run_id") if isinstance(data, dict) else None

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping
 
-from ..errors import UserError
+from ..errors import ConfigError, DataError, UserError
 
 
 def default_file_mode() -> int:
@@ -118,3 +118,24 @@ def write_files_atomic(folder: str | Path, files: Mapping[str, str]) -> list[Pat
             tmp.unlink(missing_ok=True)
         raise
 
+
+def read_utf8(path: Path) -> str:
+    """A text file that must be UTF-8, without NUL bytes; the error names the line of the first bad byte."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); save the file as UTF-8", where=path, line=line) from None
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise ConfigError("contains a NUL byte; this is a text file", where=path, line=raw.count(b"\n", 0, nul) + 1)
+    return text
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file (strict UTF-8, no NUL); a syntax error names the file and line."""
+    try:
+        return json.loads(read_utf8(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg}", where=path, line=e.lineno) from None

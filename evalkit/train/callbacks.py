@@ -13,7 +13,7 @@ from typing import Any, Callable
 from transformers import TrainerCallback
 
 from .config import TrainConfig
-from .trainer import LossPoint
+from .losses import LossPoint
 
 WarnFn = Callable[[str], None]
 

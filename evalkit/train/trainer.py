@@ -29,19 +29,10 @@ from ..errors import ConfigError, UserError, missing_extra
 from ..models.hf_bars import library_progress_bars
 from .config import VLLM_LORA_RANKS, TrainConfig, load_train_config
 from .data import TrainingData, prepare_data, prompt_hash
+from .losses import LossPoint
 from .manifest import CANDIDATE_FILE, MANIFEST_VERSION, CandidateManifest, git_commit, library_versions, load_candidate, write_candidate
 
 WarnFn = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class LossPoint:
-    step: int
-    epoch: float
-    loss: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {"step": self.step, "epoch": round(self.epoch, 4), "loss": self.loss}
 
 
 @dataclass(frozen=True)
