@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ._util.fs import read_json, read_utf8  # noqa: F401 - re-exported: the config readers' home was here
 from ._util.limits import MAX_NEW_TOKENS_LIMIT
 from .errors import ConfigError
+from .registries import backend_kind, backend_names, metric_names  # the one list of names: config imports no stage
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -85,8 +86,6 @@ class ModelEntry(Strict):
     @field_validator("backend")
     @classmethod
     def _registered_backend(cls, v: str) -> str:
-        from .models import backend_names  # the registry is the one list of names
-
         if v not in backend_names():
             raise ValueError(f"unknown backend '{v}' (known: {', '.join(backend_names())})")
         return v
@@ -117,9 +116,7 @@ class ModelEntry(Strict):
 
     @model_validator(mode="after")
     def _check_backend_fields(self) -> "ModelEntry":
-        from .models import backend_info
-
-        local = backend_info(self.backend).local_weights
+        local = backend_kind(self.backend).local_weights
         if local and not self.path:
             raise ValueError(f"backend {self.backend} needs 'path' (a local checkpoint directory)")
         if not local and not self.model:
@@ -159,8 +156,6 @@ class GateSpec(Strict):
     @field_validator("metric")
     @classmethod
     def _registered_metric(cls, v: str) -> str:
-        from .gates import metric_names  # the registry is the one list of names
-
         if v not in metric_names():
             raise ValueError(f"unknown metric '{v}' (known: {', '.join(metric_names())})")
         return v

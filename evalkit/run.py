@@ -18,12 +18,12 @@ from typing import Any, Iterable, Sequence
 from . import __version__
 from ._db import is_postgres_url
 from ._util.fs import check_output_dir
+from ._util.hf_bars import library_progress_bars
 from ._util.text import encodable, redact_secrets, redact_url, terminal_safe
 from .config import EvalConfig, GateSpec, ModelEntry, RayOptions, load_eval_config, read_yaml
 from .data.suites import load_suite
 from .errors import ConfigError, UserError
 from .models import GenerationRequest, backend_info, checkpoint_dtype, fingerprint, group_key, open_backend
-from .models.hf_bars import library_progress_bars
 from .models.ray_engine import RayEngine, ReplicaPool, display_address, runs_on_cluster, using
 from .record import Calls, Errors, MetricRow, ModelInfo, RunSummary, SuiteInfo, Timing, reproducibility
 from .scoring.validators import build_validator
@@ -595,7 +595,7 @@ def run_eval(
 ) -> RunResult:
     """Plan -> generate (cached, resumable) -> score -> judge -> record and gates -> store -> reports."""
     from .gates import regate_run
-    from .models.parity import parity_for_run
+    from .parity import parity_for_run
     from .report import console_summary, write_reports
 
     t_start = time.perf_counter()

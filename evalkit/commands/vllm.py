@@ -53,7 +53,7 @@ def check_parity_cmd(
         evalkit check-parity --base models/base --adapter cand1=runs/cand1 \\
             --adapter cand2=runs/cand2 --suite suites/regression -n 8 --max-new-tokens 32
     """
-    from ..models.parity import DEFAULT_PROMPTS, check_parity, prompts_from_suite
+    from ..parity import DEFAULT_PROMPTS, check_parity, prompts_from_suite
 
     adapters = _parse_adapters(adapter)
     if dtype not in ("bfloat16", "float16", "float32"):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import ConfigError, UserError, missing_extra
+from ..registries import backend_kind, backend_names
 from ..types import ModelSpec
 from .base import Backend, GenerationRequest, ProgressFn
 
@@ -23,12 +24,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BackendInfo:
-    """What the run stage may ask of a backend kind without opening one (the registry's entry).
-
-    ``local_weights``: it loads a checkpoint folder (fingerprinted weights, adapters, one dtype per
-    base, candidate.json provenance); ``key_env``: the API key's default environment variable;
-    ``chunk_size(spec)``: requests per batch the run commits to the store (resume granularity);
-    ``group_key(spec)``: specs with equal keys share one opened backend (one loaded base, one server).
+    """What the run stage may ask of a backend kind without opening one: its declaration
+    (``evalkit.registries.BackendKind``: ``local_weights``, ``key_env``, ``shares_base``) and its
+    behaviour here: ``factory(specs)`` opens one; ``chunk_size(spec)``: requests per batch the run
+    commits to the store (resume granularity); ``group_key(spec)``: specs with equal keys share one
+    opened backend (one loaded base, one server).
     """
 
     name: str
@@ -48,20 +48,17 @@ class BackendInfo:
 _REGISTRY: dict[str, BackendInfo] = {}
 
 
-def register_backend(name: str, *, local_weights: bool, key_env: str | None = None,
-                     chunk_size: Callable[[ModelSpec], int] | None = None, shares_base: bool = False):
-    """Decorator for a factory ``(specs) -> Backend`` that imports its backend module lazily."""
+def register_backend(name: str, *, chunk_size: Callable[[ModelSpec], int] | None = None):
+    """Decorator for the factory ``(specs) -> Backend`` of a backend kind declared in
+    ``evalkit.registries`` (it imports its backend module lazily).
+    """
+    kind = backend_kind(name)  # KeyError: declare the kind in evalkit/registries.py first
 
     def deco(fn: Callable[[Sequence[ModelSpec]], Backend]) -> Callable[[Sequence[ModelSpec]], Backend]:
-        _REGISTRY[name] = BackendInfo(name, fn, local_weights, key_env, chunk_size or (lambda spec: 16), shares_base)
+        _REGISTRY[name] = BackendInfo(name, fn, kind.local_weights, kind.key_env, chunk_size or (lambda spec: 16), kind.shares_base)
         return fn
 
     return deco
-
-
-def backend_names() -> list[str]:
-    """The registered backend kinds (what eval.yaml's ``backend:`` may name)."""
-    return sorted(_REGISTRY)
 
 
 def backend_info(name: str) -> BackendInfo:
@@ -76,7 +73,7 @@ def _option(spec: ModelSpec, key: str, default: int) -> int:
     return int(v) if v else default
 
 
-@register_backend("hf", local_weights=True, shares_base=True, chunk_size=lambda s: max(1, _option(s, "batch_size", 8)) * 2)
+@register_backend("hf", chunk_size=lambda s: max(1, _option(s, "batch_size", 8)) * 2)
 def _hf(specs: Sequence[ModelSpec]) -> Backend:
     try:
         from .hf import HFBackend
@@ -85,7 +82,7 @@ def _hf(specs: Sequence[ModelSpec]) -> Backend:
     return HFBackend(specs)
 
 
-@register_backend("openai", local_weights=False, key_env="OPENAI_API_KEY", chunk_size=lambda s: max(8, _option(s, "concurrency", 8) * 2))
+@register_backend("openai", chunk_size=lambda s: max(8, _option(s, "concurrency", 8) * 2))
 def _openai(specs: Sequence[ModelSpec]) -> Backend:
     try:
         from .openai_backend import OpenAIBackend
@@ -94,7 +91,7 @@ def _openai(specs: Sequence[ModelSpec]) -> Backend:
     return OpenAIBackend(specs)
 
 
-@register_backend("anthropic", local_weights=False, key_env="ANTHROPIC_API_KEY", chunk_size=lambda s: max(8, _option(s, "concurrency", 8) * 2))
+@register_backend("anthropic", chunk_size=lambda s: max(8, _option(s, "concurrency", 8) * 2))
 def _anthropic(specs: Sequence[ModelSpec]) -> Backend:
     try:
         from .anthropic_backend import AnthropicBackend
@@ -104,7 +101,7 @@ def _anthropic(specs: Sequence[ModelSpec]) -> Backend:
 
 
 # the server batches continuously: keep it fed, and commit every chunk
-@register_backend("vllm", local_weights=True, shares_base=True, chunk_size=lambda s: max(64, _option(s, "concurrency", 8) * 8))
+@register_backend("vllm", chunk_size=lambda s: max(64, _option(s, "concurrency", 8) * 8))
 def _vllm(specs: Sequence[ModelSpec]) -> Backend:
     try:
         from .vllm import VLLMBackend

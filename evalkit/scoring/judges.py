@@ -33,13 +33,13 @@ from ..models.structured import (
     LocalEndpoint,
     StructuredEndpoint,
     check_api_key,
-    endpoint_from_entry,
     open_endpoint,
 )
 from ..rubrics import resolve_rubric
 from ..store import Store
 from ..types import Sample, Score, ScoreKind, stable_hash
 from .expected import TOP_LOGPROBS, expected_scores
+from .judge_models import endpoint_from_entry
 from .judge_rubric import Rubric, load_rubric, parse_verdict_text
 
 __all__ = [

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._util.hf_bars import library_progress_bars
 from ..errors import ConfigError, UserError, missing_extra
-from ..models.hf_bars import library_progress_bars
 from .data import read_conversations
 from .manifest import load_candidate, write_candidate
 

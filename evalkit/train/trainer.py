@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .. import __version__
+from .._util.hf_bars import library_progress_bars
 from ..errors import ConfigError, UserError, missing_extra
-from ..models.hf_bars import library_progress_bars
 from .config import VLLM_LORA_RANKS, TrainConfig, load_train_config
 from .data import TrainingData, prepare_data, prompt_hash
 from .losses import LossPoint
@@ -282,6 +282,9 @@ def _sft_config(cfg: TrainConfig, device: str, work_dir: Path, n_train: int, has
         bf16=resolve_dtype(cfg, device) == "bfloat16",
         fp16=resolve_dtype(cfg, device) == "float16",
         gradient_checkpointing=_use_checkpointing(cfg, device),
+        # fused AdamW (transformers' default from torch 2.8, said here): one kernel that computes the
+        # same bits on every CPU; the for-each path's sqrt comes from MKL VML, which does not
+        optim="adamw_torch_fused",
         use_cpu=device == "cpu",
         logging_strategy="steps",
         logging_steps=max(1, log_every),

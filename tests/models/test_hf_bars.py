@@ -2,7 +2,7 @@
 
 import pytest
 
-from evalkit.models.hf_bars import library_progress_bars
+from evalkit._util.hf_bars import library_progress_bars
 
 
 def test_bars_off_inside_and_restored_after():

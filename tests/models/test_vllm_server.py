@@ -109,7 +109,7 @@ def test_third_adapter_loaded_at_run_time_without_restart(served, tiny):
 
 
 def test_parity_with_transformers_and_peft(served, tiny):
-    from evalkit.models.parity import check_parity
+    from evalkit.parity import check_parity
 
     backend, _, _ = served
     report = check_parity(tiny["base"], {"a": tiny["a"], "b": tiny["b"]}, PROMPTS, max_new_tokens=8, dtype="float32",

@@ -19,7 +19,7 @@ import pytest
 
 from evalkit.cli import main
 from evalkit.errors import BackendUnavailable, ConfigError
-from evalkit.models.parity import Divergence, ModelParity, ParityReport, first_divergence
+from evalkit.parity import Divergence, ModelParity, ParityReport, first_divergence
 from evalkit.models.vllm import ALLOWED_LORA_RANKS, VLLMBackend, inspect_adapter, lora_rank_for
 from evalkit.models.vllm_server import ServerCommand, VLLMServer, last_error_line
 from evalkit.types import ModelSpec
@@ -230,7 +230,7 @@ def test_check_parity_help_and_bad_adapter_arg(capsys):
 
 
 def test_parity_options_validate_the_eval_yaml_block():
-    from evalkit.models.parity import parity_options
+    from evalkit.parity import parity_options
 
     assert parity_options(None) is None
     opts = parity_options({"require": True, "min_rate": 0.9, "prompts": 4})
@@ -329,7 +329,7 @@ def test_run_parity_block_require_stops_or_warns(tmp_path, capsys, monkeypatch, 
     """eval.yaml `parity:` below min_rate: with require, exit 2 before anything is generated (no store
     rows, no outputs); without it, a warning and the run goes on (here to the unreachable server).
     """
-    import evalkit.models.parity as parity_mod
+    import evalkit.parity as parity_mod
 
     base = tmp_path / "base"
     base.mkdir()

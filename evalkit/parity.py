@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import ConfigError
-from ..types import GenerationParams, Message, ModelSpec, Sample
+from .errors import ConfigError
+from .types import GenerationParams, Message, ModelSpec, Sample
 
 __all__ = ["Divergence", "ModelParity", "ParityReport", "check_parity", "parity_options", "prompts_from_suite", "hf_reference_tokens", "first_divergence", "DEFAULT_PROMPTS", "as_messages"]
 
@@ -176,7 +176,7 @@ def hf_reference_tokens(
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM
 
-    from .hf_bars import library_progress_bars
+    from ._util.hf_bars import library_progress_bars
 
     torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -239,8 +239,8 @@ def check_parity(
     """
     import time
 
-    from .base import GenerationRequest
-    from .vllm import VLLMBackend, load_tokenizer, render_prompt_ids
+    from .models.base import GenerationRequest
+    from .models.vllm import VLLMBackend, load_tokenizer, render_prompt_ids
 
     base = str(base_path)
     if not Path(base).is_dir():
@@ -315,7 +315,7 @@ def check_parity(
 
 def prompts_from_suite(folder: str | Path, n: int | None = None) -> list[Sample]:
     """The first ``n`` samples of a suite folder (their messages are the parity prompts)."""
-    from ..data.suites import load_suite
+    from .data.suites import load_suite
 
     suite = load_suite(folder)
     samples = list(suite.samples)
@@ -354,7 +354,7 @@ def parity_for_run(raw: Mapping[str, Any] | None, config_path: Path, specs: Sequ
     import sys
     from collections import defaultdict
 
-    from ..errors import UserError
+    from .errors import UserError
 
     opts = parity_options(raw, where=str(config_path))
     if opts is None:
