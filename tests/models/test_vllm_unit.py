@@ -19,9 +19,9 @@ import pytest
 
 from evalkit.cli import main
 from evalkit.errors import BackendUnavailable, ConfigError
-from evalkit.parity import Divergence, ModelParity, ParityReport, first_divergence
 from evalkit.models.vllm import ALLOWED_LORA_RANKS, VLLMBackend, inspect_adapter, lora_rank_for
 from evalkit.models.vllm_server import ServerCommand, VLLMServer, last_error_line
+from evalkit.parity import Divergence, ModelParity, ParityReport, first_divergence
 from evalkit.types import ModelSpec
 
 
