@@ -13,8 +13,10 @@ The server runs in a separate process so the client's own overhead is what gets 
     python benchmarks/bench_judges.py --fault-rate 0.05     # 5% of requests fail once
     python benchmarks/bench_judges.py --json                # one JSON line
 
-Beside evalkit's run it prints the bare SDK: the same number of structured calls through the SDK's
-default transport and typed ``create()``, with no evalkit (what a hand-written script costs).
+Beside evalkit's run it prints the bare SDK twice: the same number of structured calls through the
+SDK's typed ``create()`` with no evalkit (what a hand-written script costs), on its default httpx
+transport and on the aiohttp transport it ships (the one evalkit uses), so the comparison is like for
+like. The request count is the server's count for evalkit's timed run alone.
 """
 
 from __future__ import annotations
@@ -67,14 +69,16 @@ def _serve(conn, latency_s: float, fault_rate: float, seed: int) -> None:
             f.when = make(i)
         srv.add_faults(kinds)
     conn.send((srv.base_url, srv.anthropic_base_url))
-    conn.recv()  # wait for "stop"
+    while conn.recv() == "count":  # until "stop": how many requests so far (each phase counts its own)
+        conn.send(len(srv.requests))
     conn.send({"requests": len(srv.requests), "max_concurrency": srv.max_concurrency})
     srv.stop()
 
 
-def bare_sdk(api: str, base_url: str, n: int, concurrency: int) -> tuple[float, float]:
-    """(wall s, CPU s) of N structured calls through the SDK as a user writes them: its default
-    transport and typed ``create()``, an asyncio.Semaphore for concurrency, no evalkit.
+def bare_sdk(api: str, base_url: str, n: int, concurrency: int, *, aiohttp: bool = False) -> tuple[float, float]:
+    """(wall s, CPU s) of N structured calls through the SDK as a user writes them: typed
+    ``create()``, an asyncio.Semaphore for concurrency, no evalkit; the SDK's default httpx transport,
+    or (``aiohttp``) the aiohttp transport it ships (``DefaultAioHttpClient``), which evalkit uses.
     """
     import asyncio
 
@@ -84,7 +88,8 @@ def bare_sdk(api: str, base_url: str, n: int, concurrency: int) -> tuple[float, 
         if api == "openai":
             import openai
 
-            client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
+            extra = {"http_client": openai.DefaultAioHttpClient()} if aiohttp else {}
+            client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0, **extra)
 
             async def one(i: int) -> None:
                 async with sem:
@@ -95,7 +100,8 @@ def bare_sdk(api: str, base_url: str, n: int, concurrency: int) -> tuple[float, 
         else:
             import anthropic
 
-            client = anthropic.AsyncAnthropic(api_key="bench", base_url=base_url, max_retries=0)  # type: ignore[assignment]
+            extra_a = {"http_client": anthropic.DefaultAioHttpClient()} if aiohttp else {}
+            client = anthropic.AsyncAnthropic(api_key="bench", base_url=base_url, max_retries=0, **extra_a)  # type: ignore[assignment]
 
             async def one(i: int) -> None:
                 async with sem:
@@ -142,16 +148,24 @@ def main(argv: list[str] | None = None) -> dict:
     judge = JudgeEntry(rubric="default", model=model, concurrency=args.concurrency)
     items = [JudgeInput("cand", "bench", Sample(f"s{i:05d}", (Message("user", f"Question {i}: summarise the ticket."),)), f"Answer {i}.") for i in range(args.n)]
 
+    def server_count() -> int:
+        parent.send("count")
+        return int(parent.recv())
+
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "store.db") as store:
         # warm-up: import the SDK and open the connection pool outside the timing
         run_judges([judge], config_dir=ROOT, store=store, items=[JudgeInput("w", "w", items[0].sample, "warm-up")], progress=False)
+        before = server_count()
         t0, c0 = time.perf_counter(), time.process_time()
         first = run_judges([judge], config_dir=ROOT, store=store, items=items, progress=False)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        evalkit_requests = server_count() - before  # evalkit's timed run only: no warm-up, no bare-SDK call
         t1 = time.perf_counter()
         cached = run_judges([judge], config_dir=ROOT, store=store, items=items, progress=False)
         wall_cached = time.perf_counter() - t1
-    bare = None if args.no_bare else bare_sdk(args.api, openai_url if args.api == "openai" else anthropic_url, args.n, args.concurrency)
+    url = openai_url if args.api == "openai" else anthropic_url
+    bare = None if args.no_bare else bare_sdk(args.api, url, args.n, args.concurrency)
+    bare_aio = None if args.no_bare else bare_sdk(args.api, url, args.n, args.concurrency, aiohttp=True)
     parent.send("stop")
     server = parent.recv()
     proc.join(timeout=5)
@@ -177,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
         "retries": prov.get("retries", 0),
         "retry_reasons": prov.get("retry_reasons", {}),
         "verdict_retries": st["verdict_retries"],
-        "server_requests": server["requests"] - 1,
+        "server_requests": evalkit_requests,
         "server_max_concurrency": server["max_concurrency"],
         "cached_wall_s": round(wall_cached, 3),
         "cached_calls_made": cached.calls_made,
@@ -185,6 +199,9 @@ def main(argv: list[str] | None = None) -> dict:
         "bare_sdk_wall_s": round(bare[0], 3) if bare else None,
         "bare_sdk_ratio": round(bare[0] / ideal, 3) if bare else None,
         "bare_sdk_cpu_ms_per_call": round(bare[1] / args.n * 1000, 2) if bare else None,
+        "bare_sdk_aiohttp_wall_s": round(bare_aio[0], 3) if bare_aio else None,
+        "bare_sdk_aiohttp_ratio": round(bare_aio[0] / ideal, 3) if bare_aio else None,
+        "bare_sdk_aiohttp_cpu_ms_per_call": round(bare_aio[1] / args.n * 1000, 2) if bare_aio else None,
     }
     if args.json:
         print(json.dumps(result))
@@ -192,11 +209,15 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"judges benchmark ({args.api} SDK, loopback server, {args.n} judgments, {args.latency * 1000:.0f} ms latency, concurrency {args.concurrency})")
         print(f"  first run : {wall:7.2f} s   ideal N x latency / concurrency = {ideal:.2f} s   ratio {wall / ideal:.2f}   (serial: {args.n * args.latency:.0f} s)")
         print(f"              client CPU {cpu:.2f} s ({cpu / args.n * 1000:.1f} ms per judgment: SDK + rendering + validation + store)")
-        print(f"              judged {st['judged']}/{args.n}, judge errors {first.errors}, retries {result['retries']} {result['retry_reasons']}, verdict retries {st['verdict_retries']}, max in flight {server['max_concurrency']}")
+        print(f"              judged {st['judged']}/{args.n}, judge errors {first.errors}, retries {result['retries']} {result['retry_reasons']}, verdict retries {st['verdict_retries']}, "
+              f"requests the server saw from this run {evalkit_requests}, max in flight {server['max_concurrency']}")
         print(f"  cached    : {wall_cached:7.2f} s   calls made {cached.calls_made}, served from cache {cached.calls_cached}")
         if bare:
             print(f"  bare SDK  : {bare[0]:7.2f} s   ratio {bare[0] / ideal:.2f}   client CPU {bare[1] / args.n * 1000:.1f} ms per call "
                   f"(the same {args.n} structured calls through the {args.api} SDK's default transport and typed create(), no evalkit)")
+        if bare_aio:
+            print(f"  bare SDK, aiohttp: {bare_aio[0]:7.2f} s   ratio {bare_aio[0] / ideal:.2f}   client CPU {bare_aio[1] / args.n * 1000:.1f} ms per call "
+                  f"(the same calls on the SDK's aiohttp transport, DefaultAioHttpClient: evalkit's transport, without evalkit)")
         print(f"  targets   : ratio <= 1.3 ({'met' if wall / ideal <= 1.3 else 'NOT met'}), client CPU <= 1.5 ms per judgment "
               f"({'met' if cpu / args.n * 1000 <= 1.5 else 'NOT met'})")
     return result
