@@ -109,6 +109,31 @@ def test_four_concurrent_runs_ride_through_a_postgres_restart(tmp_path, loopback
     print(f"restart took {took:.1f} s")
 
 
+def test_a_run_rides_through_a_postgres_restart_while_judging(tmp_path, loopback_api, pg_url):
+    from tests.scoring.test_judges_run import JUDGES, model_and_judge
+
+    loopback_api.set_responder(model_and_judge())
+    loopback_api.latency_s = 0.2
+    n = 30
+    make_suite(tmp_path, n=n)
+    cfg = write_config(tmp_path, "j", loopback_api.base_url, ["base", "cand"])
+    judge = JUDGES.format(url=loopback_api.base_url).split("  - rubric: pairwise")[0]
+    cfg.write_text(cfg.read_text() + judge + "    concurrency: 2\n")  # judging takes ~6 s: the restart lands inside it
+    Store(pg_url).close()
+    proc = evalkit(["run", str(cfg), "--out", str(tmp_path / "o"), "--store", pg_url, "--no-progress"], tmp_path)
+    _restart_when(lambda: _rows(pg_url, "generations") >= 2 * n)  # every output stored: the judges are at work
+    assert proc.poll() is None, "the run ended before the restart: nothing was tested"
+    rc, out, err = finish(proc)
+    assert rc == 0 and "Traceback" not in err and "connection was lost" in err, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["errors"]["judge"] == 0
+    with Store(pg_url) as st:
+        rows, keys = next(st.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM judgments"))
+        # every judgment once: base and cand answer alike here, so one per distinct (prompt, output)
+        assert rows == keys == n
+        assert st.get_run(summary["run_id"]).status == "passed"
+
+
 def test_store_copy_rides_through_a_postgres_restart(tmp_path, pg_url):
     src = tmp_path / "big.db"
     with Store(src) as st:
