@@ -143,3 +143,11 @@ def test_declared_names_are_the_implemented_ones():
 
     assert models.backend_names() == registries.backend_names() == sorted(models._REGISTRY)
     assert gates.metric_names() == registries.metric_names()
+
+
+def test_gate_metrics_use_only_the_public_metric_api():
+    """A metric module imports gates.api, never core's private names (the contract a new metric is written against)."""
+    edges = import_graph()
+    metrics = [m for m in edges if m.startswith("evalkit.gates.metrics.")]
+    assert metrics and all("evalkit.gates.core" not in edges[m] for m in metrics), {m: sorted(edges[m]) for m in metrics}
+    assert all("evalkit.gates.api" in edges[m] for m in metrics)

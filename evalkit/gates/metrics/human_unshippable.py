@@ -13,22 +13,27 @@ from typing import Any
 from ...config import GateSpec
 from ...store import Store
 from ...types import GateResult
-from ..core import _Ctx, _threshold, _undecided, metric
+from ..api import (
+    MetricContext,
+    gate_threshold,
+    metric,
+    undecided,
+)
 
 __all__ = ["human_unshippable_gate", "stored_results", "unshippable_details"]
 
 
 @metric("human_unshippable")
-def _human_unshippable(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+def _human_unshippable(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     """At most ``max`` "would not ship" verdicts from blinded review (``max: 2`` means 2 per 20
     reviewed items). Without review results: no decision.
     """
     if ctx.store is None or ctx.run_id is None:
-        return _undecided(gate, model, None, _threshold(gate), "no review results (run `evalkit review new`, review, then `evalkit review unblind`)")
+        return undecided(gate, model, None, gate_threshold(gate), "no review results (run `evalkit review new`, review, then `evalkit review unblind`)")
     limit = gate.max if gate.max is not None else 2.0
     r: GateResult = human_unshippable_gate(ctx.store, ctx.run_id, name=gate.name, model=model, max_count=limit, on_no_decision=gate.on_no_decision)
     if r.observed is None and r.passed is not True:
-        return _undecided(gate, model, None, limit, f"no review results for {model}")
+        return undecided(gate, model, None, limit, f"no review results for {model}")
     return r
 
 

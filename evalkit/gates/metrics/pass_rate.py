@@ -5,53 +5,53 @@ from __future__ import annotations
 from ... import stats
 from ...config import GateSpec
 from ...types import GateResult
-from ..core import (
-    _bound_text,
-    _broken,
-    _ci_straddles,
-    _ci_straddles_diff,
-    _compare,
-    _Ctx,
-    _error_note,
-    _fmt,
-    _names,
-    _result,
-    _scope,
-    _scored_passed,
-    _select,
-    _threshold,
-    _threshold_ok,
-    _undecided,
+from ..api import (
+    MetricContext,
+    bound_text,
+    broken_reason,
+    ci_straddles,
+    ci_straddles_diff,
+    compare_with_reference,
+    error_note,
+    format_number,
+    gate_result,
+    gate_scope,
+    gate_threshold,
     item_label,
     metric,
+    name_list,
+    scored_passed,
+    select_items,
+    threshold_met,
+    undecided,
 )
 
 
 @metric("pass_rate")
-def _pass_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+def _pass_rate(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     if gate.vs is not None:
         return _pass_rate_vs(gate, model, ctx)
     scorer = gate.scorer or ""
-    sel = _select(gate, ctx.items, model)
+    sel = select_items(gate, ctx.items, model)
     several = len({it.suite for it in sel}) > 1
-    verdicts = [(it, _scored_passed(it, scorer)) for it in sel]
+    verdicts = [(it, scored_passed(it, scorer)) for it in sel]
     scored = [(it, v) for it, v in verdicts if v is not None]
     unscored = len(verdicts) - len(scored)
     if not scored:
-        return _undecided(gate, model, None, _threshold(gate), f"no item of {model}{_scope(gate)} was scored by '{scorer}' ({len(sel)} items, {unscored} unscored{_error_note(sel, scorer)})", missing_data=True)
+        return undecided(gate, model, None, gate_threshold(gate), f"no item of {model}{gate_scope(gate)} was scored by '{scorer}' ({len(sel)} items, {unscored} unscored{error_note(sel, scorer)})", missing_data=True)
     rate = sum(1 for _, v in scored if v) / len(scored)
     failing = [item_label(it, several) for it, v in scored if not v]
     note = f"; {unscored} unscored items excluded" if unscored else ""
-    what = f"{scorer} pass rate of {model}{_scope(gate)} is {_fmt(rate)} ({len(scored) - len(failing)}/{len(scored)})"
-    iv = _ci_straddles(gate, [1.0 if v else 0.0 for _, v in scored])
+    what = f"{scorer} pass rate of {model}{gate_scope(gate)} is {format_number(rate)} ({len(scored) - len(failing)}/{len(scored)})"
+    iv = ci_straddles(gate, [1.0 if v else 0.0 for _, v in scored])
     if iv is not None:
-        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", failing)
-    ok = _threshold_ok(gate, rate)
-    detail = f"{what}, {'within' if ok else 'outside'} {_bound_text(gate)}{note}" + ("" if ok else f"; failing: {_names(failing)}") + "."
-    return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=failing)
+        return undecided(gate, model, rate, gate_threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI [{format_number(iv.low)}, {format_number(iv.high)}] straddles {bound_text(gate)}{note}", failing)
+    ok = threshold_met(gate, rate)
+    detail = f"{what}, {'within' if ok else 'outside'} {bound_text(gate)}{note}" + ("" if ok else f"; failing: {name_list(failing)}") + "."
+    return gate_result(gate, model, passed=ok, observed=rate, detail=detail, failing=failing)
 
 
-def _pass_rate_vs(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+def _pass_rate_vs(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     """``pass_rate`` with ``vs``: the paired difference in pass rate (model - vs) on the items both
     scored; McNemar's exact test on the discordant pairs; the paired bootstrap CI; the regressions
     (pass on ``vs``, fail on ``model``) are the failing items.
@@ -61,7 +61,7 @@ def _pass_rate_vs(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     count against the candidate in a worst case: when that case would cross the bound, no decision.
     """
     scorer = gate.scorer or ""
-    cmp = _compare(gate, model, ctx, "compare")
+    cmp = compare_with_reference(gate, model, ctx, "compare")
     if isinstance(cmp, GateResult):
         return cmp
     ref, pairs, missing = cmp.ref, cmp.pairs, cmp.missing
@@ -71,9 +71,9 @@ def _pass_rate_vs(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     regressed: list[str] = []
     n_broken = 0
     for c, r in pairs:
-        pc, pr = _scored_passed(c, scorer), _scored_passed(r, scorer)
+        pc, pr = scored_passed(c, scorer), scored_passed(r, scorer)
         if pc is None or pr is None:
-            n_broken += bool(_broken(c, scorer) or _broken(r, scorer))
+            n_broken += bool(broken_reason(c, scorer) or broken_reason(r, scorer))
             continue
         ref_pass.append(pr)
         cand_pass.append(pc)
@@ -81,31 +81,31 @@ def _pass_rate_vs(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
             regressed.append(item_label(c, several))
     n = len(ref_pass)
     if n < gate.min_pairs:
-        return _undecided(gate, model, None, _threshold(gate), f"only {n} of {len(pairs)} pairs of {model} and {ref.label}{_scope(gate)} were scored by '{scorer}' (min_pairs {gate.min_pairs})", missing_data=True)
+        return undecided(gate, model, None, gate_threshold(gate), f"only {n} of {len(pairs)} pairs of {model} and {ref.label}{gate_scope(gate)} were scored by '{scorer}' (min_pairs {gate.min_pairs})", missing_data=True)
     fixed = sum(1 for r, c in zip(ref_pass, cand_pass) if c and not r)
     diff = (sum(cand_pass) - sum(ref_pass)) / n
     note = (f"; {n_broken} pairs unscored" if n_broken else "") + (f"; {missing} items not in {ref.label}" if missing else "")
-    what = (f"{scorer} pass rate of {model}{_scope(gate)} differs from {ref.label} by {diff:+.4g} over {n} paired items "
+    what = (f"{scorer} pass rate of {model}{gate_scope(gate)} differs from {ref.label} by {diff:+.4g} over {n} paired items "
             f"({sum(cand_pass)}/{n} vs {sum(ref_pass)}/{n}; {len(regressed)} regressed, {fixed} fixed)")
-    ok = _threshold_ok(gate, diff)
+    ok = threshold_met(gate, diff)
     if ok and n_broken:
         worst = (sum(cand_pass) - sum(ref_pass) - n_broken) / (n + n_broken)
-        if not _threshold_ok(gate, worst):
-            return _undecided(gate, model, diff, _threshold(gate), f"{what}, but {n_broken} unscored pairs could each be a regression (worst case {worst:+.4g}, outside {_bound_text(gate)})", regressed, missing_data=True)
+        if not threshold_met(gate, worst):
+            return undecided(gate, model, diff, gate_threshold(gate), f"{what}, but {n_broken} unscored pairs could each be a regression (worst case {worst:+.4g}, outside {bound_text(gate)})", regressed, missing_data=True)
     p_value = None
     if gate.significant is not None:
         t = stats.mcnemar_exact(ref_pass, cand_pass)
         p_value = t.p_value
         improvement_asked = gate.min is not None and gate.min >= 0
         if ok and improvement_asked and not (p_value < gate.significant and fixed > len(regressed)):
-            detail = f"{what}, at least min {_fmt(gate.min)} but not a significant improvement (McNemar exact p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
-            return _result(gate, model, passed=False, observed=diff, detail=detail, failing=regressed, p_value=p_value)
+            detail = f"{what}, at least min {format_number(gate.min)} but not a significant improvement (McNemar exact p={format_number(p_value)}, alpha {format_number(gate.significant)}){note}."
+            return gate_result(gate, model, passed=False, observed=diff, detail=detail, failing=regressed, p_value=p_value)
         if not ok and gate.max is not None and gate.min is None and not (p_value < gate.significant and fixed > len(regressed)):
-            detail = f"{what}, above max {_fmt(gate.max)} but not significantly (McNemar exact p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
-            return _result(gate, model, passed=True, observed=diff, detail=detail, failing=regressed, p_value=p_value, outcome="warn")
-    iv = _ci_straddles_diff(gate, [1.0 if v else 0.0 for v in ref_pass], [1.0 if v else 0.0 for v in cand_pass])
+            detail = f"{what}, above max {format_number(gate.max)} but not significantly (McNemar exact p={format_number(p_value)}, alpha {format_number(gate.significant)}){note}."
+            return gate_result(gate, model, passed=True, observed=diff, detail=detail, failing=regressed, p_value=p_value, outcome="warn")
+    iv = ci_straddles_diff(gate, [1.0 if v else 0.0 for v in ref_pass], [1.0 if v else 0.0 for v in cand_pass])
     if iv is not None:
-        return _undecided(gate, model, diff, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% paired CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", regressed, p_value)
-    ptxt = f" (McNemar exact p={_fmt(p_value)})" if p_value is not None else ""
-    detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; regressed: {_names(regressed)}") + f"{note}."
-    return _result(gate, model, passed=ok, observed=diff, detail=detail, failing=regressed, p_value=p_value)
+        return undecided(gate, model, diff, gate_threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% paired CI [{format_number(iv.low)}, {format_number(iv.high)}] straddles {bound_text(gate)}{note}", regressed, p_value)
+    ptxt = f" (McNemar exact p={format_number(p_value)})" if p_value is not None else ""
+    detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {bound_text(gate)}" + ("" if ok else f"; regressed: {name_list(regressed)}") + f"{note}."
+    return gate_result(gate, model, passed=ok, observed=diff, detail=detail, failing=regressed, p_value=p_value)

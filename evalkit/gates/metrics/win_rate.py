@@ -7,24 +7,24 @@ from typing import Any
 from ... import stats
 from ...config import GateSpec
 from ...types import GateResult
-from ..core import (
-    _bound_text,
-    _ci_straddles,
-    _Ctx,
-    _fmt,
-    _in_noise,
-    _names,
-    _result,
-    _scope,
-    _select,
-    _threshold,
-    _threshold_ok,
-    _undecided,
-    _value,
+from ..api import (
+    MetricContext,
+    bound_text,
+    ci_straddles,
+    format_number,
+    gate_result,
+    gate_scope,
+    gate_threshold,
     is_pairwise_score,
     item_label,
     metric,
+    name_list,
+    noise_note,
     pairwise_length_diffs,
+    select_items,
+    threshold_met,
+    undecided,
+    value_of,
 )
 
 
@@ -44,17 +44,17 @@ def _judge_key(item_scores: dict[str, Any], judge: str) -> str | None:
 
 
 @metric("win_rate")
-def _win_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
+def _win_rate(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     judge = gate.judge or gate.scorer or "pairwise"
-    sel = _select(gate, ctx.items, model)
+    sel = select_items(gate, ctx.items, model)
     several = len({it.suite for it in sel}) > 1
     key = next((k for k in (_judge_key(it.scores, judge) for it in sel) if k), None)
     if key is None:
-        return _undecided(gate, model, None, _threshold(gate), f"no pairwise judge score '{judge}' on {model}'s items{_scope(gate)}", missing_data=True)
-    vals = [(it, _value(it, key)) for it in sel]
+        return undecided(gate, model, None, gate_threshold(gate), f"no pairwise judge score '{judge}' on {model}'s items{gate_scope(gate)}", missing_data=True)
+    vals = [(it, value_of(it, key)) for it in sel]
     scored = [(it, v) for it, v in vals if v is not None]
     if len(scored) < gate.min_pairs:
-        return _undecided(gate, model, None, _threshold(gate), f"{len(scored)} of {len(vals)} '{key}' verdicts on {model}{_scope(gate)} are usable (min_pairs {gate.min_pairs}); the rest are errors", missing_data=True)
+        return undecided(gate, model, None, gate_threshold(gate), f"{len(scored)} of {len(vals)} '{key}' verdicts on {model}{gate_scope(gate)} are usable (min_pairs {gate.min_pairs}); the rest are errors", missing_data=True)
     rate = sum(v for _, v in scored) / len(scored)
     wins = sum(1 for _, v in scored if v > 0.5)
     losses = sum(1 for _, v in scored if v < 0.5)
@@ -63,48 +63,48 @@ def _win_rate(gate: GateSpec, model: str, ctx: _Ctx) -> GateResult:
     errors = len(vals) - len(scored)
     note = f"; {errors} judge errors excluded" if errors else ""
     vs_txt = f" against {gate.vs}" if gate.vs and gate.vs != "baseline" else (f" against {ctx.baseline}" if ctx.baseline else "")
-    what = f"{model} wins {_fmt(rate)} by '{key}'{vs_txt}{_scope(gate)} ({wins} wins, {ties} ties, {losses} losses)"
+    what = f"{model} wins {format_number(rate)} by '{key}'{vs_txt}{gate_scope(gate)} ({wins} wins, {ties} ties, {losses} losses)"
     if gate.length_controlled:
         return _length_controlled(gate, model, ctx, key, scored, what, losing, note)
-    ok = _threshold_ok(gate, rate)
+    ok = threshold_met(gate, rate)
     p_value = None
     if gate.significant is not None:
         t = stats.sign_test(wins, losses)
         p_value = t.p_value
         sig = p_value < gate.significant
         if gate.min is not None and ok and not (sig and wins > losses):
-            detail = f"{what}, at least min {_fmt(gate.min)} but not significantly better (sign test p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
-            return _result(gate, model, passed=False, observed=rate, detail=detail, failing=losing, p_value=p_value)
-    noise = _in_noise(gate, ctx, model, key, rate, [it for it, _ in scored])
+            detail = f"{what}, at least min {format_number(gate.min)} but not significantly better (sign test p={format_number(p_value)}, alpha {format_number(gate.significant)}){note}."
+            return gate_result(gate, model, passed=False, observed=rate, detail=detail, failing=losing, p_value=p_value)
+    noise = noise_note(gate, ctx, model, key, rate, [it for it, _ in scored])
     if noise is not None:
-        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and {noise}{note}", losing, p_value)
-    iv = _ci_straddles(gate, [v for _, v in scored])
+        return undecided(gate, model, rate, gate_threshold(gate), f"{what}, and {noise}{note}", losing, p_value)
+    iv = ci_straddles(gate, [v for _, v in scored])
     if iv is not None:
-        return _undecided(gate, model, rate, _threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI [{_fmt(iv.low)}, {_fmt(iv.high)}] straddles {_bound_text(gate)}{note}", losing, p_value)
-    ptxt = f" (sign test p={_fmt(p_value)})" if p_value is not None else ""
-    detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; lost: {_names(losing)}") + f"{note}."
-    return _result(gate, model, passed=ok, observed=rate, detail=detail, failing=losing, p_value=p_value)
+        return undecided(gate, model, rate, gate_threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI [{format_number(iv.low)}, {format_number(iv.high)}] straddles {bound_text(gate)}{note}", losing, p_value)
+    ptxt = f" (sign test p={format_number(p_value)})" if p_value is not None else ""
+    detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {bound_text(gate)}" + ("" if ok else f"; lost: {name_list(losing)}") + f"{note}."
+    return gate_result(gate, model, passed=ok, observed=rate, detail=detail, failing=losing, p_value=p_value)
 
 
-def _length_controlled(gate: GateSpec, model: str, ctx: _Ctx, key: str, scored: list[tuple[Any, float]], what: str, losing: list[str], note: str) -> GateResult:
+def _length_controlled(gate: GateSpec, model: str, ctx: MetricContext, key: str, scored: list[tuple[Any, float]], what: str, losing: list[str], note: str) -> GateResult:
     """``length_controlled: true``: the bounds, the test and the CI apply to the win rate at equal lengths."""
     diffs = pairwise_length_diffs(scored, key, ctx.items)
     if diffs is None:
-        return _undecided(gate, model, None, _threshold(gate), f"{what}, but the answer lengths of some pairs are unknown (neither recorded nor stored)", missing_data=True)
+        return undecided(gate, model, None, gate_threshold(gate), f"{what}, but the answer lengths of some pairs are unknown (neither recorded nor stored)", missing_data=True)
     confidence = gate.ci or 0.95
     lc = stats.length_controlled_win_rate([v for _, v in scored], diffs, confidence=confidence)
     lean = "longer" if lc.length_coef > 0 else "shorter"
-    head = (f"{model}'s length-controlled win rate is {_fmt(lc.estimate)} ({int(confidence * 100)}% CI [{_fmt(lc.low)}, {_fmt(lc.high)}]); "
+    head = (f"{model}'s length-controlled win rate is {format_number(lc.estimate)} ({int(confidence * 100)}% CI [{format_number(lc.low)}, {format_number(lc.high)}]); "
             f"raw: {what}; the judge leans to {lean} answers (length coefficient {lc.length_coef:+.2f})")
-    ok = _threshold_ok(gate, lc.estimate)
+    ok = threshold_met(gate, lc.estimate)
     p_value = None
     if gate.significant is not None:
         p_value = lc.p_above(0.5)
         if gate.min is not None and ok and not (p_value < gate.significant and lc.estimate > 0.5):
-            detail = f"{head}, at least min {_fmt(gate.min)} but not significantly above 0.5 (bootstrap p={_fmt(p_value)}, alpha {_fmt(gate.significant)}){note}."
-            return _result(gate, model, passed=False, observed=lc.estimate, detail=detail, failing=losing, p_value=p_value)
+            detail = f"{head}, at least min {format_number(gate.min)} but not significantly above 0.5 (bootstrap p={format_number(p_value)}, alpha {format_number(gate.significant)}){note}."
+            return gate_result(gate, model, passed=False, observed=lc.estimate, detail=detail, failing=losing, p_value=p_value)
     if gate.ci is not None and any(t is not None and lc.low < t < lc.high for t in (gate.min, gate.max)):
-        return _undecided(gate, model, lc.estimate, _threshold(gate), f"{head}, and the CI straddles {_bound_text(gate)}{note}", losing, p_value)
-    ptxt = f" (bootstrap p={_fmt(p_value)})" if p_value is not None else ""
-    detail = f"{head}{ptxt}, {'within' if ok else 'outside'} {_bound_text(gate)}" + ("" if ok else f"; lost: {_names(losing)}") + f"{note}."
-    return _result(gate, model, passed=ok, observed=lc.estimate, detail=detail, failing=losing, p_value=p_value)
+        return undecided(gate, model, lc.estimate, gate_threshold(gate), f"{head}, and the CI straddles {bound_text(gate)}{note}", losing, p_value)
+    ptxt = f" (bootstrap p={format_number(p_value)})" if p_value is not None else ""
+    detail = f"{head}{ptxt}, {'within' if ok else 'outside'} {bound_text(gate)}" + ("" if ok else f"; lost: {name_list(losing)}") + f"{note}."
+    return gate_result(gate, model, passed=ok, observed=lc.estimate, detail=detail, failing=losing, p_value=p_value)
