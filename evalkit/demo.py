@@ -292,7 +292,7 @@ def _run_demo(*, out: Path, work: Path | None, progress: bool, given: Path | Non
                   + (f" (+{len(mismatches) - 3} more)" if len(mismatches) > 3 else "")
                   + ". The story may differ from the README's table; please report it with `evalkit --version` and your CPU.")
         else:
-            print("\nSame figures as evalkit's reference: the base, both candidates and every output are bit-identical on any x86-64 CPU.")
+            print(f"\nSame figures as evalkit's reference ({reference['machine']}): both candidates trained to the same bytes, every figure equal.")
     ships = [c for c, ok in (run.summary.get("candidate_verdicts") or {}).items() if ok]
     print(
         "\nWhat the gates check: format (the JSON shape), heldout-accuracy and beats-base (the right field values,"
