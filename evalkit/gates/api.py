@@ -29,7 +29,7 @@ from .core import _threshold as gate_threshold
 from .core import _threshold_ok as threshold_met
 from .core import _undecided as undecided
 from .core import _value as value_of
-from .core import is_pairwise_score, item_label, metric, pairwise_length_diffs
+from .core import item_label, metric, pairwise_length_diffs
 
 __all__ = [
     "MetricContext",
@@ -44,7 +44,6 @@ __all__ = [
     "gate_result",
     "gate_scope",
     "gate_threshold",
-    "is_pairwise_score",
     "item_label",
     "metric",
     "name_list",

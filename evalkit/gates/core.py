@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import stats
 from ..config import GateSpec
-from ..record import RunSummary
-from ..store import RunItem, Store
-from ..types import GateResult, stable_hash
+from ..record import JudgeStats, RunItem, RunSummary
+from ..store import Store
+from ..types import GateResult, Score, stable_hash
 
 # ---------------------------------------------------------------------------------------------
 # public helpers
@@ -127,7 +127,7 @@ class _Ctx:
     store: Store | None
     run_name: str | None
     run_id: str | None
-    judge_stats: dict[str, Any] | None = None
+    judge_stats: Mapping[str, JudgeStats] | None = None
     # (id of the gate spec, model) -> what changed since the last accepted run: set by _compare, taken by _with_changes
     changes: dict[tuple[int, str], "_Changes"] = field(default_factory=dict)
     # the last accepted run's items, read once per run id (every vs: last_accepted gate and model uses them)
@@ -144,7 +144,7 @@ def evaluate_gates(
     store: Store | None = None,
     run_name: str | None = None,
     run_id: str | None = None,
-    judge_stats: dict[str, Any] | None = None,
+    judge_stats: Mapping[str, JudgeStats | Mapping[str, Any]] | None = None,
 ) -> list[GateResult]:
     """Evaluate every gate for every model it applies to, in config order.
 
@@ -157,7 +157,8 @@ def evaluate_gates(
     """
     if run_id is None and items:
         run_id = items[0].run_id or None  # the run stage builds items under this run's id
-    ctx = _Ctx(items, models, baseline, list(candidates), store, run_name, run_id, judge_stats)
+    stats_ = {k: v if isinstance(v, JudgeStats) else JudgeStats.model_validate(v) for k, v in (judge_stats or {}).items()}
+    ctx = _Ctx(items, models, baseline, list(candidates), store, run_name, run_id, stats_)
     out: list[GateResult] = []
     for gate in gates:
         targets = [gate.model] if gate.model else list(candidates)
@@ -309,34 +310,16 @@ def _ci_straddles_diff(gate: GateSpec, a: Sequence[float], b: Sequence[float]) -
     return None
 
 
-def _score(item: RunItem, scorer: str) -> dict[str, Any] | None:
+def _score(item: RunItem, scorer: str) -> Score | None:
     return item.scores.get(scorer)
 
 
 def _scored_passed(item: RunItem, scorer: str) -> bool | None:
     """True/False for a scored item; None when the scorer is missing, errored or undecided."""
     s = _score(item, scorer)
-    if s is None or s.get("error") or s.get("passed") is None:
+    if s is None or s.error or s.passed is None:
         return None
-    return bool(s["passed"])
-
-
-def is_judge_score(name: str, score: dict[str, Any]) -> bool:
-    """Whether a stored score came from a judge (criterion or pairwise): its ``kind``, set by the
-    judge stage. Items stored before scores had a kind fall back to the judge stage's old marks.
-    """
-    kind = score.get("kind")
-    if kind is not None:
-        return kind in ("judge", "pairwise")
-    return name.startswith("judge.") or bool((score.get("details") or {}).get("judge"))
-
-
-def is_pairwise_score(name: str, score: dict[str, Any]) -> bool:
-    kind = score.get("kind")
-    if kind is not None:
-        return kind == "pairwise"
-    d = score.get("details") or {}
-    return "winner" in d or bool(d.get("pairwise")) or name == "pairwise" or name.endswith(".pairwise")
+    return bool(s.passed)
 
 
 def pairwise_length_diffs(scored: Sequence[tuple[RunItem, float]], key: str, items: Iterable[RunItem]) -> list[float] | None:
@@ -348,7 +331,8 @@ def pairwise_length_diffs(scored: Sequence[tuple[RunItem, float]], key: str, ite
     outputs: dict[tuple[str, str, str], str | None] | None = None
     out: list[float] = []
     for it, _ in scored:
-        details = (it.scores.get(key) or {}).get("details") or {}
+        sc = it.scores.get(key)
+        details = sc.details if sc is not None else {}
         d = details.get("length_diff")
         if isinstance(d, (int, float)):
             out.append(float(d))
@@ -370,10 +354,10 @@ def _broken(item: RunItem, scorer: str | None) -> str | None:
     if item.error:
         return "generation failed"
     if scorer is None:
-        bad = [n for n, s in item.scores.items() if not is_judge_score(n, s) and s.get("error")]
+        bad = [n for n, s in item.scores.items() if not s.from_judge and s.error]
         return f"'{bad[0]}' errored" if bad else None
     s = _score(item, scorer)
-    if s is not None and s.get("error"):
+    if s is not None and s.error:
         return f"'{scorer}' errored"
     return None
 
@@ -389,18 +373,18 @@ def _error_note(items: Sequence[RunItem], scorer: str | None) -> str:
 
 def _all_validators_pass(item: RunItem) -> bool | None:
     """"Every validator passes" for one item: judge scores ignored, errored scores make it unscored."""
-    vals = [s for name, s in item.scores.items() if not is_judge_score(name, s)]
-    if not vals or any(s.get("error") or s.get("passed") is None for s in vals):
+    vals = [s for name, s in item.scores.items() if not s.from_judge]
+    if not vals or any(s.error or s.passed is None for s in vals):
         return None
-    return all(bool(s["passed"]) for s in vals)
+    return all(bool(s.passed) for s in vals)
 
 
 def _value(item: RunItem, scorer: str) -> float | None:
     s = _score(item, scorer)
-    if s is None or s.get("error") or s.get("value") is None:
+    if s is None or s.error or s.value is None:
         return None
     try:
-        v = float(s["value"])
+        v = float(s.value)
     except (TypeError, ValueError):
         return None
     return None if math.isnan(v) else v
@@ -418,10 +402,10 @@ def _judge_noise_se(items: Sequence[RunItem], scorer: str) -> float | None:
     seen = False
     for it in items:
         s = _score(it, scorer)
-        if s is None or s.get("error") or s.get("value") is None:
+        if s is None or s.error or s.value is None:
             continue
         n += 1
-        d = s.get("details") or {}
+        d = s.details
         if d.get("noise_gate") is False:  # the judge was configured with noise: ignore
             return None
         std = d.get("std")

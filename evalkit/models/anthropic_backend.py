@@ -24,6 +24,8 @@ import anthropic
 
 from ..types import Completion, Message, ModelSpec
 from .api_common import ApiBackend, ResponseShapeError, fast_transport, post_json
+from .base import TOOL_NAME, BatchAnswer, MalformedReply, Reply, StructuredMode
+from .retry import Verdict
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
@@ -55,6 +57,10 @@ class AnthropicBackend(ApiBackend[anthropic.AsyncAnthropic]):
     provider = "anthropic"
     default_key_env = "ANTHROPIC_API_KEY"
     default_base_url = DEFAULT_BASE_URL
+
+    @property
+    def hooks(self) -> Any:
+        return PROVIDER
 
     def make_client(self, spec: ModelSpec, api_key: str) -> anthropic.AsyncAnthropic:
         return anthropic_client(api_key=api_key, base_url=spec.base_url, timeout_s=self.timeout_s(spec))
@@ -102,8 +108,6 @@ def read_message(data: Mapping[str, Any], tool_name: str | None = None) -> tuple
 
 def structured_body(model: str, system: str, user: str, schema: Mapping[str, Any], mode: str, max_tokens: int) -> dict[str, Any]:
     """The messages body (a batch request's ``params``) of one structured request."""
-    from .structured import TOOL_NAME
-
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": user}]}
     if system:
         body["system"] = system
@@ -115,8 +119,6 @@ def structured_body(model: str, system: str, user: str, schema: Mapping[str, Any
 
 def structured_reply(data: Any, mode: str, system: str, user: str) -> Any:
     """A message (a direct answer, or a batch result's message) as a structured Reply."""
-    from .structured import TOOL_NAME, MalformedReply, Reply
-
     try:
         text, parsed, stop, tokens_in, tokens_out = read_message(data, TOOL_NAME)
     except ResponseShapeError as e:
@@ -137,3 +139,86 @@ async def structured_request(client: anthropic.AsyncAnthropic, model: str, syste
     body = structured_body(model, system, user, schema, mode, max_tokens)
     data = await post_json(client, "/v1/messages", body)
     return structured_reply(data, mode, system, user)
+
+
+class AnthropicProvider:
+    """The Anthropic Messages API's hooks (``evalkit.models.base.Provider``)."""
+
+    name = "anthropic"
+    default_mode: StructuredMode = "tool"
+    no_logprobs: str | None = "the Anthropic API returns no token log-probabilities"
+    max_batch_size = 100_000
+
+    def client(self, *, api_key: str, base_url: str | None, timeout_s: float) -> anthropic.AsyncAnthropic:
+        return anthropic_client(api_key=api_key, base_url=base_url, timeout_s=timeout_s)
+
+    def classify(self, exc: BaseException) -> Verdict | None:
+        # order matters: APITimeoutError is an APIConnectionError
+        if isinstance(exc, anthropic.APITimeoutError):
+            return Verdict(True, None, "timeout")
+        if isinstance(exc, anthropic.APIConnectionError):
+            return Verdict(True, None, "connection")
+        if isinstance(exc, anthropic.APIResponseValidationError):
+            return Verdict(True, None, "malformed_response")
+        return None
+
+    def is_failure(self, exc: BaseException) -> bool:
+        return isinstance(exc, anthropic.AnthropicError)
+
+    def structured_body(self, model: str, system: str, user: str, schema: Mapping[str, Any], mode: StructuredMode, *,
+                        temperature: float, max_tokens: int, schema_name: str, max_tokens_param: str, top_logprobs: int) -> dict[str, Any]:
+        return structured_body(model, system, user, schema, mode, max_tokens)  # no temperature: see structured_request
+
+    def structured_reply(self, data: Any, mode: StructuredMode, system: str, user: str, top_logprobs: int) -> Reply:
+        return structured_reply(data, mode, system, user)
+
+    async def send(self, client: anthropic.AsyncAnthropic, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await post_json(client, "/v1/messages", body)
+
+    def generation_body(self, spec: ModelSpec, messages: Sequence[Message]) -> tuple[dict[str, Any], Any]:
+        g = spec.generation
+        system, rest = split_system(messages)
+        body: dict[str, Any] = {"model": str(spec.model), "max_tokens": g.max_new_tokens, "messages": rest}
+        if system is not None:
+            body["system"] = system
+        if g.stop:
+            body["stop_sequences"] = list(g.stop)
+
+        def parse(data: Any) -> Completion:
+            text, _, stop, tin, tout = read_message(data)
+            return Completion(text=text, finish_reason=_FINISH.get(stop or "", stop), tokens_in=tin, tokens_out=tout)
+
+        return body, parse
+
+    async def batch_submit(self, client: anthropic.AsyncAnthropic, rows: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
+        b = await client.messages.batches.create(requests=[{"custom_id": c, "params": dict(body)} for c, body in rows.items()])  # type: ignore[typeddict-item]
+        return b.id, str(b.processing_status)
+
+    async def batch_poll(self, client: anthropic.AsyncAnthropic, bid: str) -> tuple[str, bool, dict[str, int]]:
+        b = await client.messages.batches.retrieve(bid)
+        rc = b.request_counts
+        counts = {"processing": rc.processing, "succeeded": rc.succeeded, "errored": rc.errored, "canceled": rc.canceled, "expired": rc.expired}
+        return str(b.processing_status), b.processing_status == "ended", counts
+
+    async def batch_results(self, client: anthropic.AsyncAnthropic, bid: str) -> dict[str, BatchAnswer]:
+        out: dict[str, BatchAnswer] = {}
+        async for r in await client.messages.batches.results(bid):
+            kind = r.result.type
+            if kind == "succeeded":
+                out[r.custom_id] = ("ok", r.result.message.model_dump(mode="json"))  # type: ignore[union-attr]
+            elif kind == "errored":
+                err = getattr(r.result.error, "error", None)  # type: ignore[union-attr]
+                out[r.custom_id] = ("error", f"{getattr(err, 'type', 'error')}: {getattr(err, 'message', '')}")
+            else:
+                out[r.custom_id] = ("expired" if kind == "expired" else "cancelled", "")
+        return out
+
+    def batch_status(self, *, api_key: str, base_url: str | None, bid: str) -> tuple[str, dict[str, Any]]:
+        b = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=2).messages.batches.retrieve(bid)
+        return str(b.processing_status), b.request_counts.model_dump()
+
+    def batch_cancel(self, *, api_key: str, base_url: str | None, bid: str) -> str:
+        return str(anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=2).messages.batches.cancel(bid).processing_status)
+
+
+PROVIDER = AnthropicProvider()

@@ -20,8 +20,8 @@ from typing import Any, Generic, Mapping, Sequence, TypeVar
 from .._util.text import redact_secrets
 from ..errors import BackendUnavailable, UserError
 from ..types import Completion, Message, ModelSpec
-from .base import GenerationRequest, ProgressFn
-from .retry import RetriesExhausted, RetryPolicy, is_unreachable, retry_async, status_of
+from .base import GenerationRequest, ProgressFn, Provider
+from .retry import RetriesExhausted, RetryPolicy, Verdict, classify, is_unreachable, retry_async, status_of
 
 PLACEHOLDER_KEY = "evalkit-no-key"  # for OpenAI-compatible servers that need no key (vLLM, local proxies)
 _MAX_ERROR_CHARS = 500
@@ -119,6 +119,16 @@ class ApiBackend(Generic[C]):
             self._keys[s.name] = resolve_api_key(s.name, s.api_key_env, self.default_key_env, s.base_url)
             self._policies[s.name] = retry or RetryPolicy.from_options(s.options)
 
+    @property
+    def hooks(self) -> Provider:
+        """The provider's hooks (its SDK's exception types)."""
+        raise NotImplementedError
+
+    def _classify(self, exc: BaseException) -> Verdict:
+        """The shared policy (statuses, the transport's exception types), then the SDK's own types."""
+        v = classify(exc)
+        return v if v.retry else (self.hooks.classify(exc) or v)
+
     # -- for subclasses
     def make_client(self, spec: ModelSpec, api_key: str) -> C:
         raise NotImplementedError
@@ -196,9 +206,9 @@ class ApiBackend(Generic[C]):
                 t0 = time.perf_counter()
                 kind: str | None = None
                 try:
-                    out = await retry_async(lambda: self.call_once(client, spec, req.messages), self._policies[spec.name])
+                    out = await retry_async(lambda: self.call_once(client, spec, req.messages), self._policies[spec.name], classify_fn=self._classify)
                 except Exception as exc:  # noqa: BLE001 - API failures are data; our own bugs re-raise
-                    if not is_api_failure(exc):
+                    if not is_api_failure(exc, self.hooks):
                         raise
                     kind = _fatal_kind(exc)
                     out = Completion(text="", latency_s=time.perf_counter() - t0, error=redact(describe_failure(self.provider, exc), secrets))
@@ -240,9 +250,6 @@ class ResponseShapeError(ValueError):
     """The server answered 200 with a body that lacks what the API promises (no choices, no content)."""
 
 
-def is_api_failure(exc: BaseException) -> bool:
+def is_api_failure(exc: BaseException, hooks: Provider) -> bool:
     """SDK errors, exhausted retries and malformed responses are data (a Completion error), not bugs."""
-    if isinstance(exc, (RetriesExhausted, ResponseShapeError)):
-        return True
-    names = {t.__name__ for t in type(exc).__mro__}
-    return bool(names & {"APIError", "OpenAIError", "AnthropicError"})
+    return isinstance(exc, (RetriesExhausted, ResponseShapeError)) or hooks.is_failure(exc)

@@ -17,17 +17,16 @@ are sent again in a follow-up batch (or directly, ``fallback: direct``) up to th
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from .._util.text import redact_url
 from ..errors import BackendUnavailable
-from .structured import CallFailed, EndpointModel, Reply, StructuredEndpoint, schema_instruction
+from .base import CallFailed, Reply, schema_instruction
+from .registry import backend_info, provider
+from .structured import EndpointModel, StructuredEndpoint
 
-#: providers' limits on requests per batch (OpenAI 50,000; Anthropic 100,000)
-MAX_BATCH_SIZE = {"openai": 50_000, "anthropic": 100_000}
 #: the batch discount both providers give (applied to the cost table when prices are configured)
 BATCH_DISCOUNT = 0.5
 
@@ -101,16 +100,9 @@ class BatchingEndpoint(StructuredEndpoint):
         jm = model or self.jm
         mode = self.mode
         sys_text = system + (schema_instruction(schema) if mode in ("json_object", "prompt") else "")
-        if jm.backend == "anthropic":
-            from .anthropic_backend import structured_body as anthropic_body
-
-            body = anthropic_body(jm.model, sys_text, user, schema, mode, max_tokens)
-            top = 0
-        else:
-            from .openai_backend import structured_body as openai_body
-
-            top = top_logprobs if self.no_logprobs is None else 0
-            body = openai_body(jm.model, sys_text, user, schema, mode, temperature, max_tokens, schema_name, jm.max_tokens_param, top)
+        top = top_logprobs if self.no_logprobs is None else 0
+        body = self.hooks.structured_body(jm.model, sys_text, user, schema, mode, temperature=temperature, max_tokens=max_tokens,
+                                          schema_name=schema_name, max_tokens_param=jm.max_tokens_param, top_logprobs=top)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         p = _Pending(_custom_id(request_id), body, sys_text, user, mode, top, fut)
         start = time.perf_counter()
@@ -171,7 +163,7 @@ class BatchingEndpoint(StructuredEndpoint):
                 p.attempts += 1
                 (by_batch.setdefault(bid, []) if bid else fresh).append(p)
             waits = [self._wait(bid, ps, resumed=True) for bid, ps in by_batch.items()]
-            size = max(1, min(self.options.size, MAX_BATCH_SIZE.get(self.jm.backend, 50_000)))
+            size = max(1, min(self.options.size, self.hooks.max_batch_size))
             for i in range(0, len(fresh), size):
                 chunk = fresh[i : i + size]
                 try:
@@ -193,15 +185,7 @@ class BatchingEndpoint(StructuredEndpoint):
         for p in chunk:
             dedup.setdefault(p.custom_id, p)
         try:
-            if self.jm.backend == "anthropic":
-                b = await self._client.messages.batches.create(requests=[{"custom_id": c, "params": p.body} for c, p in dedup.items()])
-                bid, status = b.id, b.processing_status
-            else:
-                data = "".join(json.dumps({"custom_id": c, "method": "POST", "url": "/v1/chat/completions", "body": p.body}, ensure_ascii=False) + "\n"
-                               for c, p in dedup.items()).encode()
-                f = await self._client.files.create(file=("evalkit-batch.jsonl", data, "application/jsonl"), purpose="batch")
-                b = await self._client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
-                bid, status = b.id, b.status
+            bid, status = await self.hooks.batch_submit(self._client, {c: p.body for c, p in dedup.items()})
         except Exception as e:  # noqa: BLE001 - the provider refused the batch: one line for the user
             raise BackendUnavailable(f"{self.jm.label}: the provider refused the batch of {len(dedup)} request(s): {type(e).__name__}: "
                                      f"{' '.join(str(e).split())[:300]}") from None
@@ -251,14 +235,8 @@ class BatchingEndpoint(StructuredEndpoint):
                 try:
                     if p.parse is not None:
                         result = p.parse(value)
-                    elif self.jm.backend == "anthropic":
-                        from .anthropic_backend import structured_reply as anthropic_reply
-
-                        result = anthropic_reply(value, p.mode, p.system, p.user)
                     else:
-                        from .openai_backend import structured_reply as openai_reply
-
-                        result = openai_reply(value, p.mode, p.system, p.user, p.top_logprobs)
+                        result = self.hooks.structured_reply(value, p.mode, p.system, p.user, p.top_logprobs)  # type: ignore[arg-type]
                 except Exception as e:  # noqa: BLE001 - a body we cannot read: this request's error, sent again
                     kind, result = "error", f"malformed answer: {e}"
             else:
@@ -272,52 +250,13 @@ class BatchingEndpoint(StructuredEndpoint):
         self.store.update_batch(bid, status, {"succeeded": rec.succeeded, "errored": rec.errored}, ended=True, outcomes=outcomes)
 
     async def _poll(self, bid: str) -> tuple[str, bool, dict[str, int]]:
-        if self.jm.backend == "anthropic":
-            b = await self._client.messages.batches.retrieve(bid)
-            rc = b.request_counts
-            counts = {"processing": rc.processing, "succeeded": rc.succeeded, "errored": rc.errored, "canceled": rc.canceled, "expired": rc.expired}
-            return str(b.processing_status), b.processing_status == "ended", counts
-        b = await self._client.batches.retrieve(bid)
-        rc = b.request_counts
-        counts = {"total": rc.total, "completed": rc.completed, "failed": rc.failed} if rc is not None else {}
-        if b.status == "failed":
-            why = "; ".join(str(getattr(e, "message", e)) for e in ((b.errors.data or []) if b.errors else []))[:300]
-            raise BackendUnavailable(f"{self.jm.label}: batch {bid} failed validation: {why or 'no reason given'}")
-        return str(b.status), b.status in ("completed", "expired", "cancelled"), counts
+        try:
+            return await self.hooks.batch_poll(self._client, bid)
+        except BackendUnavailable as e:
+            raise BackendUnavailable(f"{self.jm.label}: {e}") from None
 
     async def _results(self, bid: str, status: str) -> dict[str, tuple[str, Any]]:
-        out: dict[str, tuple[str, Any]] = {}
-        if self.jm.backend == "anthropic":
-            async for r in await self._client.messages.batches.results(bid):
-                kind = r.result.type
-                if kind == "succeeded":
-                    out[r.custom_id] = ("ok", r.result.message.model_dump(mode="json"))
-                elif kind == "errored":
-                    err = getattr(r.result.error, "error", None)
-                    out[r.custom_id] = ("error", f"{getattr(err, 'type', 'error')}: {getattr(err, 'message', '')}")
-                else:
-                    out[r.custom_id] = ("expired" if kind == "expired" else "cancelled", "")
-            return out
-        b = await self._client.batches.retrieve(bid)
-        for fid in (b.output_file_id, b.error_file_id):
-            if not fid:
-                continue
-            text = (await self._client.files.content(fid)).text
-            for line in text.splitlines():
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                resp, err = row.get("response"), row.get("error")
-                if resp and resp.get("status_code") == 200:
-                    out[row["custom_id"]] = ("ok", resp.get("body"))
-                elif resp:
-                    e = (resp.get("body") or {}).get("error") or {}
-                    out[row["custom_id"]] = ("error", f"HTTP {resp.get('status_code')}: {e.get('message', '')}")
-                else:
-                    code = (err or {}).get("code", "error")
-                    kind = "expired" if code == "batch_expired" else "cancelled" if code == "batch_cancelled" else "error"
-                    out[row["custom_id"]] = (kind, (err or {}).get("message", ""))
-        return out
+        return await self.hooks.batch_results(self._client, bid)
 
 
 def _custom_id(key: str) -> str:
@@ -338,33 +277,17 @@ class BatchClient:
     provider: str
     base_url: str | None
     api_key_env: str | None
-    _client: Any = field(default=None, repr=False)
 
-    def _open(self) -> Any:
+    def _key(self) -> str:
         import os
 
-        key = os.environ.get(self.api_key_env or "") or "no-key-needed"
-        if self.provider == "anthropic":
-            import anthropic
-
-            return anthropic.Anthropic(api_key=key, base_url=self.base_url, max_retries=2)
-        import openai
-
-        return openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=2)
+        return os.environ.get(self.api_key_env or "") or "no-key-needed"
 
     def retrieve(self, bid: str) -> tuple[str, dict[str, Any]]:
-        c = self._open()
-        if self.provider == "anthropic":
-            b = c.messages.batches.retrieve(bid)
-            return str(b.processing_status), b.request_counts.model_dump()
-        b = c.batches.retrieve(bid)
-        return str(b.status), b.request_counts.model_dump() if b.request_counts else {}
+        return provider(self.provider).batch_status(api_key=self._key(), base_url=self.base_url, bid=bid)
 
     def cancel(self, bid: str) -> str:
-        c = self._open()
-        if self.provider == "anthropic":
-            return str(c.messages.batches.cancel(bid).processing_status)
-        return str(c.batches.cancel(bid).status)
+        return provider(self.provider).batch_cancel(api_key=self._key(), base_url=self.base_url, bid=bid)
 
 
 def batch_generate(specs: Sequence[Any], requests: Sequence[Any], store: Any, progress: Callable[[int], None] | None = None,
@@ -377,23 +300,23 @@ def batch_generate(specs: Sequence[Any], requests: Sequence[Any], store: Any, pr
     """
 
     from ..types import Completion
-    from .structured import EndpointModel
 
     spec = specs[0]
     opts = dict(spec.options)
     raw = opts.get("batch")
     options = BatchOptions(**raw) if isinstance(raw, dict) else BatchOptions()
-    backend = spec.backend
-    from . import backend_info
+    info = backend_info(spec.backend)
     from .api_common import resolve_api_key
 
-    _, key_env = resolve_api_key(spec.name, spec.api_key_env, backend_info(backend).key_env or "", spec.base_url)  # the direct path's check
+    _, key_env = resolve_api_key(spec.name, spec.api_key_env, info.key_env or "", spec.base_url)  # the direct path's check
     retries = opts.get("max_retries")
-    jm = EndpointModel(backend=backend, model=str(spec.model), base_url=spec.base_url, api_key_env=key_env, timeout_s=float(opts.get("timeout_s") or 60.0),
+    assert info.wire is not None and info.batch_api, f"{spec.backend} has no batch API"  # config validation refuses it earlier
+    hooks = provider(info.wire)
+    jm = EndpointModel(backend=info.wire, kind=spec.backend, model=str(spec.model), base_url=spec.base_url, api_key_env=key_env, timeout_s=float(opts.get("timeout_s") or 60.0),
                        max_retries=int(retries) if retries is not None else 4, batch=options)
     items = []
     for r in requests:
-        items.append((r.key, *_generation_body(backend, r.model, r.messages)))
+        items.append((r.key, *hooks.generation_body(r.model, r.messages)))
 
     async def main() -> list[Any]:
         ep = BatchingEndpoint(jm, options, store)
@@ -411,35 +334,3 @@ def batch_generate(specs: Sequence[Any], requests: Sequence[Any], store: Any, pr
     if progress:
         progress(len(done))
     return done
-
-
-def _generation_body(backend: str, spec: Any, messages: Sequence[Any]) -> tuple[dict[str, Any], Callable[[Any], Any]]:
-    """A candidate's request body (the same as its direct call) and the parser of its answer."""
-    from ..types import Completion
-
-    g = spec.generation
-    if backend == "anthropic":
-        from .anthropic_backend import _FINISH, read_message, split_system
-
-        system, rest = split_system(messages)
-        body: dict[str, Any] = {"model": str(spec.model), "max_tokens": g.max_new_tokens, "messages": rest}
-        if system is not None:
-            body["system"] = system
-        if g.stop:
-            body["stop_sequences"] = list(g.stop)
-
-        def parse_a(data: Any) -> Any:
-            text, _, stop, tin, tout = read_message(data)
-            return Completion(text=text, finish_reason=_FINISH.get(stop or "", stop), tokens_in=tin, tokens_out=tout)
-
-        return body, parse_a
-    from .openai_backend import _sampling_kwargs, read_chat_completion
-
-    kw = _sampling_kwargs(spec)
-    body = {"model": str(spec.model), "messages": [m.as_dict() for m in messages], **kw.pop("extra_body", {}), **kw}
-
-    def parse_o(data: Any) -> Any:
-        text, finish, tin, tout = read_chat_completion(data)
-        return Completion(text=text or "", finish_reason=finish, tokens_in=tin, tokens_out=tout)
-
-    return body, parse_o

@@ -6,18 +6,23 @@ Options read from ``ModelSpec.options``: ``concurrency`` (requests in flight, de
 ``max_tokens_param`` (``max_tokens`` by default; ``max_completion_tokens`` for servers and newer
 models that want it). Greedy when temperature is 0 (``seed`` is sent too, for what the API can do).
 
-For structured output (LLM judges), build a client with ``openai_client`` and call ``chat_json``.
+``PROVIDER`` is the OpenAI API's hooks (``models.base.Provider``): structured requests for judges,
+typed retry classification, the batch API (``/v1/files`` + ``/v1/batches``). vLLM servers speak it too.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Mapping, Sequence
 
 import openai
 
+from ..errors import BackendUnavailable
 from ..types import Completion, Message, ModelSpec, TokenLogprob
 from .api_common import ApiBackend, ResponseShapeError, fast_transport, post_json
+from .base import BatchAnswer, MalformedReply, Reply, StructuredMode
+from .retry import Verdict
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -50,6 +55,10 @@ class OpenAIBackend(ApiBackend[openai.AsyncOpenAI]):
     provider = "openai"
     default_key_env = "OPENAI_API_KEY"
     default_base_url = DEFAULT_BASE_URL
+
+    @property
+    def hooks(self) -> Any:
+        return PROVIDER
 
     def make_client(self, spec: ModelSpec, api_key: str) -> openai.AsyncOpenAI:
         return openai_client(api_key=api_key, base_url=spec.base_url, timeout_s=self.timeout_s(spec))
@@ -104,8 +113,6 @@ def structured_body(model: str, system: str, user: str, schema: Mapping[str, Any
 
 def structured_reply(data: Any, mode: str, system: str, user: str, top_logprobs: int = 0) -> Any:
     """A chat completion (a direct answer, or a batch result's body) as a structured Reply."""
-    from .structured import MalformedReply, Reply
-
     try:
         text, finish, tokens_in, tokens_out = read_chat_completion(data)
     except ResponseShapeError as e:
@@ -117,8 +124,7 @@ def structured_reply(data: Any, mode: str, system: str, user: str, top_logprobs:
 
 async def structured_request(client: openai.AsyncOpenAI, model: str, system: str, user: str, schema: Mapping[str, Any],
                              mode: str, temperature: float, max_tokens: int, schema_name: str, max_tokens_param: str = "max_tokens", top_logprobs: int = 0) -> Any:
-    """One structured chat completion (no retries: :class:`~evalkit.models.structured.StructuredEndpoint`
-    retries). ``mode``: ``json_schema`` (response_format with the schema, strict), ``json_object``,
+    """One structured chat completion (no retries: the structured endpoint retries). ``mode``: ``json_schema`` (response_format with the schema, strict), ``json_object``,
     or ``prompt`` (the schema is in the system text already).
     """
     body = structured_body(model, system, user, schema, mode, temperature, max_tokens, schema_name, max_tokens_param, top_logprobs)
@@ -139,3 +145,97 @@ def read_logprobs(data: Mapping[str, Any]) -> tuple[TokenLogprob, ...] | None:
     except (AttributeError, KeyError, TypeError, ValueError, IndexError):
         return None
 
+
+
+class OpenAIProvider:
+    """The OpenAI API's hooks (``evalkit.models.base.Provider``), for OpenAI and every compatible server."""
+
+    name = "openai"
+    default_mode: StructuredMode = "json_schema"
+    no_logprobs: str | None = None
+    max_batch_size = 50_000
+
+    def client(self, *, api_key: str, base_url: str | None, timeout_s: float) -> openai.AsyncOpenAI:
+        return openai_client(api_key=api_key, base_url=base_url, timeout_s=timeout_s)
+
+    def classify(self, exc: BaseException) -> Verdict | None:
+        # order matters: APITimeoutError is an APIConnectionError
+        if isinstance(exc, openai.APITimeoutError):
+            return Verdict(True, None, "timeout")
+        if isinstance(exc, openai.APIConnectionError):
+            return Verdict(True, None, "connection")
+        if isinstance(exc, openai.APIResponseValidationError):
+            return Verdict(True, None, "malformed_response")
+        return None
+
+    def is_failure(self, exc: BaseException) -> bool:
+        return isinstance(exc, openai.OpenAIError)
+
+    def structured_body(self, model: str, system: str, user: str, schema: Mapping[str, Any], mode: StructuredMode, *,
+                        temperature: float, max_tokens: int, schema_name: str, max_tokens_param: str, top_logprobs: int) -> dict[str, Any]:
+        return structured_body(model, system, user, schema, mode, temperature, max_tokens, schema_name, max_tokens_param, top_logprobs)
+
+    def structured_reply(self, data: Any, mode: StructuredMode, system: str, user: str, top_logprobs: int) -> Reply:
+        return structured_reply(data, mode, system, user, top_logprobs)
+
+    async def send(self, client: openai.AsyncOpenAI, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await post_json(client, "/chat/completions", body)
+
+    def generation_body(self, spec: ModelSpec, messages: Sequence[Message]) -> tuple[dict[str, Any], Any]:
+        kw = _sampling_kwargs(spec)
+        body = {"model": str(spec.model), "messages": [m.as_dict() for m in messages], **kw.pop("extra_body", {}), **kw}
+
+        def parse(data: Any) -> Completion:
+            text, finish, tin, tout = read_chat_completion(data)
+            return Completion(text=text or "", finish_reason=finish, tokens_in=tin, tokens_out=tout)
+
+        return body, parse
+
+    async def batch_submit(self, client: openai.AsyncOpenAI, rows: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
+        data = "".join(json.dumps({"custom_id": c, "method": "POST", "url": "/v1/chat/completions", "body": b}, ensure_ascii=False) + "\n"
+                       for c, b in rows.items()).encode()
+        f = await client.files.create(file=("evalkit-batch.jsonl", data, "application/jsonl"), purpose="batch")
+        b = await client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        return b.id, str(b.status)
+
+    async def batch_poll(self, client: openai.AsyncOpenAI, bid: str) -> tuple[str, bool, dict[str, int]]:
+        b = await client.batches.retrieve(bid)
+        rc = b.request_counts
+        counts = {"total": rc.total, "completed": rc.completed, "failed": rc.failed} if rc is not None else {}
+        if b.status == "failed":
+            why = "; ".join(str(getattr(e, "message", e)) for e in ((b.errors.data or []) if b.errors else []))[:300]
+            raise BackendUnavailable(f"batch {bid} failed validation: {why or 'no reason given'}")
+        return str(b.status), b.status in ("completed", "expired", "cancelled"), counts
+
+    async def batch_results(self, client: openai.AsyncOpenAI, bid: str) -> dict[str, BatchAnswer]:
+        out: dict[str, BatchAnswer] = {}
+        b = await client.batches.retrieve(bid)
+        for fid in (b.output_file_id, b.error_file_id):
+            if not fid:
+                continue
+            text = (await client.files.content(fid)).text
+            for line in text.splitlines():
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                resp, err = row.get("response"), row.get("error")
+                if resp and resp.get("status_code") == 200:
+                    out[row["custom_id"]] = ("ok", resp.get("body"))
+                elif resp:
+                    e = (resp.get("body") or {}).get("error") or {}
+                    out[row["custom_id"]] = ("error", f"HTTP {resp.get('status_code')}: {e.get('message', '')}")
+                else:
+                    code = (err or {}).get("code", "error")
+                    kind = "expired" if code == "batch_expired" else "cancelled" if code == "batch_cancelled" else "error"
+                    out[row["custom_id"]] = (kind, (err or {}).get("message", ""))
+        return out
+
+    def batch_status(self, *, api_key: str, base_url: str | None, bid: str) -> tuple[str, dict[str, Any]]:
+        b = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=2).batches.retrieve(bid)
+        return str(b.status), b.request_counts.model_dump() if b.request_counts else {}
+
+    def batch_cancel(self, *, api_key: str, base_url: str | None, bid: str) -> str:
+        return str(openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=2).batches.cancel(bid).status)
+
+
+PROVIDER = OpenAIProvider()

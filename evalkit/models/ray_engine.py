@@ -87,9 +87,9 @@ class EvalkitReplica:
             except ImportError:  # pragma: no cover - a backend without torch
                 pass
         try:
-            from . import open_backend
+            from .registry import backend_info
 
-            self.backend = open_backend(specs)
+            self.backend = backend_info(specs[0].backend).factory(specs)  # in this worker's process
         except UserError as e:
             self.error = e.one_line()
         except Exception as e:  # noqa: BLE001 - any load failure is reported, with its cause

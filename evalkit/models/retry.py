@@ -12,16 +12,19 @@ bounded, logged and observable::
     result = await retry_async(lambda: client.chat.completions.create(...), policy)
 
 Works with the ``openai`` and ``anthropic`` exception types without importing them: it reads
-``status_code`` and ``response.headers`` from the exception and walks its cause chain.
+``status_code`` and ``response.headers`` from the exception and walks its cause chain, matching the
+transport's exception types (httpx, aiohttp) there; each provider's hook classifies its SDK's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import http.client
 import json
 import logging
 import random
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
@@ -32,17 +35,27 @@ T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
-# Exception class names (anywhere in the cause chain) that mean "the transport failed, try again".
-_TRANSIENT_NAMES = frozenset(
-    {
-        "APITimeoutError", "APIConnectionError", "TimeoutException", "ReadTimeout", "WriteTimeout",
-        "ConnectTimeout", "PoolTimeout", "ConnectError", "ReadError", "WriteError", "RemoteProtocolError",
-        "NetworkError", "TransportError", "IncompleteRead", "ServerDisconnectedError",
-        "ClientConnectionError", "ClientPayloadError",
-    }
-)
-# Cause-chain names that mean "nothing is listening / the host cannot be reached".
-_UNREACHABLE_NAMES = frozenset({"ConnectError", "ConnectTimeout", "ConnectionRefusedError", "ClientConnectorError"})
+
+def _transport_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(timeouts, unreachable, transient transport failures) of the HTTP stacks the SDKs run on
+    (httpx; aiohttp with the ``openai[aiohttp]``/``anthropic[aiohttp]`` transport), by type. The
+    SDKs' own exception types are classified by each provider's hook (``Provider.classify``).
+    """
+    timeouts: list[type] = [TimeoutError, asyncio.TimeoutError]
+    unreachable: list[type] = [ConnectionRefusedError]
+    transient: list[type] = [ConnectionError, EOFError]
+    # a stack that was never imported raised nothing: no need to import it to check
+    httpx = sys.modules.get("httpx")
+    if httpx is not None:
+        timeouts.append(httpx.TimeoutException)
+        unreachable += [httpx.ConnectError, httpx.ConnectTimeout]
+        transient += [httpx.TransportError, httpx.RemoteProtocolError]
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None:
+        unreachable.append(aiohttp.ClientConnectorError)
+        transient += [aiohttp.ClientConnectionError, aiohttp.ClientPayloadError]
+    transient.append(http.client.IncompleteRead)
+    return tuple(timeouts), tuple(unreachable), tuple(transient)
 
 
 class RetryableError(Exception):
@@ -145,7 +158,8 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def is_unreachable(exc: BaseException) -> bool:
     """True when the failure is "could not connect" (refused, DNS, connect timeout), not a later error."""
-    return any(type(e).__name__ in _UNREACHABLE_NAMES for e in _chain(exc))
+    _, unreachable, _ = _transport_types()
+    return any(isinstance(e, unreachable) for e in _chain(exc))
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -170,12 +184,12 @@ def classify(exc: BaseException) -> Verdict:
         retry = status in RETRY_STATUSES or status >= 500 or should.lower() == "true"
         return Verdict(retry, parse_retry_after(headers) if retry else None, f"HTTP {status}")
     chain = _chain(exc)
-    names = [type(e).__name__ for e in chain]
-    if any(isinstance(e, (TimeoutError, asyncio.TimeoutError)) for e in chain) or any("Timeout" in n for n in names):
+    timeouts, unreachable, transient = _transport_types()
+    if any(isinstance(e, timeouts) for e in chain):
         return Verdict(True, None, "timeout")
-    if is_unreachable(exc):
+    if any(isinstance(e, unreachable) for e in chain):
         return Verdict(True, None, "connection failed")
-    if any(n in _TRANSIENT_NAMES for n in names) or any(isinstance(e, (ConnectionError, EOFError)) for e in chain):
+    if any(isinstance(e, transient) for e in chain):
         return Verdict(True, None, "connection error or truncated response")
     if any(isinstance(e, json.JSONDecodeError) for e in chain):
         return Verdict(True, None, "malformed JSON response body")

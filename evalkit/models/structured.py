@@ -3,8 +3,8 @@
 Judges (and anything else that wants validated JSON) use this instead of an SDK of their own:
 
 * :class:`StructuredEndpoint` — one API endpoint (OpenAI-compatible, Anthropic, a vLLM server): the
-  backend's own client constructor and request function (``openai_backend.structured_request``,
-  ``anthropic_backend.structured_request``), a semaphore bounding requests in flight, one retry loop
+  provider's hooks (``models.base.Provider``: its client, request body, reply parser and exception
+  types, from ``models.registry.provider``), a semaphore bounding requests in flight, one retry loop
   (exponential backoff + jitter, Retry-After honoured, the shared policy of ``models.retry``), the
   downgrade json_schema -> json_object -> prompt (tool -> prompt) when a server lacks structured
   output, and counters that add up (``retry_reasons`` sums to ``retries``).
@@ -12,8 +12,9 @@ Judges (and anything else that wants validated JSON) use this instead of an SDK 
   together are batched through the backend's ``generate`` (several criteria and items per batch),
   with the schema in the prompt.
 
-The SDKs' own retries are off (``max_retries=0``) so that one loop decides, counts and logs them.
-API keys are read from the environment at call time and never stored or logged.
+``models.registry.open_structured`` picks the endpoint for a model. The SDKs' own retries are off
+(``max_retries=0``) so that one loop decides, counts and logs them. API keys are read from the
+environment at call time and never stored or logged.
 """
 
 from __future__ import annotations
@@ -23,32 +24,46 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from .._util.text import redact_secrets, redact_url, redact_userinfo
-from ..errors import BackendUnavailable, ConfigError, missing_extra
-from ..types import Message, ModelSpec, TokenLogprob
+from ..errors import ConfigError
+from ..types import Message, ModelSpec
+from .base import (
+    TOOL_NAME,
+    CallFailed,
+    FatalEndpointError,
+    MalformedReply,
+    Provider,
+    Reply,
+    StructuredMode,
+    schema_instruction,
+)
+from .registry import backend_info, provider
 from .retry import RETRY_STATUSES, RetriesExhausted, RetryPolicy, Verdict, parse_retry_after, retry_async, status_of
 from .retry import classify as shared_classify
 
-StructuredMode = Literal["json_schema", "json_object", "prompt", "tool"]
+__all__ = [
+    "TOOL_NAME", "CallFailed", "ClientStats", "EndpointModel", "FatalEndpointError", "LocalEndpoint", "MalformedReply", "Reply",
+    "StructuredEndpoint", "StructuredMode", "check_api_key", "classify", "schema_instruction",
+]
 
 #: Backoff: ``BASE * 2**attempt`` seconds (capped), times a jitter factor in [0.5, 1]. Tests shrink BASE.
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 60.0
-TOOL_NAME = "record_verdict"
 
 
 @dataclass(frozen=True)
 class EndpointModel:
     """A model asked for structured output. ``identity`` keys caches (never the API key).
 
-    ``backend`` is the wire protocol: ``openai`` (OpenAI and every compatible server, vLLM's
-    included), ``anthropic``, or ``hf`` (in process; ``model`` is then the checkpoint folder).
+    ``backend`` is the wire protocol its backend kind declares (``evalkit.registries``): ``openai``
+    (OpenAI and every compatible server, vLLM's included), ``anthropic``; or the kind itself for a
+    model run in this process (``hf``; ``model`` is then the checkpoint folder, ``local`` its spec).
     """
 
-    backend: Literal["openai", "anthropic", "hf"]
+    backend: str
     model: str
     base_url: str | None
     api_key_env: str
@@ -58,6 +73,7 @@ class EndpointModel:
     max_tokens_param: str = "max_tokens"
     local: ModelSpec | None = None  # hf: the spec the in-process backend loads (weights fingerprinted)
     batch: Any = None  # evalkit.models.batch.BatchOptions: requests go through the provider's batch API
+    kind: str = ""  # the backend kind (evalkit.registries) it came from: vllm speaks openai
 
     @property
     def label(self) -> str:
@@ -86,35 +102,6 @@ def check_api_key(jm: EndpointModel, where: str) -> None:
 
 
 @dataclass
-class Reply:
-    """One successful HTTP exchange: the reply text (or the tool input as JSON) and what it cost."""
-
-    raw: str
-    parsed: Any | None  # set when the provider returned structured data (tool input)
-    tokens_in: int
-    tokens_out: int
-    structured: StructuredMode
-    system: str
-    user: str
-    attempts: int
-    latency_s: float
-    finish_reason: str | None = None  # "length" / "max_tokens": the reply was cut off
-    logprobs: tuple[TokenLogprob, ...] | None = None  # when asked for and the provider returns them
-
-
-class CallFailed(Exception):
-    """A judgment's request failed for good (retries exhausted or a non-retryable 4xx)."""
-
-    def __init__(self, message: str, attempts: int = 1):
-        super().__init__(message)
-        self.attempts = attempts  # HTTP requests made for it
-
-
-class FatalEndpointError(BackendUnavailable):
-    """The endpoint cannot work at all (bad key, unknown model): stop instead of failing every item."""
-
-
-@dataclass
 class ClientStats:
     requests: int = 0
     retries: int = 0
@@ -135,15 +122,14 @@ class ClientStats:
         }
 
 
-def classify(exc: BaseException) -> tuple[str, str, float | None]:
+def classify(exc: BaseException, hooks: Provider | None = None) -> tuple[str, str, float | None]:
     """``(kind, reason, retry_after)``; kind: retry | error (this item) | fatal (the whole judge).
 
-    Retryable statuses and transport failures follow evalkit.models.retry; on top of that a judge
-    treats 401/403/404 as fatal (a bad key or model name fails every item: stop and say so) and a
-    body the SDK cannot read (garbled or truncated JSON) as retryable.
+    Retryable statuses and transport failures follow evalkit.models.retry, the SDK's own exception
+    types the provider's hook (``Provider.classify``); on top of that a judge treats 401/403/404 as
+    fatal (a bad key or model name fails every item: stop and say so) and a body that cannot be read
+    (garbled or truncated JSON) as retryable.
     """
-    import httpx
-
     status = status_of(exc)
     if status is not None:
         resp = getattr(exc, "response", None)
@@ -157,21 +143,26 @@ def classify(exc: BaseException) -> tuple[str, str, float | None]:
         if status == 404:
             return "fatal", "model or endpoint not found (404)", None
         return "error", f"HTTP {status}", None
-    name = type(exc).__name__
-    if "Timeout" in name or isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)):
-        return "retry", "timeout", None
-    if "APIConnectionError" in name or isinstance(exc, httpx.TransportError):
-        return "retry", "connection", None
-    if "ResponseValidation" in name or isinstance(exc, (json.JSONDecodeError, httpx.DecodingError, UnicodeDecodeError, MalformedReply)):
+    typed = hooks.classify(exc) if hooks is not None else None
+    if typed is not None:
+        return ("retry" if typed.retry else "error"), typed.reason, typed.retry_after
+    if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError, MalformedReply)) or _is_decoding_error(exc):
         return "retry", "malformed_response", None
     verdict = shared_classify(exc)
+    if verdict.retry and verdict.reason == "timeout":
+        return "retry", "timeout", None
+    if verdict.retry and verdict.reason.startswith("connection"):
+        return "retry", "connection", None
     if verdict.retry:
         return "retry", verdict.reason, verdict.retry_after
     raise exc
 
 
-class MalformedReply(Exception):
-    """The HTTP body parsed but has no usable message (no choices, no content)."""
+def _is_decoding_error(exc: BaseException) -> bool:
+    import sys
+
+    httpx = sys.modules.get("httpx")
+    return httpx is not None and isinstance(exc, httpx.DecodingError)
 
 
 def _logprobs_unsupported(exc: BaseException) -> bool:
@@ -188,13 +179,6 @@ def _structured_unsupported(exc: BaseException) -> bool:
     return any(w in text for w in ("response_format", "json_schema", "json_object", "structured", "tool"))
 
 
-def schema_instruction(schema: Mapping[str, Any]) -> str:
-    return (
-        "\n\nReply with exactly one JSON object and nothing else. It must satisfy this JSON Schema:\n"
-        + json.dumps(schema, indent=2, sort_keys=False)
-    )
-
-
 class StructuredEndpoint:
     """One provider endpoint: an SDK client, a semaphore, a retry loop and its counters."""
 
@@ -204,32 +188,17 @@ class StructuredEndpoint:
         self._sem: asyncio.Semaphore | None = None
         self._client: Any = None
         self.fatal: FatalEndpointError | None = None
+        self.hooks: Provider = provider(jm.backend)
         # why this endpoint gives no log-probabilities (the provider has none, or refused the request's logprobs)
-        self.no_logprobs: str | None = "the Anthropic API returns no token log-probabilities" if jm.backend == "anthropic" else None
-        if structured == "auto":
-            self.mode: StructuredMode = "tool" if jm.backend == "anthropic" else "json_schema"
-        else:
-            self.mode = structured  # type: ignore[assignment]
+        self.no_logprobs: str | None = self.hooks.no_logprobs
+        self.mode: StructuredMode = self.hooks.default_mode if structured == "auto" else structured  # type: ignore[assignment]
 
     def _open(self) -> None:
         if self._client is not None:
             return
         key = os.environ.get(self.jm.api_key_env) or "no-key-needed"
         self._sem = asyncio.Semaphore(self.jm.concurrency)
-        if self.jm.backend == "anthropic":
-            try:
-                from .anthropic_backend import anthropic_client
-            except ImportError as e:
-                raise missing_extra("an anthropic model", "api", e) from None
-
-            self._client = anthropic_client(api_key=key, base_url=self.jm.base_url, timeout_s=self.jm.timeout_s)
-        else:
-            try:
-                from .openai_backend import openai_client
-            except ImportError as e:
-                raise missing_extra("an openai model", "api", e) from None
-
-            self._client = openai_client(api_key=key, base_url=self.jm.base_url, timeout_s=self.jm.timeout_s)
+        self._client = self.hooks.client(api_key=key, base_url=self.jm.base_url, timeout_s=self.jm.timeout_s)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -294,7 +263,7 @@ class StructuredEndpoint:
         def verdict(exc: BaseException) -> Verdict:
             if isinstance(exc, FatalEndpointError):
                 raise exc  # the endpoint refused us for good (another request found out)
-            kind, reason, retry_after = classify(exc)  # re-raises what is not an API failure (our own bugs)
+            kind, reason, retry_after = classify(exc, self.hooks)  # re-raises what is not an API failure (our own bugs)
             return Verdict(kind == "retry", retry_after, reason)
 
         def counted(_attempt: int, _exc: BaseException, v: Verdict, _wait: float) -> None:
@@ -313,7 +282,7 @@ class StructuredEndpoint:
             self.stats.gave_up += 1
             raise CallFailed(f"gave up after {e.attempts} attempts; last: {e.reason}: {_short(e.last)}", e.attempts) from None
         except Exception as e:  # noqa: BLE001 - not retryable: this item's error, or the whole endpoint's
-            kind, reason, _ = classify(e)
+            kind, reason, _ = classify(e, self.hooks)
             if kind == "fatal":
                 self.fatal = FatalEndpointError(f"judge {jm.label} at {jm.base_url or 'the default API'}: {reason}: {_short(e)}")
                 raise self.fatal from None
@@ -338,13 +307,9 @@ class StructuredEndpoint:
 
     async def _request(self, jm: EndpointModel, system: str, user: str, schema: Mapping[str, Any], mode: StructuredMode, temperature: float, max_tokens: int,
                        schema_name: str, top_logprobs: int = 0) -> Reply:
-        if jm.backend == "anthropic":
-            from .anthropic_backend import structured_request as anthropic_request
-
-            return await anthropic_request(self._client, jm.model, system, user, schema, mode, max_tokens)
-        from .openai_backend import structured_request as openai_request
-
-        return await openai_request(self._client, jm.model, system, user, schema, mode, temperature, max_tokens, schema_name, jm.max_tokens_param, top_logprobs)
+        body = self.hooks.structured_body(jm.model, system, user, schema, mode, temperature=temperature, max_tokens=max_tokens,
+                                          schema_name=schema_name, max_tokens_param=jm.max_tokens_param, top_logprobs=top_logprobs)
+        return self.hooks.structured_reply(await self.hooks.send(self._client, body), mode, system, user, top_logprobs)
 
 
 class LocalEndpoint:
@@ -357,9 +322,10 @@ class LocalEndpoint:
     loaded on the first request and closed with the endpoint.
     """
 
-    def __init__(self, jm: EndpointModel):
+    def __init__(self, jm: EndpointModel, opener: Callable[[list[ModelSpec]], Any] | None = None):
         assert jm.local is not None
         self.jm = jm
+        self._opener = opener or (lambda specs: backend_info(specs[0].backend).factory(specs))  # default: in this process
         self.stats = ClientStats()
         self.mode: StructuredMode = "prompt"
         self.fatal: FatalEndpointError | None = None
@@ -405,12 +371,12 @@ class LocalEndpoint:
         import dataclasses
 
         from ..types import GenerationParams
-        from . import GenerationRequest, open_backend
+        from .base import GenerationRequest
 
         spec = self.jm.local
         assert spec is not None
         if self._backend is None:
-            self._backend = open_backend([spec])
+            self._backend = self._opener([spec])
         t0 = time.perf_counter()
         requests = [
             GenerationRequest(key=str(i), model=dataclasses.replace(spec, generation=GenerationParams(max_new_tokens=m, temperature=t)),
@@ -432,19 +398,6 @@ class LocalEndpoint:
         if self._backend is not None:
             backend, self._backend = self._backend, None
             await asyncio.to_thread(backend.close)
-
-
-def open_endpoint(jm: EndpointModel, structured: str = "auto", store: Any = None) -> StructuredEndpoint | LocalEndpoint:
-    """The endpoint that serves ``jm``: in process for ``hf``, over HTTP for every API, through the
-    provider's batch API when ``jm.batch`` is set (``store`` records the batches).
-    """
-    if jm.local is not None:
-        return LocalEndpoint(jm)
-    if jm.batch is not None and store is not None:
-        from .batch import BatchingEndpoint
-
-        return BatchingEndpoint(jm, jm.batch, store, structured=structured)
-    return StructuredEndpoint(jm, structured=structured)
 
 
 def _short(exc: BaseException, n: int = 300) -> str:

@@ -84,7 +84,7 @@ def inspect_adapter(model_name: str, adapter_dir: str | Path) -> AdapterInfo:
     vLLM refuses adapters with ``modules_to_save`` (e.g. a retrained ``lm_head``) and DoRA; those
     must be merged into the base (``evalkit merge``) and served as a plain model.
     """
-    from . import _hash_dir
+    from .weights import hash_dir as _hash_dir
 
     adir = Path(adapter_dir)
     cfg_path = adir / "adapter_config.json"
@@ -174,7 +174,7 @@ def _dtype(specs: Sequence[ModelSpec]) -> str | None:
             return str(d)
     path = specs[0].path if specs else None
     if path and Path(path).is_dir():
-        from . import checkpoint_dtype
+        from .weights import checkpoint_dtype
 
         return checkpoint_dtype(path)
     return None

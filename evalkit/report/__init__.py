@@ -1,7 +1,8 @@
 """Report writers: summary.json, items.jsonl, report.md, report.html, junit.xml, and exports.
 
-Everything is rendered from summary.json's dict and the run's ``RunItem``s, which the store keeps,
-so ``evalkit report RUN`` rebuilds every file later without the models.
+Everything is rendered from the typed run record (``evalkit.record.RunSummary``, summary.json) and
+the run's ``RunItem``s, which the store keeps, so ``evalkit report RUN`` rebuilds every file later
+without the models. A summary.json dict is read into a RunSummary once, at the door.
 
 Offers:
 - :func:`write_reports` — write all five files atomically (temp files, then renames);
@@ -20,7 +21,8 @@ from typing import Any, Sequence
 
 from .._util.fs import write_files_atomic
 from .._util.text import displayable, encodable, terminal_safe
-from ..store import RunItem, Store
+from ..record import RunItem, RunSummary
+from ..store import Store
 from .junit import render_junit
 from .markdown import candidate_lines, render_markdown, verdict_line
 
@@ -29,7 +31,7 @@ REPORT_FILES = ("summary.json", "items.jsonl", "report.md", "report.html", "juni
 __all__ = ["write_reports", "console_summary", "item_record", "render_markdown", "render_junit", "render_html", "REPORT_FILES"]
 
 
-def render_html(summary: dict[str, Any], items: Sequence[RunItem], *, store: Store | None = None, history: list | None = None) -> str:
+def render_html(summary: RunSummary | dict[str, Any], items: Sequence[RunItem], *, store: Store | None = None, history: list | None = None) -> str:
     from .html import render_html as _render
 
     return _render(summary, items, store=store, history=history)
@@ -45,7 +47,7 @@ def item_record(item: RunItem) -> dict[str, Any]:
         "tags": list(item.sample.get("tags") or []),
         "output": item.output,
         "error": item.error,
-        "scores": item.scores,
+        "scores": {name: s.as_dict() for name, s in item.scores.items()},
     }
 
 
@@ -61,7 +63,7 @@ def _json_default(o: Any) -> Any:
 
 def write_reports(
     out_dir: Path,
-    summary: dict[str, Any],
+    summary: RunSummary | dict[str, Any],
     items: Sequence[RunItem],
     *,
     store: Store | None = None,
@@ -74,13 +76,14 @@ def write_reports(
     ``store`` (optional) adds the trend over accepted runs to the HTML. With ``step_summary`` and
     ``$GITHUB_STEP_SUMMARY`` set, report.md is appended there too. Returns the paths written.
     """
+    summary = RunSummary.of(summary)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # the store's order, so a rebuild from the store writes byte-identical files
     items = sorted(items, key=lambda it: (it.suite, it.sample_id, it.model))
     md = render_markdown(summary)
     rendered: dict[str, str] = {
-        "summary.json": _json_text(summary, indent=2) + "\n",
+        "summary.json": _json_text(summary.to_json(), indent=2) + "\n",
         "items.jsonl": "".join(_json_text(item_record(it)) + "\n" for it in items),
         "report.md": displayable(md),
         "report.html": displayable(render_html(summary, items, store=store)),
@@ -102,21 +105,20 @@ def _json_text(obj: Any, indent: int | None = None) -> str:
     return text if encodable(text) else json.dumps(obj, indent=indent, ensure_ascii=True, default=_json_default)
 
 
-def console_summary(summary: dict[str, Any], out_dir: str | Path | None = None) -> str:
+def console_summary(summary: RunSummary | dict[str, Any], out_dir: str | Path | None = None) -> str:
     """A few lines for the terminal: the verdict, one line per gate result, where the reports are."""
+    summary = RunSummary.of(summary)
     mark = {"pass": "PASS", "fail": "FAIL", "no_decision": "UNDECIDED", "warn": "WARN"}
-    lines = [("PASS  " if summary.get("passed") else "FAIL  ") + verdict_line(summary)]
+    lines = [("PASS  " if summary.passed else "FAIL  ") + verdict_line(summary)]
     lines += [f"  per candidate: {line}" for line in candidate_lines(summary)]
-    gates = summary.get("gates") or []
+    gates = summary.gates
     if gates:
-        w_name = max(len(str(g.get("name", ""))) for g in gates)
-        w_model = max(len(str(g.get("model") or "")) for g in gates)
+        w_name = max(len(g.name) for g in gates)
+        w_model = max(len(g.model or "") for g in gates)
         for g in gates:
-            obs = g.get("observed")
-            thr = g.get("threshold")
-            nums = f"{_short(obs)} vs {_short(thr)}" if thr is not None else _short(obs)
-            lines.append(f"  {mark.get(g.get('outcome', ''), '?'):<9} {str(g.get('name', '')):<{w_name}}  {str(g.get('model') or ''):<{w_model}}  {nums:<16} {g.get('detail', '')}")
-    where = out_dir or summary.get("out_dir")
+            nums = f"{_short(g.observed)} vs {_short(g.threshold)}" if g.threshold is not None else _short(g.observed)
+            lines.append(f"  {mark.get(g.outcome, '?'):<9} {g.name:<{w_name}}  {(g.model or ''):<{w_model}}  {nums:<16} {g.detail}")
+    where = out_dir or getattr(summary, "out_dir", None)
     if where:
         lines.append(f"reports: {Path(where) / 'report.html'} (also report.md, junit.xml, summary.json, items.jsonl)")
     return "\n".join(terminal_safe(line, one_line=True) for line in lines)

@@ -11,13 +11,13 @@ from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
 from .. import stats
-from ..gates import is_judge_score, is_pairwise_score, pairwise_length_diffs
-from ..store import RunItem
+from ..gates import pairwise_length_diffs
+from ..record import RunItem, RunSummary
 
 
 def judge_scorers(items: Iterable[RunItem]) -> set[str]:
     """Names of the scores that judges gave (by name or by the judge stage's ``details.judge`` mark)."""
-    return {n for it in items for n, s in it.scores.items() if is_judge_score(n, s)}
+    return {n for it in items for n, s in it.scores.items() if s.from_judge}
 
 
 def _tags(item: RunItem) -> list[str]:
@@ -31,7 +31,7 @@ def scorer_names(items: Iterable[RunItem]) -> list[str]:
     for it in items:
         for k, s in it.scores.items():
             seen.setdefault(k, None)
-            if is_judge_score(k, s):
+            if s.from_judge:
                 judged.add(k)
     names = list(seen)
     return [n for n in names if n not in judged] + [n for n in names if n in judged]
@@ -47,13 +47,13 @@ def _metric_values(items: Sequence[RunItem], scorer: str, is_judge: bool = False
         s = it.scores.get(scorer)
         if s is None:
             continue
-        if s.get("error"):
+        if s.error:
             errors += 1
             continue
-        if s.get("passed") is not None:
+        if s.passed is not None:
             decided += 1
-            passes.append(1.0 if s["passed"] else 0.0)
-        v = s.get("value")
+            passes.append(1.0 if s.passed else 0.0)
+        v = s.value
         if v is not None:
             try:
                 fv = float(v)
@@ -109,14 +109,14 @@ def score_distributions(items: Sequence[RunItem]) -> dict[str, dict[str, dict[fl
     out: dict[str, dict[str, dict[float, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     for it in items:
         for name, s in it.scores.items():
-            if s.get("error") or s.get("value") is None:
+            if s.error or s.value is None:
                 continue
-            if not is_judge_score(name, s) and s.get("passed") is not None:
+            if not s.from_judge and s.passed is not None:
                 continue
-            if is_pairwise_score(name, s):
+            if s.kind == "pairwise":
                 continue  # shown as win rates
             try:
-                v = round(float(s["value"]), 2)
+                v = round(float(s.value), 2)
             except (TypeError, ValueError):
                 continue
             out[name][it.model][v] += 1
@@ -131,11 +131,11 @@ def win_rates(items: Sequence[RunItem], confidence: float = 0.95) -> list[dict[s
     groups: dict[tuple[str, str], list[tuple[RunItem, float]]] = defaultdict(list)
     for it in items:
         for name, s in it.scores.items():
-            if not is_pairwise_score(name, s):
+            if not s.kind == "pairwise":
                 continue
-            if s.get("error") or s.get("value") is None:
+            if s.error or s.value is None:
                 continue
-            groups[(it.model, name)].append((it, float(s["value"])))
+            groups[(it.model, name)].append((it, float(s.value)))
     rows = []
     for (model, name), scored in sorted(groups.items()):
         vals = [v for _, v in scored]
@@ -154,38 +154,36 @@ def win_rates(items: Sequence[RunItem], confidence: float = 0.95) -> list[dict[s
     return rows
 
 
-def position_bias(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def position_bias(summary: RunSummary | dict[str, Any]) -> list[dict[str, Any]]:
     """Per pairwise judge and judge model: pairs asked in both orders, flips, flip rate, first-position
     preference, ties, and the ties a flip made (the judge stage's ``position_bias``).
     """
     rows = []
-    for judge, st in sorted((summary.get("judges") or {}).items()):
-        if not isinstance(st, dict):
-            continue
-        for label, b in sorted((st.get("position_bias") or {}).items()):
+    for judge, st in sorted(RunSummary.of(summary).judges.items()):
+        for label, b in sorted(st.position_bias.items()):
             if isinstance(b, dict):
                 rows.append({"judge": judge, "judge_model": label, **b})
     return rows
 
 
 def _item_pass(item: RunItem) -> bool | None:
-    vals = [s for n, s in item.scores.items() if not is_judge_score(n, s)]
-    if not vals or any(s.get("error") or s.get("passed") is None for s in vals):
+    vals = [s for n, s in item.scores.items() if not s.from_judge]
+    if not vals or any(s.error or s.passed is None for s in vals):
         return None
-    return all(bool(s["passed"]) for s in vals)
+    return all(bool(s.passed) for s in vals)
 
 
 def _item_quality(item: RunItem) -> float | None:
     """One number per item for ranking regressions: validator pass share + mean judge score / 5."""
     parts: list[float] = []
-    for n, s in item.scores.items():
-        if s.get("error"):
+    for s in item.scores.values():
+        if s.error:
             continue
-        if is_judge_score(n, s):
-            if s.get("value") is not None and not is_pairwise_score(n, s):
-                parts.append(float(s["value"]) / 5.0)
-        elif s.get("passed") is not None:
-            parts.append(1.0 if s["passed"] else 0.0)
+        if s.from_judge:
+            if s.value is not None and not s.kind == "pairwise":
+                parts.append(float(s.value) / 5.0)
+        elif s.passed is not None:
+            parts.append(1.0 if s.passed else 0.0)
     return sum(parts) / len(parts) if parts else None
 
 
@@ -210,7 +208,7 @@ def worst_regressions(items: Sequence[RunItem], baseline: str | None, candidates
         qc, qb = _item_quality(it), _item_quality(b)
         if qc is None or qb is None or qc >= qb:
             continue
-        flipped = [n for n, s in it.scores.items() if s.get("passed") is False and (b.scores.get(n) or {}).get("passed") is True]
+        flipped = [n for n, s in it.scores.items() if s.passed is False and (bs := b.scores.get(n)) is not None and bs.passed is True]
         rows.append(
             {
                 "model": it.model,
@@ -223,7 +221,7 @@ def worst_regressions(items: Sequence[RunItem], baseline: str | None, candidates
                 "reference": it.sample.get("reference"),
                 "baseline_output": b.output if b.output is not None else f"[error] {b.error or ''}",
                 "candidate_output": it.output if it.output is not None else f"[error] {it.error or ''}",
-                "explanations": {n: s.get("explanation") or s.get("error") or "" for n, s in it.scores.items() if s.get("passed") is False or s.get("error")},
+                "explanations": {n: s.explanation or s.error or "" for n, s in it.scores.items() if s.passed is False or s.error},
             }
         )
     rows.sort(key=lambda r: (not r["regressed"], -r["drop"], r["suite"], r["sample_id"]))
@@ -256,7 +254,7 @@ def prompt_text(sample: dict[str, Any]) -> str:
     return str(msgs[-1].get("content", "")) if msgs else ""
 
 
-def judge_reliability(summary: dict[str, Any], items: Sequence[RunItem]) -> dict[str, Any]:
+def judge_reliability(summary: RunSummary, items: Sequence[RunItem]) -> dict[str, Any]:
     """Judge errors per scorer from the items, plus whatever the judge stage put in summary['judges']
     (position bias, length bias, agreement, cost).
     """
@@ -265,19 +263,19 @@ def judge_reliability(summary: dict[str, Any], items: Sequence[RunItem]) -> dict
     noise: dict[str, list[float]] = defaultdict(list)
     for it in items:
         for n, s in it.scores.items():
-            if not is_judge_score(n, s):
+            if not s.from_judge:
                 continue
             total[n] += 1
-            if s.get("error"):
+            if s.error:
                 errors[n] += 1
-            std = (s.get("details") or {}).get("std")
+            std = s.details.get("std")
             if isinstance(std, (int, float)):
                 noise[n].append(float(std))
     per = [
         {"scorer": n, "n": total[n], "errors": errors[n], "mean_std": (sum(noise[n]) / len(noise[n])) if noise[n] else None}
         for n in sorted(total)
     ]
-    return {"per_scorer": per, "stage": summary.get("judges") or {}}
+    return {"per_scorer": per, "stage": {name: st.model_dump(exclude_unset=True) for name, st in summary.judges.items()}}
 
 
 def flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:

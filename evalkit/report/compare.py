@@ -12,7 +12,6 @@ from typing import Any, Sequence
 
 from .. import stats
 from ..errors import UserError
-from ..gates import is_judge_score
 from ..store import RunItem, RunRecord
 
 
@@ -62,19 +61,21 @@ def compare_runs(
         for n in scorers:
             pa, pb, va, vb, worse, better, dropped = [], [], [], [], [], [], 0
             for k in shared:
-                sa, sb = ia[k].scores.get(n) or {}, ib[k].scores.get(n) or {}
-                if sa.get("error") or sb.get("error"):
+                sa, sb = ia[k].scores.get(n), ib[k].scores.get(n)
+                if sa is None or sb is None:
+                    continue
+                if sa.error or sb.error:
                     dropped += 1
                     continue
-                if sa.get("passed") is not None and sb.get("passed") is not None and not is_judge_score(n, sa):
-                    pa.append(bool(sa["passed"]))
-                    pb.append(bool(sb["passed"]))
-                    if sa["passed"] and not sb["passed"]:
+                if sa.passed is not None and sb.passed is not None and not sa.from_judge:
+                    pa.append(bool(sa.passed))
+                    pb.append(bool(sb.passed))
+                    if sa.passed and not sb.passed:
                         worse.append(label(k))
-                    elif sb["passed"] and not sa["passed"]:
+                    elif sb.passed and not sa.passed:
                         better.append(label(k))
-                elif sa.get("value") is not None and sb.get("value") is not None:
-                    x, y = float(sa["value"]), float(sb["value"])
+                elif sa.value is not None and sb.value is not None:
+                    x, y = float(sa.value), float(sb.value)
                     va.append(x)
                     vb.append(y)
                     if y < x:

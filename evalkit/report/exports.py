@@ -38,11 +38,10 @@ def items_frame(items: Sequence[RunItem]):
             "error": it.error,
         }
         for n in names:
-            s = it.scores.get(n) or {}
-            v = s.get("value")
-            row[f"{n}.value"] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-            row[f"{n}.passed"] = s.get("passed")
-            row[f"{n}.error"] = s.get("error")
+            s = it.scores.get(n)
+            row[f"{n}.value"] = s.value if s is not None else None
+            row[f"{n}.passed"] = s.passed if s is not None else None
+            row[f"{n}.error"] = s.error if s is not None else None
         rows.append(row)
     df = pd.DataFrame(rows)
     for n in names:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._util.text import visible_controls
-from ..store import RunItem, Store
+from ..record import RunItem, RunSummary
+from ..store import Store
 from . import analysis, svg
 from .markdown import candidate_lines, plain_num, verdict_line
 
@@ -56,20 +57,20 @@ def _pct(v: Any) -> str:
     return f"{100 * float(v):.1f}%"
 
 
-def history_points(store: Store | None, summary: dict[str, Any], limit: int = 12) -> list[tuple[str, dict[str, float]]]:
+def history_points(store: Store | None, summary: RunSummary, limit: int = 12) -> list[tuple[str, dict[str, float]]]:
     """The trend over accepted runs (oldest first) and this run last: for each, the pass rate of its
     candidate on every suite x validator (judge means scaled to 0-1 by /5).
     """
     if store is None:
         return []
-    runs = [r for r in store.list_runs(limit=500) if r.accepted and r.run_id != summary.get("run_id") and r.summary]
-    if summary.get("name"):
-        same = [r for r in runs if r.name == summary.get("name")]
+    runs = [r for r in store.list_runs(limit=500) if r.accepted and r.run_id != summary.run_id and r.summary]
+    if summary.name:
+        same = [r for r in runs if r.name == summary.name]
         runs = same or runs
     runs = list(reversed(runs[:limit]))
     # labels: the run id's date and its random suffix (ids share their prefix within a day)
-    points = [(_short_id(r.run_id), _series(r.summary or {})) for r in runs]
-    points.append((_short_id(summary.get("run_id") or "this run") + "*", _series(summary)))
+    points = [(_short_id(r.run_id), _series(RunSummary.load(r.summary))) for r in runs if r.summary]
+    points.append((_short_id(summary.run_id or "this run") + "*", _series(summary)))
     return points
 
 
@@ -78,19 +79,18 @@ def _short_id(run_id: str) -> str:
     return f"{parts[0][4:8]}-{parts[-1][:4]}" if len(parts) >= 3 else run_id[-9:]
 
 
-def _series(summary: dict[str, Any]) -> dict[str, float]:
-    cands = summary.get("candidates") or []
-    model = cands[0] if cands else summary.get("baseline")
+def _series(summary: RunSummary) -> dict[str, float]:
+    model = summary.candidates[0] if summary.candidates else summary.baseline
     out: dict[str, float] = {}
-    for m in summary.get("metrics") or []:
-        if m.get("model") != model or m.get("value") is None:
+    for m in summary.metrics:
+        if m.model != model or m.value is None:
             continue
-        v = float(m["value"])
-        if m.get("metric") == "mean" and str(m.get("scorer", "")).startswith("judge."):
+        v = float(m.value)
+        if m.metric == "mean" and m.scorer.startswith("judge."):
             v = v / 5.0
-        elif m.get("metric") != "pass_rate":
+        elif m.metric != "pass_rate":
             continue
-        out[f"{m['suite']} {m['scorer']}"] = v
+        out[f"{m.suite} {m.scorer}"] = v
     return out
 
 
@@ -114,29 +114,30 @@ def _reliability_rows(stage: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
-def _why(summary: dict[str, Any]) -> str:
+def _why(summary: RunSummary) -> str:
     """The verdict's reason, without the SHIP / DON'T SHIP prefix (the banner says that)."""
     line = verdict_line(summary)
     reason = line.split(": ", 1)[1] if ": " in line else line
     return reason[:1].upper() + reason[1:]
 
 
-def _cost(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+def _cost(summary: RunSummary) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
-    for k, v in (summary.get("calls") or {}).items():
+    for k, v in summary.calls.model_dump().items():
         rows.append((k.replace("_", " "), v))
-    for k, v in (summary.get("timing") or {}).items():
+    for k, v in summary.timing.model_dump().items():
         rows.append((k.replace("_s", " (s)").replace("_", " "), round(v, 2) if isinstance(v, float) else v))
-    judges = summary.get("judges") or {}
+    judges = {name: st.model_dump(exclude_unset=True) for name, st in summary.judges.items()}
     for key, v in analysis.flatten(judges):
         if any(w in key.lower() for w in ("cost", "usd", "token", "price")):
             rows.append((key, v))
     return rows
 
 
-def render_html(summary: dict[str, Any], items: Sequence[RunItem], *, store: Store | None = None, history: list | None = None) -> str:
-    candidates = list(summary.get("candidates") or [])
-    baseline = summary.get("baseline")
+def render_html(summary: RunSummary | dict[str, Any], items: Sequence[RunItem], *, store: Store | None = None, history: list | None = None) -> str:
+    summary = RunSummary.of(summary)
+    candidates = list(summary.candidates)
+    baseline = summary.baseline
     metrics = analysis.metric_rows(items)
     tag_metrics = analysis.metric_rows(items, by_tag=True)
     wins = analysis.win_rates(items)
@@ -162,17 +163,17 @@ def render_html(summary: dict[str, Any], items: Sequence[RunItem], *, store: Sto
 
     from markupsafe import Markup
 
-    created = summary.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S")
+    created = summary.created or time.strftime("%Y-%m-%dT%H:%M:%S")
     return _env().get_template("report.html.j2").render(
         s=summary,
-        ok=bool(summary.get("passed")),
-        headline="Ship" if summary.get("passed") else "Don't ship",
+        ok=summary.passed,
+        headline="Ship" if summary.passed else "Don't ship",
         why=_why(summary),
         per_candidate=candidate_lines(summary),
         created=created,
-        gates=summary.get("gates") or [],
-        models=summary.get("models") or {},
-        suites=summary.get("suites") or [],
+        gates=summary.gates,
+        models=summary.models,
+        suites=summary.suites,
         metrics=metrics,
         tag_metrics=tag_metrics,
         wins=wins,
@@ -183,6 +184,6 @@ def render_html(summary: dict[str, Any], items: Sequence[RunItem], *, store: Sto
         stage_rows=_reliability_rows(reliability["stage"]),
         position=analysis.position_bias(summary),
         cost=_cost(summary),
-        warnings=summary.get("warnings") or [],
-        errors=summary.get("errors") or {},
+        warnings=summary.warnings,
+        errors=summary.errors.model_dump(),
     )

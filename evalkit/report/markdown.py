@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from .._util.text import visible_controls
+from ..record import MetricRow, RunSummary
 
 # GitHub's limit for a comment is 65,536 characters; stay well inside it.
 MAX_CHARS = 60_000
@@ -44,11 +45,12 @@ def num(v: Any) -> str:
     return cell(plain_num(v))
 
 
-def verdict_line(summary: dict[str, Any]) -> str:
-    gates = summary.get("gates") or []
-    blocking = [g for g in gates if g.get("outcome") in ("fail", "no_decision")]
-    warns = [g for g in gates if g.get("outcome") == "warn"]
-    if summary.get("passed"):
+def verdict_line(summary: RunSummary | dict[str, Any]) -> str:
+    summary = RunSummary.of(summary)
+    gates = summary.gates
+    blocking = summary.blocking
+    warns = [g for g in gates if g.outcome == "warn"]
+    if summary.passed:
         if not gates:
             why = "no gates were configured"
         elif blocking:  # the run's own verdict counted these as passing
@@ -59,23 +61,22 @@ def verdict_line(summary: dict[str, Any]) -> str:
             why += f" ({len(warns)} warning{'s' if len(warns) != 1 else ''})"
         return f"SHIP: {why}."
     if blocking:
-        names = ", ".join(f"{g['name']}" + (f" ({g['model']})" if g.get("model") else "") for g in blocking[:4])
+        names = ", ".join(g.name + (f" ({g.model})" if g.model else "") for g in blocking[:4])
         more = f" and {len(blocking) - 4} more" if len(blocking) > 4 else ""
         return f"DON'T SHIP: {len(blocking)} of {len(gates)} gate results did not pass: {names}{more}."
     return "DON'T SHIP: the run did not complete cleanly."
 
 
-def candidate_lines(summary: dict[str, Any]) -> list[str]:
+def candidate_lines(summary: RunSummary | dict[str, Any]) -> list[str]:
     """With several candidates, one line each: would it ship on its own gates, and if not, why."""
-    candidates = list(summary.get("candidates") or [])
-    if len(candidates) < 2:
+    summary = RunSummary.of(summary)
+    if len(summary.candidates) < 2:
         return []
-    gates = summary.get("gates") or []
-    run_wide = [g["name"] for g in gates if g.get("model") is None and g.get("outcome") in ("fail", "no_decision")]
+    run_wide = [g.name for g in summary.blocking if g.model is None]
     out = []
-    for c in candidates:
-        own = [g for g in gates if g.get("model") == c]
-        blocking = run_wide + [str(g.get("name")) for g in own if g.get("outcome") in ("fail", "no_decision")]
+    for c in summary.candidates:
+        own = [g for g in summary.gates if g.model == c]
+        blocking = run_wide + [g.name for g in own if g.outcome in ("fail", "no_decision")]
         if blocking:
             out.append(f"{c}: DON'T SHIP ({', '.join(blocking)})")
         else:
@@ -83,8 +84,9 @@ def candidate_lines(summary: dict[str, Any]) -> list[str]:
     return out
 
 
-def render_markdown(summary: dict[str, Any], *, max_items: int = 10) -> str:
-    ok = bool(summary.get("passed"))
+def render_markdown(summary: RunSummary | dict[str, Any], *, max_items: int = 10) -> str:
+    summary = RunSummary.of(summary)
+    ok = summary.passed
     lines: list[str] = []
     lines.append(f"## {'✅' if ok else '❌'} evalkit: {cell(verdict_line(summary))}")
     lines.append("")
@@ -92,81 +94,75 @@ def render_markdown(summary: dict[str, Any], *, max_items: int = 10) -> str:
     if per:
         lines.extend(f"- {'✅' if ': SHIP' in line else '❌'} {cell(line)}" for line in per)
         lines.append("")
-    meta = [f"run `{cell(summary.get('run_id', '?'))}`"]
-    if summary.get("name"):
-        meta.append(cell(summary["name"]))
-    if summary.get("baseline"):
-        meta.append(f"baseline **{cell(summary['baseline'])}**")
-    if summary.get("candidates"):
-        meta.append("candidates " + ", ".join(f"**{cell(c)}**" for c in summary["candidates"]))
-    suites = summary.get("suites") or []
-    if suites:
-        meta.append("suites " + ", ".join(f"{cell(s.get('name'))} ({s.get('n', '?')})" for s in suites))
+    meta = [f"run `{cell(summary.run_id)}`"]
+    if summary.name:
+        meta.append(cell(summary.name))
+    if summary.baseline:
+        meta.append(f"baseline **{cell(summary.baseline)}**")
+    if summary.candidates:
+        meta.append("candidates " + ", ".join(f"**{cell(c)}**" for c in summary.candidates))
+    if summary.suites:
+        meta.append("suites " + ", ".join(f"{cell(s.name)} ({s.n})" for s in summary.suites))
     lines.append(" · ".join(meta))
     lines.append("")
 
-    gates = summary.get("gates") or []
+    gates = summary.gates
     if gates:
         lines.append("| | gate | model | observed | threshold | p | why |")
         lines.append("|---|---|---|---|---|---|---|")
         for g in gates:
             lines.append(
-                f"| {ICON.get(g.get('outcome', ''), '')} | {cell(g.get('name'))} | {cell(g.get('model') or '')} | {num(g.get('observed'))} "
-                f"| {num(g.get('threshold'))} | {num(g.get('p_value'))} | {cell(g.get('detail', ''))} |"
+                f"| {ICON.get(g.outcome, '')} | {cell(g.name)} | {cell(g.model or '')} | {num(g.observed)} "
+                f"| {num(g.threshold)} | {num(g.p_value)} | {cell(g.detail)} |"
             )
         lines.append("")
 
-    metrics = summary.get("metrics") or []
+    metrics = summary.metrics
     if metrics:
-        scorers = list(dict.fromkeys(m["scorer"] for m in metrics))
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        scorers = list(dict.fromkeys(m.scorer for m in metrics))
+        rows: dict[tuple[str, str], dict[str, MetricRow]] = {}
         for m in metrics:
-            rows.setdefault((m["suite"], m["model"]), {})[m["scorer"]] = m
+            rows.setdefault((m.suite, m.model), {})[m.scorer] = m
         lines.append("| suite | model | " + " | ".join(cell(s) for s in scorers) + " |")
         lines.append("|---|---|" + "---|" * len(scorers))
         for (suite, model), by in sorted(rows.items()):
             vals = []
             for s in scorers:
-                m = by.get(s)
-                if m is None:
+                row = by.get(s)
+                if row is None:
                     vals.append("")
                 else:
-                    err = f" ({m['errors']} err)" if m.get("errors") else ""
-                    vals.append(f"{num(m.get('value'))}{err}")
+                    err = f" ({row.errors} err)" if row.errors else ""
+                    vals.append(f"{num(row.value)}{err}")
             lines.append(f"| {cell(suite)} | {cell(model)} | " + " | ".join(vals) + " |")
         lines.append("")
         lines.append("_pass rates for validators, means for judge scores_")
         lines.append("")
 
-    failing = [g for g in gates if g.get("failing_items") and g.get("outcome") != "pass"]
+    failing = [g for g in gates if g.failing_items and g.outcome != "pass"]
     if failing:
         lines.append("<details><summary>Failing items</summary>")
         lines.append("")
         for g in failing:
-            ids = g["failing_items"]
+            ids = g.failing_items
             shown = ", ".join(f"`{cell(i)}`" for i in ids[:max_items])
             more = f" … and {len(ids) - max_items} more" if len(ids) > max_items else ""
-            lines.append(f"- **{cell(g['name'])}** ({cell(g.get('model') or '')}): {shown}{more}")
+            lines.append(f"- **{cell(g.name)}** ({cell(g.model or '')}): {shown}{more}")
         lines.append("")
         lines.append("</details>")
         lines.append("")
 
-    errs = summary.get("errors") or {}
-    calls = summary.get("calls") or {}
-    timing = summary.get("timing") or {}
+    errs, calls = summary.errors, summary.calls
     foot = []
-    if any(errs.values()) if errs else False:
-        foot.append("errors: " + ", ".join(f"{k} {v}" for k, v in errs.items()))
-    if calls:
-        foot.append(f"generations {calls.get('generations_made', 0)} made / {calls.get('generations_cached', 0)} cached")
-        if calls.get("judge_calls_made") or calls.get("judge_calls_cached"):
-            foot.append(f"judge calls {calls.get('judge_calls_made', 0)} made / {calls.get('judge_calls_cached', 0)} cached")
-    if timing.get("wall_s") is not None:
-        foot.append(f"{timing['wall_s']:.1f} s")
-    for w in (summary.get("warnings") or [])[:5]:
+    if errs.generation or errs.scorer or errs.judge:
+        foot.append(f"errors: generation {errs.generation}, scorer {errs.scorer}, judge {errs.judge}")
+    foot.append(f"generations {calls.generations_made} made / {calls.generations_cached} cached")
+    if calls.judge_calls_made or calls.judge_calls_cached:
+        foot.append(f"judge calls {calls.judge_calls_made} made / {calls.judge_calls_cached} cached")
+    foot.append(f"{summary.timing.wall_s:.1f} s")
+    for w in summary.warnings[:5]:
         lines.append(f"> ⚠️ {cell(w)}")
-    if foot:
-        lines.append("<sub>" + " · ".join(foot) + "</sub>")
+    lines.append("<sub>" + " · ".join(foot) + "</sub>")
     text = "\n".join(lines).rstrip() + "\n"
     if len(text) > MAX_CHARS:
         text = text[: MAX_CHARS - 80].rsplit("\n", 1)[0] + "\n\n… (truncated; see report.html)\n"

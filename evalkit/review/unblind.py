@@ -18,12 +18,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import combinations
-from typing import Any, Hashable, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 from ..errors import UserError
 from ..gates.metrics.human_unshippable import human_unshippable_gate, stored_results, unshippable_details  # noqa: F401 - re-exported
 from ..stats import krippendorff_alpha_nominal
 from ..store import Store
+from ..types import Score
 from .sessions import ReviewPair, ReviewSession, get_session, reviewer_verdicts, session_pairs
 
 # Verdicts in model terms: which of the session's two models is better.
@@ -119,7 +120,7 @@ class JudgeVerdict:
     verdict: str  # a_better | b_better | tie
 
 
-def judge_verdict(scores: dict[str, dict[str, Any]], *, this_is: str, other_name: str, baseline: str | None) -> list[JudgeVerdict]:
+def judge_verdict(scores: Mapping[str, Score], *, this_is: str, other_name: str, baseline: str | None) -> list[JudgeVerdict]:
     """Pairwise-judge verdicts found in one model's scores, in model terms.
 
     ``this_is`` says which session model (``a`` or ``b``) these scores belong to. A pairwise score is
@@ -129,10 +130,10 @@ def judge_verdict(scores: dict[str, dict[str, Any]], *, this_is: str, other_name
     """
     found: list[JudgeVerdict] = []
     for name, score in sorted(scores.items()):
-        if not isinstance(score, dict) or score.get("error"):
+        if score.error:
             continue
-        details = score.get("details") or {}
-        winner = details.get("winner") if isinstance(details, dict) else None
+        details = score.details
+        winner = details.get("winner")
         if winner not in ("candidate", "vs", "tie"):
             continue
         compared = None

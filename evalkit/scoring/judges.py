@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .._util.text import redact_url
 from ..config import JudgeEntry
 from ..errors import ConfigError
+from ..models import open_structured
 from ..models.batch import BATCH_DISCOUNT, BatchingEndpoint
 from ..models.structured import (
     CallFailed,
@@ -33,8 +34,8 @@ from ..models.structured import (
     LocalEndpoint,
     StructuredEndpoint,
     check_api_key,
-    open_endpoint,
 )
+from ..record import JudgeStats
 from ..rubrics import resolve_rubric
 from ..store import Store
 from ..types import Sample, Score, ScoreKind, stable_hash
@@ -47,6 +48,9 @@ __all__ = [
     "PairInput",
     "JudgeOutcome",
     "run_judges",
+    "JudgeSet",
+    "LoadedJudge",
+    "load_judges",
     "judge_config_errors",
     "judge_scorer_names",
     "judge_noise_band",
@@ -176,14 +180,56 @@ def _renamed(rubric: Rubric, name: str) -> Rubric:
     return replace(rubric, name=name)
 
 
-def judge_config_errors(judges: Sequence[JudgeEntry], config_dir: str | Path, config_path: str | Path | None = None) -> None:
-    """Check every judge up front (rubric files, templates, schemas, models, API keys).
+@dataclass(frozen=True)
+class LoadedJudge:
+    """One judges entry with its rubric file read and checked and its models resolved."""
+
+    entry: JudgeEntry
+    name: str
+    rubric: Rubric
+    models: list[EndpointModel]
+
+
+@dataclass(frozen=True)
+class JudgeSet:
+    """A run's judges, loaded once (``load_judges``): the plan carries it to every stage that asks."""
+
+    judges: tuple[LoadedJudge, ...]
+
+    def scorer_names(self) -> list[str]:
+        """The score names these judges will add (``judge.correctness``, ..., ``pairwise``)."""
+        names = []
+        for j in self.judges:
+            if j.rubric.mode == "pairwise":
+                names.append(j.rubric.scorer_name())
+            else:
+                names.extend(j.rubric.scorer_name(c) for c in j.rubric.criterion_names)
+        return names
+
+    def score_kinds(self) -> tuple[set[str], set[str]]:
+        """(criterion score names, pairwise judge names) these judges will add, for checking gates."""
+        single: set[str] = set()
+        pairwise: set[str] = set()
+        for j in self.judges:
+            if j.rubric.mode == "pairwise":
+                pairwise.add(j.rubric.scorer_name())
+            else:
+                single.update(j.rubric.scorer_name(c) for c in j.rubric.criterion_names)
+        return single, pairwise
+
+    def rubric_hashes(self) -> dict[str, str]:
+        """Judge name -> its rubric's content hash (the run record's reproducibility block)."""
+        return {j.name: j.rubric.content_hash for j in self.judges}
+
+
+def load_judges(judges: Sequence[JudgeEntry], config_dir: str | Path, config_path: str | Path | None = None) -> JudgeSet:
+    """Read and check every judge once (rubric files, templates, schemas, models, API keys).
 
     Raises ConfigError naming the rubric's file:line, or the eval.yaml key (``judges[0].rubric``; with
     ``config_path``, also eval.yaml's file and line), so a run fails before it generates anything.
     """
     try:
-        _load(judges, Path(config_dir))
+        return JudgeSet(tuple(LoadedJudge(*t) for t in _load(judges, Path(config_dir))))
     except ConfigError as e:
         if e.where is not None or config_path is None:
             raise
@@ -204,32 +250,14 @@ def judge_config_errors(judges: Sequence[JudgeEntry], config_dir: str | Path, co
         raise ConfigError(e.message, where=config_path, line=line) from None
 
 
+def judge_config_errors(judges: Sequence[JudgeEntry], config_dir: str | Path, config_path: str | Path | None = None) -> None:
+    """``load_judges`` for its checks only."""
+    load_judges(judges, config_dir, config_path)
+
+
 def judge_scorer_names(judges: Sequence[JudgeEntry], config_dir: str | Path) -> list[str]:
     """The score names these judges will add (``judge.correctness``, ..., ``pairwise``)."""
-    names = []
-    for _, _, rubric, _ in _load(judges, Path(config_dir)):
-        if rubric.mode == "pairwise":
-            names.append(rubric.scorer_name())
-        else:
-            names.extend(rubric.scorer_name(c) for c in rubric.criterion_names)
-    return names
-
-
-def rubric_hashes(judges: Sequence[JudgeEntry], config_dir: str | Path) -> dict[str, str]:
-    """Judge name -> its rubric's content hash (the run record's reproducibility block)."""
-    return {name: rubric.content_hash for _, name, rubric, _ in _load(judges, Path(config_dir))}
-
-
-def judge_score_kinds(judges: Sequence[JudgeEntry], config_dir: str | Path) -> tuple[set[str], set[str]]:
-    """(criterion score names, pairwise judge names) these judges will add, for checking gates."""
-    single: set[str] = set()
-    pairwise: set[str] = set()
-    for _, _, rubric, _ in _load(judges, Path(config_dir)):
-        if rubric.mode == "pairwise":
-            pairwise.add(rubric.scorer_name())
-        else:
-            single.update(rubric.scorer_name(c) for c in rubric.criterion_names)
-    return single, pairwise
+    return load_judges(judges, config_dir).scorer_names()
 
 
 def _judgment_key(rubric: Rubric, jm: EndpointModel, system: str, user: str, repeat: int) -> str:
@@ -761,9 +789,9 @@ def _cost(tokens: Mapping[str, Mapping[str, int]], prices: Mapping[str, Mapping[
 
 
 def run_judges(
-    judges: Sequence[JudgeEntry],
+    judges: Sequence[JudgeEntry] | JudgeSet,
     *,
-    config_dir: str | Path,
+    config_dir: str | Path = ".",
     store: Store,
     items: Sequence[JudgeInput],
     pairs_for: PairsFor | Sequence[PairInput] = (),
@@ -775,11 +803,12 @@ def run_judges(
     judge entry's ``vs`` (None: the baseline). A plain list is used for every pairwise judge.
     Cached judgments are reused; the rest run concurrently (bounded per provider), with retries.
     A judge that cannot work at all (bad key, unknown model) raises BackendUnavailable.
+    ``judges``: the run plan's loaded JudgeSet, or entries read here (relative to ``config_dir``).
     """
-    loaded = _load(judges, Path(config_dir))
+    loaded = judges if isinstance(judges, JudgeSet) else load_judges(judges, config_dir)
     reqs: dict[str, _Request] = {}
     plans: list[_JudgePlan] = []
-    for entry, name, rubric, models in loaded:
+    for entry, name, rubric, models in ((j.entry, j.name, j.rubric, j.models) for j in loaded.judges):
         if rubric.mode == "pairwise":
             pairs = pairs_for(entry.vs) if callable(pairs_for) else list(pairs_for)
             plan = _plan(entry, name, rubric, models, (), pairs, reqs)
@@ -795,7 +824,7 @@ def run_judges(
         for jm in plan.models:
             # one endpoint each: its semaphore (or batch) bounds the requests in flight there, across judges
             if jm.provider_key() not in clients:
-                clients[jm.provider_key()] = open_endpoint(jm, structured=plan.entry.structured_output, store=store)
+                clients[jm.provider_key()] = open_structured(jm, structured=plan.entry.structured_output, store=store)
     t0 = time.perf_counter()
     results.update(_execute(todo, clients, store, progress))
     wall = time.perf_counter() - t0
@@ -871,24 +900,22 @@ def run_judges(
 # --- for the gates stage ------------------------------------------------------------------------
 
 
-def judge_noise_band(judge_stats: Mapping[str, Any], model: str, scorer: str) -> tuple[float, float] | None:
+def judge_noise_band(judge_stats: Mapping[str, JudgeStats], model: str, scorer: str) -> tuple[float, float] | None:
     """The band a judge-score metric spans across repeats (from summary["judges"]), or None.
 
     With ``repeats: k`` each repeat alone gives a mean for (model, scorer); their min and max are the
     judge's own noise. ``scorer`` is ``judge.correctness`` or a pairwise judge's name (win rate).
     """
     for name, st in judge_stats.items():
-        if name.startswith("_") or not isinstance(st, Mapping):
+        if name.startswith("_") or not st.no_decision_within_noise:
             continue
-        if not st.get("no_decision_within_noise", True):
-            continue
-        band = (st.get("noise") or {}).get(model, {}).get(scorer)
+        band = (st.noise or {}).get(model, {}).get(scorer)
         if band:
             return float(band["low"]), float(band["high"])
     return None
 
 
-def threshold_in_judge_noise(judge_stats: Mapping[str, Any], model: str, scorer: str, threshold: float) -> bool:
+def threshold_in_judge_noise(judge_stats: Mapping[str, JudgeStats], model: str, scorer: str, threshold: float) -> bool:
     """True when ``threshold`` lies inside the judge's noise band: the gate should say "no decision"."""
     band = judge_noise_band(judge_stats, model, scorer)
     return band is not None and band[0] <= threshold <= band[1]

@@ -141,7 +141,7 @@ def test_minimal_summary_still_renders(tmp_path):
     assert len(paths) == 5
     page = (tmp_path / "o" / "report.html").read_text()
     assert "Ship" in page and "No gates configured" in page
-    assert console_summary({"passed": False}).startswith("FAIL")
+    assert console_summary({"run_id": "r", "passed": False}).startswith("FAIL")
     root = ET.fromstring((tmp_path / "o" / "junit.xml").read_bytes())
     assert root.find("testsuite").get("tests") == "0"
 
@@ -210,7 +210,7 @@ def test_control_characters_of_model_output_are_visible_in_the_reports_and_raw_i
     items.append(item("base", "c0", {"fmt": ok(True)}, output="fine"))
     results = G.evaluate_gates([gate(name="noreg", metric="regressions", scorer="fmt")], items=items, models=MODELS, baseline="base", candidates=["cand"])
     summary = summary_for(items, [r.as_dict() for r in results], G.all_passed(results))
-    summary["models"]["cand\x1b[31m"] = {}  # a model name with an escape, as a hostile config could give
+    summary["models"]["cand\x1b[31m"] = {"backend": "hf"}  # a model name with an escape, as a hostile config could give
     out = tmp_path / "out"
     write_reports(out, summary, items, step_summary=False)
     for name in ("report.html", "report.md"):

@@ -160,7 +160,7 @@ def test_batch_on_a_backend_without_a_batch_api_is_one_line(tmp_path, loopback_a
     cfg = write_eval(tmp_path, loopback_api.base_url, GATES, extra=judges)
     assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "batch: needs an openai or anthropic model" in err[0] and "vLLM's server does not implement them" in err[0]
+    assert len(err) == 1 and "batch: needs a model whose provider has a batch API" in err[0] and "vLLM's server does not implement /v1/files" in err[0]
     assert not (tmp_path / "o").exists()
 
 

@@ -143,7 +143,7 @@ def test_judge_config_errors(tmp_path, monkeypatch):
     # an hf judge runs in process (one model layer): its checkpoint folder must exist
     with pytest.raises(ConfigError, match="an hf judge needs 'path', a local checkpoint folder"):
         judge_config_errors([JudgeEntry(rubric="default", model=ModelEntry(backend="hf", path="/x"))], ROOT)
-    with pytest.raises(ConfigError, match="vLLM judge needs 'url'"):
+    with pytest.raises(ConfigError, match="vllm judge needs 'url'"):
         judge_config_errors([JudgeEntry(rubric="default", model=ModelEntry(backend="vllm", path="/ckpt"))], ROOT)
     with pytest.raises(ConfigError, match="not both"):
         judge_config_errors([JudgeEntry(rubric="default", model=local, models=[local])], ROOT)

@@ -28,7 +28,7 @@ def _error_rate(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     if not sel:
         return undecided(gate, model, None, gate_threshold(gate), f"{model} has no items{gate_scope(gate)}", missing_data=True)
     if gate.scorer:
-        errs = [it for it in sel if it.error or (score_of(it, gate.scorer) or {}).get("error")]
+        errs = [it for it in sel if it.error or (sc := score_of(it, gate.scorer)) is not None and sc.error]
         what = f"'{gate.scorer}' errors"
     else:
         errs = [it for it in sel if it.error]

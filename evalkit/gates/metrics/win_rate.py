@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from ... import stats
 from ...config import GateSpec
-from ...types import GateResult
+from ...types import GateResult, Score
 from ..api import (
     MetricContext,
     bound_text,
@@ -15,7 +15,6 @@ from ..api import (
     gate_result,
     gate_scope,
     gate_threshold,
-    is_pairwise_score,
     item_label,
     metric,
     name_list,
@@ -28,14 +27,14 @@ from ..api import (
 )
 
 
-def _judge_key(item_scores: dict[str, Any], judge: str) -> str | None:
+def _judge_key(item_scores: Mapping[str, Score], judge: str) -> str | None:
     """The pairwise score of judge ``judge``: by score name, or by the judge stage's ``details.judge`` mark."""
     for k in (judge, f"judge.{judge}"):
         if k in item_scores:
             return k
     for k in sorted(item_scores):
-        s = item_scores[k] or {}
-        if (s.get("details") or {}).get("judge") == judge and is_pairwise_score(k, s):
+        s = item_scores[k]
+        if s.details.get("judge") == judge and s.kind == "pairwise":
             return k
     for k in sorted(item_scores):
         if k.startswith(f"judge.{judge}.") or k.startswith(f"{judge}."):
