@@ -395,3 +395,166 @@ def krippendorff_alpha_nominal(units: Sequence[Sequence[object]], *, confidence:
         q = (1 - confidence) / 2
         lo, hi = float(np.quantile(boots, q)), float(np.quantile(boots, 1 - q))
     return Alpha(point, lo, hi, len(kept), n_values, confidence)
+
+
+# --- several samples per item: pass@k, pass^k, the noise floor -----------------------------------
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimate of pass@k for one item with ``c`` of ``n`` samples passing
+    (Chen et al. 2021, "Evaluating Large Language Models Trained on Code", eq. 1):
+    ``1 - C(n-c, k) / C(n, k)``, computed as a product so large n does not overflow.
+    """
+    if not 1 <= k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def pass_all_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimate of pass^k (all of k independent samples pass) for one item with ``c``
+    of ``n`` samples passing: ``C(c, k) / C(n, k)`` (sampling k of the n without replacement;
+    Yao et al. 2024, tau-bench's pass^k).
+    """
+    if not 1 <= k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass^k needs 1 <= k <= n and 0 <= c <= n (n={n}, c={c}, k={k})")
+    if c < k:
+        return 0.0
+    return float(np.prod((c - np.arange(k)) / (n - np.arange(k))))
+
+
+def flip_probability(n: int, c: int) -> float:
+    """The chance that two independent single samples of one item disagree, ``2 p (1 - p)``,
+    estimated without bias from ``c`` of ``n`` samples passing: ``2 c (n - c) / (n (n - 1))``.
+    Summed over items it is the number of items expected to flip between two runs of the same
+    model: the noise floor a regression count should be read against.
+    """
+    if n < 2:
+        return 0.0
+    return 2.0 * c * (n - c) / (n * (n - 1))
+
+
+# --- small-sample intervals for a proportion ----------------------------------------------------
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interval:
+    """Wilson's score interval for a binomial proportion (Wilson 1927; Brown, Cai & DasGupta 2001
+    recommend it for small n, where the bootstrap and the Wald interval are too narrow).
+    """
+    if n <= 0:
+        return Interval(float("nan"), float("nan"), float("nan"), confidence, 0)
+    p = successes / n
+    z = z_for(confidence)
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), confidence, n)
+
+
+def clopper_pearson_interval(successes: int, n: int, confidence: float = 0.95) -> Interval:
+    """The exact (Clopper-Pearson 1934) interval for a binomial proportion: never below its
+    nominal coverage, wider than Wilson's.
+    """
+    from scipy import stats as st
+
+    if n <= 0:
+        return Interval(float("nan"), float("nan"), float("nan"), confidence, 0)
+    a = 1 - confidence
+    lo = 0.0 if successes == 0 else float(st.beta.ppf(a / 2, successes, n - successes + 1))
+    hi = 1.0 if successes == n else float(st.beta.ppf(1 - a / 2, successes + 1, n - successes))
+    return Interval(successes / n, lo, hi, confidence, n)
+
+
+# --- power: the minimum detectable effect, and the items a comparison needs ----------------------
+
+
+def _z(p: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(p))
+
+
+def mde_mcnemar(n: int, discordance: float, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest difference in pass rates (candidate - baseline) a two-sided McNemar test on
+    ``n`` paired items detects with ``power`` at ``alpha``, given the share of discordant pairs
+    ``discordance`` (items where exactly one of the two passes).
+
+    Connor (1987), "Sample size for testing differences in proportions for the paired-sample
+    design": ``n = (z_{1-a/2} sqrt(psi) + z_{power} sqrt(psi - d^2))^2 / d^2``, solved for d.
+    None when nothing short of every discordant pair going one way would be detected.
+    """
+    if n <= 0 or not 0 < discordance <= 1:
+        return None
+    za, zb = _z(1 - alpha / 2), _z(power)
+    # d sqrt(n) = za sqrt(psi) + zb sqrt(psi - d^2): monotone in d on (0, psi] (|d| <= psi); bisect
+    lo, hi = 0.0, discordance
+
+    def gap(d: float) -> float:
+        return d * math.sqrt(n) - (za * math.sqrt(discordance) + zb * math.sqrt(max(discordance - d * d, 0.0)))
+
+    if gap(hi) < 0:
+        return None
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if gap(mid) < 0 else (lo, mid)
+    return hi
+
+
+def n_mcnemar(effect: float, discordance: float, *, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Paired items a two-sided McNemar test needs to detect a pass-rate difference ``effect``
+    with ``power`` at ``alpha`` (Connor 1987). None when ``effect`` exceeds what the discordance allows.
+    """
+    if not 0 < effect <= discordance <= 1:
+        return None
+    za, zb = _z(1 - alpha / 2), _z(power)
+    n = (za * math.sqrt(discordance) + zb * math.sqrt(discordance - effect * effect)) ** 2 / (effect * effect)
+    return int(math.ceil(n - 1e-9))
+
+
+def mde_paired_mean(n: int, sd_diff: float, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest mean per-item difference a two-sided paired test on ``n`` items detects with
+    ``power`` at ``alpha``, given the standard deviation of the per-item differences (per-item pass
+    fractions with several samples, judge-score means): ``(z_{1-a/2} + z_{power}) sd / sqrt(n)``.
+    """
+    if n <= 1 or not sd_diff > 0:
+        return None
+    return (_z(1 - alpha / 2) + _z(power)) * sd_diff / math.sqrt(n)
+
+
+def n_paired_mean(effect: float, sd_diff: float, *, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Items a two-sided paired test needs to detect a mean per-item difference ``effect``."""
+    if not effect > 0 or not sd_diff > 0:
+        return None
+    return int(math.ceil(((_z(1 - alpha / 2) + _z(power)) * sd_diff / effect) ** 2 - 1e-9))
+
+
+def mde_one_proportion(n: int, p0: float, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest shortfall below a threshold ``p0`` a one-sided test of one pass rate on ``n``
+    items detects with ``power`` at ``alpha`` (normal approximation:
+    ``d sqrt(n) = z_{1-a} sqrt(p0 q0) + z_{power} sqrt(p1 q1)`` with ``p1 = p0 - d``).
+    """
+    if n <= 0 or not 0 < p0 < 1:
+        return None
+    za, zb = _z(1 - alpha), _z(power)
+
+    def gap(d: float) -> float:
+        p1 = p0 - d
+        return d * math.sqrt(n) - (za * math.sqrt(p0 * (1 - p0)) + zb * math.sqrt(max(p1 * (1 - p1), 0.0)))
+
+    lo, hi = 0.0, p0
+    if gap(hi) < 0:
+        return None
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if gap(mid) < 0 else (lo, mid)
+    return hi
+
+
+def n_one_proportion(effect: float, p0: float, *, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Items a one-sided test of one pass rate needs to detect a shortfall ``effect`` below ``p0``."""
+    if not 0 < effect < p0 < 1:
+        return None
+    p1 = p0 - effect
+    za, zb = _z(1 - alpha), _z(power)
+    return int(math.ceil(((za * math.sqrt(p0 * (1 - p0)) + zb * math.sqrt(p1 * (1 - p1))) / effect) ** 2 - 1e-9))
