@@ -220,7 +220,8 @@ def _run_demo(*, out: Path, work: Path | None, progress: bool, given: Path | Non
     stages: dict[str, float] = {}
     work = Path(work) if work else cache_root() / "demo"
     work.mkdir(parents=True, exist_ok=True)
-    mismatches: list[str] = []
+    mismatches: list[str] = []  # figures (or the base) that differ from the reference: the story may differ
+    other_bytes: list[str] = []  # candidates trained to other bytes: said, but the figures decide
 
     t = time.perf_counter()
     if given is None and rebuild_base:
@@ -265,8 +266,7 @@ def _run_demo(*, out: Path, work: Path | None, progress: bool, given: Path | Non
         stages[f"training {name}"] = time.perf_counter() - t
     reference = _reference() if given is None else None
     if reference is not None:
-        mismatches += [f"candidate '{n}' trained to other bytes than the reference's" for n, a in adapters.items()
-                       if reference["adapters"].get(n) != _sha256(a / "adapter_model.safetensors")]
+        other_bytes += [n for n, a in adapters.items() if reference["adapters"].get(n) != _sha256(a / "adapter_model.safetensors")]
 
     _say("[5/6] evaluate base + both candidates in one run (one loaded base, adapters hot-swapped): regression suite + held-out split")
     reg = _regression_suite(work)
@@ -291,6 +291,10 @@ def _run_demo(*, out: Path, work: Path | None, progress: bool, given: Path | Non
                   f" (torch {_torch_version()}): {terminal_safe('; '.join(mismatches[:3]), one_line=True)}"
                   + (f" (+{len(mismatches) - 3} more)" if len(mismatches) > 3 else "")
                   + ". The story may differ from the README's table; please report it with `evalkit --version` and your CPU.")
+        elif other_bytes:
+            print(f"\nSame figures as evalkit's reference ({reference['machine']}): every figure and verdict equal; the candidates "
+                  f"{' and '.join(repr(n) for n in other_bytes)} trained to other adapter bytes here ({terminal_safe(_cpu_name(), one_line=True)})"
+                  " than there, a difference below what any figure shows.")
         else:
             print(f"\nSame figures as evalkit's reference ({reference['machine']}): both candidates trained to the same bytes, every figure equal.")
     ships = [c for c, ok in (run.summary.get("candidate_verdicts") or {}).items() if ok]
@@ -327,6 +331,19 @@ def _sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def _cpu_name() -> str:
+    """This machine's CPU as /proc/cpuinfo names it (the vendor matters to MKL), for the reference line."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _torch_version() -> str:

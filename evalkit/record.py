@@ -105,6 +105,7 @@ class GateRecord(_Record):
     metric: str | None = None
     failing_items: list[str] = Field(default_factory=list)
     p_value: float | None = None
+    mde: float | None = None  # comparison gates: the minimum detectable effect at 80 % power
 
 
 class Calls(_Record):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 import uuid
@@ -23,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 from ._db import ConnectionLost, Database, connect, display_url, is_postgres_url
 from ._util.text import encodable, redact_secrets, redact_url, redact_userinfo, terminal_safe
 from .errors import UserError
-from .record import RunItem
+from .record import RunItem, RunSummary
 from .types import Completion
 
 T = TypeVar("T")
@@ -221,6 +220,11 @@ class RunRecord:
     heartbeat: float | None = None
     reason: str | None = None  # why a run failed or stopped before writing its reports
 
+    @property
+    def record(self) -> RunSummary | None:
+        """The stored summary as the typed run record (None until the run finished)."""
+        return RunSummary.load(self.summary) if self.summary is not None else None
+
 
 def _owner() -> str:
     import os
@@ -263,13 +267,9 @@ STORE_ENV = "EVALKIT_STORE"  # a store location for every command, as --store wo
 
 def store_target(location: str | Path) -> str | Path:
     """What a store value names: a PostgreSQL URL (kept as text) or a SQLite file path."""
-    from ._util.location import StoreLocation
+    from ._util.location import StoreLocation, unfold
 
-    text = str(location)
-    # Path() folds "postgresql://h/db" into "postgresql:/h/db": catch that form too
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*):/", text)
-    if m and not text.startswith(m.group(0) + "/") and m.group(1).lower() != "sqlite":
-        text = f"{m.group(1)}://{text[len(m.group(0)):]}"
+    text = unfold(location)
     try:
         loc = StoreLocation.parse(text)
     except ValueError as e:  # a PostgreSQL URL's message shows it already, redacted

@@ -247,6 +247,9 @@ class GateResult:
     failing_items: tuple[str, ...] = ()
     p_value: float | None = None
     outcome: Literal["pass", "fail", "no_decision", "warn"] = "pass"
+    # a comparison gate's minimum detectable effect: the smallest true difference its test finds
+    # with 80 % power at its alpha, given its n and the observed discordance or variance
+    mde: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = {
@@ -262,4 +265,6 @@ class GateResult:
         }
         if self.p_value is not None:
             d["p_value"] = self.p_value
+        if self.mde is not None:
+            d["mde"] = self.mde
         return d

@@ -532,3 +532,30 @@ def test_per_candidate_verdicts_say_which_candidate_ships():
     wide = G.evaluate_gates([gate(name="fmt", metric="pass_rate", scorer="fmt", min=0.5)], items=items, models=MODELS, baseline="base", candidates=[])
     assert candidate_verdicts(wide, ["narrow"]) == {"narrow": False}
     assert candidate_lines({"run_id": "r", "candidates": ["one"], "gates": []}) == []  # one candidate: the headline says it all
+
+
+def test_comparison_gates_carry_their_minimum_detectable_effect():
+    """Every comparison gate states the smallest true difference its test would find with 80 % power
+    at its alpha, from its n and the observed discordance (pass/fail) or spread (values)."""
+    from evalkit import stats
+
+    base = [True] * 30 + [False] * 10
+    cand = [True] * 26 + [False] * 4 + [True] * 6 + [False] * 4  # 4 regressed, 6 fixed of 40
+    items = []
+    for i, (b, c) in enumerate(zip(base, cand)):
+        items.append(item("base", f"x{i}", {"fmt": ok(b), "q": ok(None, value=3.0 + (i % 3))}))
+        items.append(item("cand", f"x{i}", {"fmt": ok(c), "q": ok(None, value=3.0 + (i % 3) + (0.5 if i % 2 else -0.25))}))
+    gs = [gate(name="vs", metric="pass_rate", scorer="fmt", vs="baseline", min=-0.05, significant=0.05),
+          gate(name="reg", metric="regressions", scorer="fmt", vs="baseline", max=5),
+          gate(name="q", metric="mean", scorer="q", vs="baseline", min=-0.5),
+          gate(name="plain", metric="pass_rate", scorer="fmt", min=0.5)]
+    by = {r.name: r for r in run(gs, items)}
+    expected = stats.mde_mcnemar(40, 10 / 40, alpha=0.05)
+    assert by["vs"].mde == pytest.approx(expected) and by["reg"].mde == pytest.approx(expected)
+    assert 0.1 < expected < 0.25  # 40 items with a quarter discordant: only a large difference shows
+    diffs = [0.5 if i % 2 else -0.25 for i in range(40)]
+    m = sum(diffs) / 40
+    sd = (sum((d - m) ** 2 for d in diffs) / 39) ** 0.5
+    assert by["q"].mde == pytest.approx(stats.mde_paired_mean(40, sd))
+    assert by["plain"].mde is None  # no comparison, no mde
+    assert by["vs"].as_dict()["mde"] == by["vs"].mde and "mde" not in by["plain"].as_dict()

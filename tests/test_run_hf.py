@@ -78,13 +78,14 @@ def test_hf_run_several_adapters_one_base(tmp_path, tiny_base, tiny_adapters, no
 
     # unchanged rerun: no model is even loaded (the hf factory would be called otherwise)
     import evalkit.models as models
+    from evalkit.models import registry
 
     def refuse(specs):
         raise AssertionError("a backend was opened on an unchanged rerun")
 
     import dataclasses
 
-    monkeypatch.setitem(models._REGISTRY, "hf", dataclasses.replace(models.backend_info("hf"), factory=refuse))
+    monkeypatch.setitem(registry._REGISTRY, "hf", dataclasses.replace(models.backend_info("hf"), factory=refuse))
     assert main(["run", str(cfg), "--out", "o2", "--no-progress"]) == 1
     s2 = json.loads(Path("o2/summary.json").read_text())
     assert s2["calls"]["generations_made"] == 0 and s2["calls"]["generations_cached"] == 16

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-__all__ = ["StoreLocation", "PG_SCHEMES", "is_postgres_url"]
+__all__ = ["StoreLocation", "PG_SCHEMES", "is_postgres_url", "unfold"]
 
 PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "postgres+psycopg")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_FOLDED = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):/(?!/)")  # what Path() makes of scheme://...
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # libpq's connection parameters (PostgreSQL 15-17); anything else in the query is a typo
 _LIBPQ_OPTIONS = frozenset({
@@ -39,6 +40,15 @@ _CHOICES = {
 }
 _INTEGER_OPTIONS = ("connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout")
 _FORM = "postgresql://host[:port]/database[?option=value&...] (a user name goes before the host, user@host)"
+
+
+def unfold(value: str | Path) -> str:
+    """A store value as text, with a URL that went through ``Path()`` ("postgresql:/h/db") made whole again."""
+    text = str(value)
+    m = _FOLDED.match(text)
+    if m and m.group(1).lower() != "sqlite":
+        return f"{m.group(1)}://{text[len(m.group(0)):]}"
+    return text
 
 
 def is_postgres_url(value: str) -> bool:

@@ -65,25 +65,25 @@ def list_cmd(
         runs = st.list_runs(limit=limit)
     if as_json:
         for r in runs:
-            s = r.summary or {}
+            s = r.record
             typer.echo(json.dumps({"run_id": r.run_id, "name": r.name, "created": r.created, "status": r.status, "reason": r.reason, "accepted": r.accepted,
-                                   "passed": s.get("passed"), "candidates": s.get("candidates"), "gates": len(s.get("gates") or [])}))
+                                   "passed": s.passed if s else None, "candidates": s.candidates if s else None, "gates": len(s.gates) if s else 0}))
         return
     if not runs:
         typer.echo("no runs in the store yet")
         return
     rows = []
     for r in runs:
-        s = r.summary or {}
-        gates = s.get("gates") or []
-        failed = sum(1 for g in gates if g.get("outcome") in ("fail", "no_decision"))
+        s = r.record
+        gates = s.gates if s else []
+        failed = len(s.blocking) if s else 0
         rows.append((
             ("*" if r.accepted else " ") + r.run_id,
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
             r.name or "",
             r.status,
             f"{len(gates) - failed}/{len(gates)}" if gates else "-",
-            ",".join(s.get("candidates") or []),
+            ",".join(s.candidates) if s else "",
             terminal_safe(r.reason or "", one_line=True)[:100] if r.status in ("failed", "interrupted") and not s else "",
         ))
     head = ("run (* accepted)", "created", "name", "status", "gates ok", "candidates", "why")

@@ -20,6 +20,8 @@ from .core import _error_note as error_note
 from .core import _fmt as format_number
 from .core import _in_noise as noise_note
 from .core import _names as name_list
+from .core import _note_mde_mean as note_mde_mean
+from .core import _note_mde_paired as note_mde_paired
 from .core import _result as gate_result
 from .core import _scope as gate_scope
 from .core import _score as score_of
@@ -48,6 +50,8 @@ __all__ = [
     "metric",
     "name_list",
     "noise_note",
+    "note_mde_mean",
+    "note_mde_paired",
     "pairwise_length_diffs",
     "score_of",
     "scored_passed",

@@ -132,6 +132,8 @@ class _Ctx:
     changes: dict[tuple[int, str], "_Changes"] = field(default_factory=dict)
     # the last accepted run's items, read once per run id (every vs: last_accepted gate and model uses them)
     accepted_items: dict[str, list[RunItem]] = field(default_factory=dict)
+    # (id of the gate spec, model) -> the comparison's minimum detectable effect: set by a metric, taken by _evaluate_one
+    mdes: dict[tuple[int, str], float] = field(default_factory=dict)
 
 
 def evaluate_gates(
@@ -618,4 +620,30 @@ def metric_names() -> list[str]:
 
 
 def _evaluate_one(gate: GateSpec, model: str, ctx: "_Ctx") -> GateResult:
-    return _with_changes(gate, model, METRICS[gate.metric](gate, model, ctx), ctx)
+    result = _with_changes(gate, model, METRICS[gate.metric](gate, model, ctx), ctx)
+    mde = ctx.mdes.pop((id(gate), model), None)
+    return replace(result, mde=mde) if mde is not None and result.mde is None else result
+
+
+POWER = 0.8  # the power a comparison gate's minimum detectable effect is stated at
+
+
+def _note_mde_paired(ctx: "_Ctx", gate: GateSpec, model: str, ref_pass: Sequence[bool], cand_pass: Sequence[bool]) -> None:
+    """Record the MDE of a paired pass/fail comparison (McNemar: its n and discordance)."""
+    n = len(ref_pass)
+    discordant = sum(1 for r, c in zip(ref_pass, cand_pass) if r != c)
+    mde = stats.mde_mcnemar(n, discordant / n, alpha=gate.significant or 0.05, power=POWER) if n and discordant else None
+    if mde is not None:
+        ctx.mdes[(id(gate), model)] = mde
+
+
+def _note_mde_mean(ctx: "_Ctx", gate: GateSpec, model: str, diffs: Sequence[float]) -> None:
+    """Record the MDE of a paired comparison of per-item values (mean differences, win rates vs 0.5)."""
+    n = len(diffs)
+    if n < 2:
+        return
+    m = sum(diffs) / n
+    sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / (n - 1))
+    mde = stats.mde_paired_mean(n, sd, alpha=gate.significant or 0.05, power=POWER)
+    if mde is not None:
+        ctx.mdes[(id(gate), model)] = mde

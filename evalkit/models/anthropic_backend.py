@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import anthropic
 
 from ..types import Completion, Message, ModelSpec
-from .api_common import ApiBackend, ResponseShapeError, fast_transport, post_json
+from .api_common import ApiBackend, ResponseShapeError, fast_transport, post_json, sdk_verdict
 from .base import TOOL_NAME, BatchAnswer, MalformedReply, Reply, StructuredMode
 from .retry import Verdict
 
@@ -153,14 +153,7 @@ class AnthropicProvider:
         return anthropic_client(api_key=api_key, base_url=base_url, timeout_s=timeout_s)
 
     def classify(self, exc: BaseException) -> Verdict | None:
-        # order matters: APITimeoutError is an APIConnectionError
-        if isinstance(exc, anthropic.APITimeoutError):
-            return Verdict(True, None, "timeout")
-        if isinstance(exc, anthropic.APIConnectionError):
-            return Verdict(True, None, "connection")
-        if isinstance(exc, anthropic.APIResponseValidationError):
-            return Verdict(True, None, "malformed_response")
-        return None
+        return sdk_verdict(exc, anthropic)
 
     def is_failure(self, exc: BaseException) -> bool:
         return isinstance(exc, anthropic.AnthropicError)

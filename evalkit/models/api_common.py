@@ -246,6 +246,17 @@ class ApiBackend(Generic[C]):
         return BackendUnavailable(f"model '{spec.name}': cannot reach the {self.provider} API at {where} (connection failed for every request of the first batch)")
 
 
+def sdk_verdict(exc: BaseException, sdk: Any) -> Verdict | None:
+    """A Provider's ``classify`` for the openai and anthropic SDKs, which name their exception types alike."""
+    if isinstance(exc, sdk.APITimeoutError):  # before APIConnectionError: a timeout is one
+        return Verdict(True, None, "timeout")
+    if isinstance(exc, sdk.APIConnectionError):
+        return Verdict(True, None, "connection")
+    if isinstance(exc, sdk.APIResponseValidationError):
+        return Verdict(True, None, "malformed_response")
+    return None
+
+
 class ResponseShapeError(ValueError):
     """The server answered 200 with a body that lacks what the API promises (no choices, no content)."""
 

@@ -20,7 +20,7 @@ import openai
 
 from ..errors import BackendUnavailable
 from ..types import Completion, Message, ModelSpec, TokenLogprob
-from .api_common import ApiBackend, ResponseShapeError, fast_transport, post_json
+from .api_common import ApiBackend, ResponseShapeError, fast_transport, post_json, sdk_verdict
 from .base import BatchAnswer, MalformedReply, Reply, StructuredMode
 from .retry import Verdict
 
@@ -159,14 +159,7 @@ class OpenAIProvider:
         return openai_client(api_key=api_key, base_url=base_url, timeout_s=timeout_s)
 
     def classify(self, exc: BaseException) -> Verdict | None:
-        # order matters: APITimeoutError is an APIConnectionError
-        if isinstance(exc, openai.APITimeoutError):
-            return Verdict(True, None, "timeout")
-        if isinstance(exc, openai.APIConnectionError):
-            return Verdict(True, None, "connection")
-        if isinstance(exc, openai.APIResponseValidationError):
-            return Verdict(True, None, "malformed_response")
-        return None
+        return sdk_verdict(exc, openai)
 
     def is_failure(self, exc: BaseException) -> bool:
         return isinstance(exc, openai.OpenAIError)

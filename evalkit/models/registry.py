@@ -7,8 +7,9 @@ are imported only when one is opened (``--help`` stays fast; a missing extra is 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..errors import ConfigError, missing_extra
 from ..registries import backend_kind, backend_names
@@ -75,16 +76,12 @@ def group_key(spec: ModelSpec) -> tuple:
 def provider(wire: str) -> Provider:
     """The hooks of API protocol ``wire`` (``openai`` or ``anthropic``), imported on first use."""
     if wire == "anthropic":
-        try:
+        with _needs("an anthropic model", "api"):
             from .anthropic_backend import PROVIDER as anthropic_provider
-        except ImportError as e:
-            raise missing_extra("an anthropic model", "api", e) from None
         return anthropic_provider
     if wire == "openai":
-        try:
+        with _needs("an openai model", "api"):
             from .openai_backend import PROVIDER as openai_provider
-        except ImportError as e:
-            raise missing_extra("an openai model", "api", e) from None
         return openai_provider
     raise ConfigError(f"no API provider speaks '{wire}' (known: anthropic, openai)")
 
@@ -94,38 +91,39 @@ def _option(spec: ModelSpec, key: str, default: int) -> int:
     return int(v) if v else default
 
 
+@contextmanager
+def _needs(what: str, extra: str) -> Iterator[None]:
+    """An import that needs an optional extra: one clear line naming it when it is missing."""
+    try:
+        yield
+    except ImportError as e:
+        raise missing_extra(what, extra, e) from None
+
+
 @register_backend("hf", chunk_size=lambda s: max(1, _option(s, "batch_size", 8)) * 2)
 def _hf(specs: Sequence[ModelSpec]) -> Backend:
-    try:
+    with _needs("the hf backend", "hf"):
         from .hf import HFBackend
-    except ImportError as e:
-        raise missing_extra("the hf backend", "hf", e) from None
     return HFBackend(specs)
 
 
 @register_backend("openai", chunk_size=lambda s: max(8, _option(s, "concurrency", 8) * 2))
 def _openai(specs: Sequence[ModelSpec]) -> Backend:
-    try:
+    with _needs("the openai backend", "api"):
         from .openai_backend import OpenAIBackend
-    except ImportError as e:
-        raise missing_extra("the openai backend", "api", e) from None
     return OpenAIBackend(specs)
 
 
 @register_backend("anthropic", chunk_size=lambda s: max(8, _option(s, "concurrency", 8) * 2))
 def _anthropic(specs: Sequence[ModelSpec]) -> Backend:
-    try:
+    with _needs("the anthropic backend", "api"):
         from .anthropic_backend import AnthropicBackend
-    except ImportError as e:
-        raise missing_extra("the anthropic backend", "api", e) from None
     return AnthropicBackend(specs)
 
 
 # the server batches continuously: keep it fed, and commit every chunk
 @register_backend("vllm", chunk_size=lambda s: max(64, _option(s, "concurrency", 8) * 8))
 def _vllm(specs: Sequence[ModelSpec]) -> Backend:
-    try:
+    with _needs("the vllm backend", "vllm"):
         from .vllm import VLLMBackend
-    except ImportError as e:
-        raise missing_extra("the vllm backend", "vllm", e) from None
     return VLLMBackend(specs)

@@ -73,6 +73,8 @@ def render_junit(summary: RunSummary | dict[str, Any], *, max_items: int = 50) -
             body = [f"observed: {g.observed}", f"threshold: {g.threshold}"]
             if g.p_value is not None:
                 body.append(f"p_value: {g.p_value}")
+            if g.mde is not None:
+                body.append(f"mde (80% power): {g.mde}")
             body.append("failing items:")
             body.extend(f"  {i}" for i in items)
             f.text = _clean("\n".join(body))

@@ -108,12 +108,12 @@ def render_markdown(summary: RunSummary | dict[str, Any], *, max_items: int = 10
 
     gates = summary.gates
     if gates:
-        lines.append("| | gate | model | observed | threshold | p | why |")
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("| | gate | model | observed | threshold | p | mde | why |")
+        lines.append("|---|---|---|---|---|---|---|---|")
         for g in gates:
             lines.append(
                 f"| {ICON.get(g.outcome, '')} | {cell(g.name)} | {cell(g.model or '')} | {num(g.observed)} "
-                f"| {num(g.threshold)} | {num(g.p_value)} | {cell(g.detail)} |"
+                f"| {num(g.threshold)} | {num(g.p_value)} | {num(g.mde)} | {cell(g.detail)} |"
             )
         lines.append("")
 
@@ -136,7 +136,7 @@ def render_markdown(summary: RunSummary | dict[str, Any], *, max_items: int = 10
                     vals.append(f"{num(row.value)}{err}")
             lines.append(f"| {cell(suite)} | {cell(model)} | " + " | ".join(vals) + " |")
         lines.append("")
-        lines.append("_pass rates for validators, means for judge scores_")
+        lines.append("_pass rates for validators, means for judge scores; a gate's mde is the smallest true difference its comparison detects with 80 % power_")
         lines.append("")
 
     failing = [g for g in gates if g.failing_items and g.outcome != "pass"]

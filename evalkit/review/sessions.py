@@ -238,14 +238,14 @@ def create_session(
 
 
 def _default_models(record: RunRecord, a: str | None, b: str | None) -> tuple[str, str]:
-    summary = record.summary or {}
+    summary = record.record
     if a is None:
-        cands = summary.get("candidates") or []
+        cands = summary.candidates if summary else []
         if not cands:
             raise UserError(f"run {record.run_id} names no candidate; pass --a MODEL", where="--a")
         a = str(cands[0])
     if b is None:
-        base = summary.get("baseline")
+        base = summary.baseline if summary else None
         if not base:
             raise UserError(f"run {record.run_id} names no baseline; pass --b MODEL", where="--b")
         b = str(base)

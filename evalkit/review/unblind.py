@@ -263,7 +263,7 @@ def unblind(store: Store, session_id: str, *, max_unshippable: float = 2, per: i
         for p in pairs if len(set(votes[p.token].values())) > 1
     ]
 
-    judge = _judge_agreement(session, pairs, votes, items, (run.summary or {}).get("baseline"))
+    judge = _judge_agreement(session, pairs, votes, items, run.record.baseline if run.record else None)
 
     warnings: list[str] = []
     answered = sum(1 for p in pairs if votes[p.token] or p.token in adjudicated)

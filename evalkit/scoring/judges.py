@@ -900,13 +900,14 @@ def run_judges(
 # --- for the gates stage ------------------------------------------------------------------------
 
 
-def judge_noise_band(judge_stats: Mapping[str, JudgeStats], model: str, scorer: str) -> tuple[float, float] | None:
+def judge_noise_band(judge_stats: Mapping[str, JudgeStats | Mapping[str, Any]], model: str, scorer: str) -> tuple[float, float] | None:
     """The band a judge-score metric spans across repeats (from summary["judges"]), or None.
 
     With ``repeats: k`` each repeat alone gives a mean for (model, scorer); their min and max are the
     judge's own noise. ``scorer`` is ``judge.correctness`` or a pairwise judge's name (win rate).
     """
-    for name, st in judge_stats.items():
+    for name, raw in judge_stats.items():
+        st = raw if isinstance(raw, JudgeStats) else JudgeStats.model_validate(raw)  # the judge stage's own dicts too
         if name.startswith("_") or not st.no_decision_within_noise:
             continue
         band = (st.noise or {}).get(model, {}).get(scorer)
@@ -915,7 +916,7 @@ def judge_noise_band(judge_stats: Mapping[str, JudgeStats], model: str, scorer: 
     return None
 
 
-def threshold_in_judge_noise(judge_stats: Mapping[str, JudgeStats], model: str, scorer: str, threshold: float) -> bool:
+def threshold_in_judge_noise(judge_stats: Mapping[str, JudgeStats | Mapping[str, Any]], model: str, scorer: str, threshold: float) -> bool:
     """True when ``threshold`` lies inside the judge's noise band: the gate should say "no decision"."""
     band = judge_noise_band(judge_stats, model, scorer)
     return band is not None and band[0] <= threshold <= band[1]

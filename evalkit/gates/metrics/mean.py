@@ -20,6 +20,7 @@ from ..api import (
     metric,
     name_list,
     noise_note,
+    note_mde_mean,
     select_items,
     threshold_met,
     undecided,
@@ -81,6 +82,7 @@ def _mean_vs(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     if len(a) < gate.min_pairs:
         return undecided(gate, model, None, gate_threshold(gate), f"{model} and {ref.label} share {len(a)} item(s){gate_scope(gate)} scored by '{scorer}' (min_pairs {gate.min_pairs}){error_note(select_items(gate, ctx.items, model) + [r for _, r in pairs], scorer)}", missing_data=True)
     diff = sum(y - x for x, y in zip(a, b)) / len(a)
+    note_mde_mean(ctx, gate, model, [y - x for x, y in zip(a, b)])
     worse = [lab for lab, x, y in sorted(zip(labels, a, b), key=lambda t: t[2] - t[1]) if y < x]
     note = f"; {missing} items not in {ref.label}" if missing else ""
     what = f"mean {scorer} of {model}{gate_scope(gate)} differs from {ref.label} by {diff:+.4g} over {len(a)} paired items"

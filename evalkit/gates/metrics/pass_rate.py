@@ -20,6 +20,7 @@ from ..api import (
     item_label,
     metric,
     name_list,
+    note_mde_paired,
     scored_passed,
     select_items,
     threshold_met,
@@ -83,6 +84,7 @@ def _pass_rate_vs(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     if n < gate.min_pairs:
         return undecided(gate, model, None, gate_threshold(gate), f"only {n} of {len(pairs)} pairs of {model} and {ref.label}{gate_scope(gate)} were scored by '{scorer}' (min_pairs {gate.min_pairs})", missing_data=True)
     fixed = sum(1 for r, c in zip(ref_pass, cand_pass) if c and not r)
+    note_mde_paired(ctx, gate, model, ref_pass, cand_pass)
     diff = (sum(cand_pass) - sum(ref_pass)) / n
     note = (f"; {n_broken} pairs unscored" if n_broken else "") + (f"; {missing} items not in {ref.label}" if missing else "")
     what = (f"{scorer} pass rate of {model}{gate_scope(gate)} differs from {ref.label} by {diff:+.4g} over {n} paired items "

@@ -21,6 +21,7 @@ from ..api import (
     item_label,
     metric,
     name_list,
+    note_mde_paired,
     scored_passed,
     threshold_met,
     undecided,
@@ -69,6 +70,7 @@ def _regressions(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
             f"(min_pairs {gate.min_pairs})" + (f"; unscored: {why_broken}" if why_broken else ""),
             missing_data=True,
         )
+    note_mde_paired(ctx, gate, model, ref_pass, cand_pass)
     note = (f"; {len(pairs) - n} pairs unscored" if len(pairs) > n else "") + (f" ({why_broken})" if why_broken else "") + (f"; {missing} items not in {ref.label}" if missing else "")
     what_s = f"{len(regressed)} of {n} items{gate_scope(gate)} pass {what} on {ref.label} and fail on {model} ({fixed} the other way)"
     ok = threshold_met(gate, count)

@@ -19,6 +19,7 @@ from ..api import (
     metric,
     name_list,
     noise_note,
+    note_mde_mean,
     pairwise_length_diffs,
     select_items,
     threshold_met,
@@ -55,6 +56,7 @@ def _win_rate(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     if len(scored) < gate.min_pairs:
         return undecided(gate, model, None, gate_threshold(gate), f"{len(scored)} of {len(vals)} '{key}' verdicts on {model}{gate_scope(gate)} are usable (min_pairs {gate.min_pairs}); the rest are errors", missing_data=True)
     rate = sum(v for _, v in scored) / len(scored)
+    note_mde_mean(ctx, gate, model, [v - 0.5 for _, v in scored])  # the win rate's distance from 0.5 it can detect
     wins = sum(1 for _, v in scored if v > 0.5)
     losses = sum(1 for _, v in scored if v < 0.5)
     ties = len(scored) - wins - losses
