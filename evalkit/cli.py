@@ -124,7 +124,7 @@ _register_command_groups()
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False, prog_name="evalkit")
         # click returns (not raises) typer.Exit's code when standalone_mode is off
         return rv if isinstance(rv, int) else 0
     except UserError as e:
@@ -140,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         usage, aborts = _click_exception_types()
         if isinstance(e, usage):
-            # a mistyped command or option: click's usual "No such option ... Did you mean" lines
-            e.show()  # type: ignore[attr-defined]
+            # a mistyped command or option: click's "No such option ... (Possible options: ...)" in one
+            # line, with where to read more, instead of its usage block
+            msg = e.format_message() if hasattr(e, "format_message") else str(e)
+            path = str(getattr(getattr(e, "ctx", None), "command_path", "") or "")
+            where = f" (see `{path} --help`)" if path else ""
+            typer.echo(f"error: {terminal_safe(msg, one_line=True)}{where}", err=True)
             return 2  # bad input, whatever click's own code for it
         if isinstance(e, aborts):
             return 130

@@ -470,9 +470,10 @@ def clopper_pearson_interval(successes: int, n: int, confidence: float = 0.95) -
 
 
 def _z(p: float) -> float:
-    from scipy.stats import norm
+    """The standard normal quantile (the stdlib's: power questions answer without importing scipy)."""
+    from statistics import NormalDist
 
-    return float(norm.ppf(p))
+    return NormalDist().inv_cdf(p)
 
 
 def mde_mcnemar(n: int, discordance: float, *, alpha: float = 0.05, power: float = 0.8) -> float | None:

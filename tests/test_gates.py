@@ -536,7 +536,8 @@ def test_per_candidate_verdicts_say_which_candidate_ships():
 
 def test_comparison_gates_carry_their_minimum_detectable_effect():
     """Every comparison gate states the smallest true difference its test would find with 80 % power
-    at its alpha, from its n and the observed discordance (pass/fail) or spread (values)."""
+    at its alpha, from its n and the observed discordance (pass/fail) or spread (values).
+    """
     from evalkit import stats
 
     base = [True] * 30 + [False] * 10

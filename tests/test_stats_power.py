@@ -1,5 +1,6 @@
 """Samples, small-sample intervals and power: checked against their definitions, statsmodels, and
-simulation (McNemar's power has no closed form in statsmodels: a Monte Carlo of the exact test)."""
+simulation (McNemar's power has no closed form in statsmodels: a Monte Carlo of the exact test).
+"""
 
 from __future__ import annotations
 
