@@ -452,6 +452,20 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interva
     return Interval(p, max(0.0, centre - half), min(1.0, centre + half), confidence, n)
 
 
+def pass_rate_ci(passes: Sequence[float], confidence: float = 0.95) -> Interval:
+    """The interval evalkit gives a pass rate (0/1 values): Wilson's score interval, at every n
+    (the percentile bootstrap of 0/1 data is the binomial's own quantiles, zero-width at 0 % or
+    100 %, and too narrow below a few hundred items; Bowyer et al., ICML 2025).
+    """
+    arr = _as_array(passes)
+    return wilson_interval(int(arr.sum()), int(arr.size), confidence)
+
+
+def is_binary(values: Sequence[float]) -> bool:
+    arr = _as_array(values)
+    return bool(arr.size) and bool(np.all((arr == 0.0) | (arr == 1.0)))
+
+
 def clopper_pearson_interval(successes: int, n: int, confidence: float = 0.95) -> Interval:
     """The exact (Clopper-Pearson 1934) interval for a binomial proportion: never below its
     nominal coverage, wider than Wilson's.

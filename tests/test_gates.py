@@ -560,3 +560,20 @@ def test_comparison_gates_carry_their_minimum_detectable_effect():
     assert by["q"].mde == pytest.approx(stats.mde_paired_mean(40, sd))
     assert by["plain"].mde is None  # no comparison, no mde
     assert by["vs"].as_dict()["mde"] == by["vs"].mde and "mde" not in by["plain"].as_dict()
+
+
+def test_small_sample_pass_rates_get_a_wilson_interval_not_a_zero_width_bootstrap():
+    """10 of 10 passing says little about a 0.9 floor: Wilson's interval [0.72, 1] straddles it (the
+    bootstrap of ten 1s has zero width and would have passed the gate)."""
+    from evalkit import stats
+    from evalkit.report import analysis
+
+    items = [item("cand", f"x{i}", {"fmt": ok(True)}) for i in range(10)]
+    [r] = run([gate(name="floor", metric="pass_rate", scorer="fmt", min=0.9, ci=0.95)], items)
+    assert r.outcome == "no_decision" and "Wilson CI [0.7225, 1]" in r.detail
+    assert stats.bootstrap_ci([1.0] * 10).low == 1.0  # what the bootstrap would have said
+    many = [item("cand", f"x{i}", {"fmt": ok(True)}) for i in range(60)]
+    [r] = run([gate(name="floor", metric="pass_rate", scorer="fmt", min=0.9, ci=0.95)], many)
+    assert r.outcome == "pass"  # 60 of 60: the interval [0.94, 1] clears 0.9
+    [row] = analysis.metric_rows(items)
+    assert row["ci_method"] == "wilson" and row["ci_low"] == pytest.approx(stats.wilson_interval(10, 10).low)

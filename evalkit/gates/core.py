@@ -295,7 +295,8 @@ def _ci_straddles(gate: GateSpec, values: Sequence[float]) -> stats.Interval | N
     """The CI when the gate asks for one and it straddles a threshold, else None."""
     if gate.ci is None or len(values) < 2:
         return None
-    iv = stats.bootstrap_ci(values, confidence=gate.ci)
+    # a pass rate: Wilson's score interval (right at small n); a mean: the percentile bootstrap
+    iv = stats.pass_rate_ci(values, confidence=gate.ci) if stats.is_binary(values) else stats.bootstrap_ci(values, confidence=gate.ci)
     for t in (gate.min, gate.max):
         if t is not None and iv.straddles(t):
             return iv

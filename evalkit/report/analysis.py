@@ -85,7 +85,12 @@ def metric_rows(items: Sequence[RunItem], *, by_tag: bool = False, confidence: f
             metric, vals, errors = _metric_values(group, scorer, scorer in judged)
             if not vals and not errors:
                 continue
-            iv = stats.bootstrap_ci(vals, confidence=confidence) if vals else None
+            if not vals:
+                iv, method = None, None
+            elif metric == "pass_rate":
+                iv, method = stats.pass_rate_ci(vals, confidence=confidence), "wilson"
+            else:
+                iv, method = stats.bootstrap_ci(vals, confidence=confidence), "bootstrap"
             rows.append(
                 {
                     "model": model,
@@ -96,6 +101,7 @@ def metric_rows(items: Sequence[RunItem], *, by_tag: bool = False, confidence: f
                     "value": iv.estimate if iv else None,
                     "ci_low": iv.low if iv else None,
                     "ci_high": iv.high if iv else None,
+                    "ci_method": method,
                     "n": len(vals),
                     "errors": errors,
                 }

@@ -46,7 +46,7 @@ def _pass_rate(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     what = f"{scorer} pass rate of {model}{gate_scope(gate)} is {format_number(rate)} ({len(scored) - len(failing)}/{len(scored)})"
     iv = ci_straddles(gate, [1.0 if v else 0.0 for _, v in scored])
     if iv is not None:
-        return undecided(gate, model, rate, gate_threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI [{format_number(iv.low)}, {format_number(iv.high)}] straddles {bound_text(gate)}{note}", failing)
+        return undecided(gate, model, rate, gate_threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% Wilson CI [{format_number(iv.low)}, {format_number(iv.high)}] straddles {bound_text(gate)}{note}", failing)
     ok = threshold_met(gate, rate)
     detail = f"{what}, {'within' if ok else 'outside'} {bound_text(gate)}{note}" + ("" if ok else f"; failing: {name_list(failing)}") + "."
     return gate_result(gate, model, passed=ok, observed=rate, detail=detail, failing=failing)
