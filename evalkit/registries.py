@@ -44,7 +44,8 @@ BACKENDS: dict[str, BackendKind] = {k.name: k for k in (
 
 # eval.yaml's gate ``metric:`` values, one module each in evalkit/gates/metrics/
 GATE_METRICS: tuple[str, ...] = (
-    "adapter_applied", "error_rate", "human_unshippable", "mean", "must_pass", "pass_rate", "regressions", "win_rate",
+    "adapter_applied", "error_rate", "human_unshippable", "mean", "must_pass", "pass_all_k", "pass_at_k", "pass_rate", "regressions",
+    "win_rate",
 )
 
 

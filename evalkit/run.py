@@ -25,7 +25,22 @@ from .data.suites import load_suite
 from .errors import ConfigError, UserError
 from .models import GenerationRequest, backend_info, checkpoint_dtype, fingerprint, group_key, open_backend
 from .models.ray_engine import RayEngine, ReplicaPool, display_address, runs_on_cluster, using
-from .record import BatchInfo, Calls, Engine, Errors, JudgeStats, MetricRow, ModelInfo, ParityCheck, RunItem, RunSummary, SuiteInfo, Timing, reproducibility
+from .record import (
+    BatchInfo,
+    Calls,
+    Draw,
+    Engine,
+    Errors,
+    JudgeStats,
+    MetricRow,
+    ModelInfo,
+    ParityCheck,
+    RunItem,
+    RunSummary,
+    SuiteInfo,
+    Timing,
+    reproducibility,
+)
 from .registries import backend_kind
 from .scoring.validators import build_validator
 from .store import Store, chosen_store, store_display
@@ -77,6 +92,7 @@ def model_spec(name: str, entry: ModelEntry, cfg: EvalConfig, config_dir: Path) 
         api_key_env=entry.api_key_env,
         generation=generation_params(entry, cfg),
         options=options,
+        samples=(entry.generation or cfg.generation).samples,
     )
     try:
         ident = fingerprint(spec)
@@ -87,6 +103,14 @@ def model_spec(name: str, entry: ModelEntry, cfg: EvalConfig, config_dir: Path) 
 
 def generation_key(spec: ModelSpec, sample: Sample) -> str:
     return stable_hash({"model_id": spec.model_id, "prompt": sample.prompt_hash()}, 32)
+
+
+def draw_spec(spec: ModelSpec, k: int) -> ModelSpec:
+    """The spec sample ``k`` of an item is generated with: seed + k. Sample 0 is the spec itself, so a
+    run with one sample has the keys (and the cache) it always had; each further sample is another
+    model_id, so another cache key, and a rerun makes no call.
+    """
+    return spec if k == 0 else dataclasses.replace(spec, generation=dataclasses.replace(spec.generation, seed=spec.generation.seed + k))
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
@@ -130,7 +154,9 @@ def generate_all(
     for spec in specs:
         for suite in suites:
             for s in suite.samples:
-                prompts.setdefault(generation_key(spec, s), (spec, s))
+                for index in range(spec.samples):  # K samples of an item: batched together by the backend
+                    sk = draw_spec(spec, index)
+                    prompts.setdefault(generation_key(sk, s), (sk, s))
     done = store.get_generations(prompts)
     cached = len(done)
     missing = [k for k in prompts if k not in done]
@@ -228,22 +254,43 @@ def sample_record(s: Sample) -> dict[str, Any]:
 
 
 def _metrics(items: Iterable[RunItem]) -> list[dict[str, Any]]:
+    """summary.json's metrics: a pass rate or a mean per model x suite x scorer, over every sample."""
+    from . import stats
+
     acc: dict[tuple[str, str, str], dict[str, Any]] = {}
     for it in items:
-        for name, sc in it.scores.items():
-            a = acc.setdefault((it.model, it.suite, name), {"passed": [], "values": [], "errors": 0})
-            if sc.error:
-                a["errors"] += 1
-                continue
-            if sc.passed is not None:
-                a["passed"].append(bool(sc.passed))
-            if sc.value is not None:
-                a["values"].append(float(sc.value))
+        for d in it.samples:
+            for name, sc in d.scores.items():
+                a = acc.setdefault((it.model, it.suite, name), {"passed": [], "values": [], "errors": 0, "items": []})
+                if sc.error:
+                    a["errors"] += 1
+                    continue
+                if sc.passed is not None:
+                    a["passed"].append(bool(sc.passed))
+                if sc.value is not None:
+                    a["values"].append(float(sc.value))
+        if len(it.samples) > 1:
+            for name in it.samples[0].scores:
+                counted = it.pass_count(name)
+                if counted is not None:
+                    acc[(it.model, it.suite, name)]["items"].append((it.sample_id, *counted))
     out = []
     for (model, suite, scorer), a in sorted(acc.items()):
         if a["passed"]:
-            out.append({"model": model, "suite": suite, "scorer": scorer, "metric": "pass_rate",
-                        "value": sum(a["passed"]) / len(a["passed"]), "n": len(a["passed"]), "errors": a["errors"]})
+            row: dict[str, Any] = {"model": model, "suite": suite, "scorer": scorer, "metric": "pass_rate",
+                                   "value": sum(a["passed"]) / len(a["passed"]), "n": len(a["passed"]), "errors": a["errors"]}
+            per_item = a["items"]
+            if per_item:
+                k = per_item[0][2]
+                row.update(
+                    n=len(per_item), samples=k,
+                    pass_at={str(j): sum(stats.pass_at_k(k, c, j) for _, c, _ in per_item) / len(per_item) for j in sorted({1, k})},
+                    pass_all={str(k): sum(stats.pass_all_k(k, c, k) for _, c, _ in per_item) / len(per_item)},
+                    flaky=sum(1 for _, c, _ in per_item if 0 < c < k),
+                    flaky_items=[sid for sid, c, _ in per_item if 0 < c < k],
+                    expected_flips=round(sum(stats.flip_probability(k, c) for _, c, _ in per_item), 4),
+                )
+            out.append(row)
         elif a["values"] or a["errors"]:
             vals = a["values"]
             out.append({"model": model, "suite": suite, "scorer": scorer, "metric": "mean",
@@ -288,13 +335,23 @@ def _dtype_warnings(specs: Sequence[ModelSpec]) -> list[str]:
 
 
 def check_gates_against_run(gates: Sequence[GateSpec], suites: Sequence[Suite], judge_scores: set[str],
-                            pairwise: set[str], config_path: Path) -> None:
-    """Every suite, tag, scorer and judge a gate names exists in this run (before any model is called)."""
+                            pairwise: set[str], config_path: Path, samples: dict[str, int] | None = None,
+                            candidates: Sequence[str] = ()) -> None:
+    """Every suite, tag, scorer and judge a gate names exists in this run (before any model is called),
+    and a pass_at_k / pass_all_k gate's k is at most the samples its models generate per item.
+    """
     from .gates import unknown_names
 
     known = {s.name: ({sc.name for sc in s.scorers}, {t for x in s.samples for t in x.tags}) for s in suites}
     for i, g in enumerate(gates):
         why = unknown_names(g, suites=known, judge_scores=judge_scores, pairwise_judges=pairwise)
+        if why is None and g.k is not None and samples is not None:
+            gated = {m: n for m, n in samples.items() if (m == g.model if g.model else m in candidates)}
+            low = {m: n for m, n in gated.items() if n < g.k}
+            if low:
+                m, n = sorted(low.items())[0]
+                why = (f"gate '{g.name}': k {g.k} is more than the {n} sample{'s' if n != 1 else ''} per item model '{m}' generates "
+                       f"(set generation: {{samples: K}} with K >= {g.k}, at the top or on the model)")
         if why is None and g.metric == "must_pass" and g.tag is None:
             scope = [s for s in suites if g.suite in (None, s.name)]
             if not any(x.must_pass for s in scope for x in s.samples):
@@ -455,7 +512,8 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
 
         judges = load_judges(cfg.judges, config_dir, config_path)  # rubrics read once, for the whole run
         judge_scores, pairwise = judges.score_kinds()
-    check_gates_against_run(cfg.gates, suites, judge_scores, pairwise, config_path)
+    per_item = {n: (e.generation or cfg.generation).samples for n, e in cfg.models.items()}
+    check_gates_against_run(cfg.gates, suites, judge_scores, pairwise, config_path, per_item, cfg.candidate_names())
     for name, entry in cfg.models.items():
         if entry.batch and not backend_info(entry.backend).batch_api:
             raise ConfigError(f"batch: needs a model whose provider has a batch API (openai, anthropic); the {entry.backend} backend has none"
@@ -472,6 +530,8 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
         except ValidationError as e:
             raise ConfigError(f"--ray: {e.errors()[0]['msg']}") from None
     warnings = _heldout_warnings(suites) + _dtype_warnings(specs)
+    warnings += [f"model '{s.name}' generates {s.samples} samples per item at temperature 0: greedy samples are all alike "
+                 "(set generation.temperature above 0 to sample)" for s in specs if s.samples > 1 and s.generation.temperature == 0]
     if ray is not None and not any(runs_on_cluster(s) for s in specs):
         warnings.append("ray: no model here runs on the cluster (only hf and vllm mode: offline do); generation ran in this process")
     return RunPlan(
@@ -502,22 +562,26 @@ def score_items(plan: RunPlan, run_id: str, completions: dict[str, Completion]) 
         for suite in plan.suites:
             for sample in suite.samples:
                 samples[(suite.name, sample.id)] = sample
-                key = generation_key(spec, sample)
-                c = completions[key]
-                scores: dict[str, Score] = {}
-                if c.error is None:
-                    for name, check, only_tags in plan.validators[suite.name]:
-                        if only_tags and not only_tags.intersection(sample.tags):
-                            continue  # this scorer applies to other items of the suite
-                        sc = check(sample, c)
-                        n_score_errors += sc.error is not None
-                        scores[name] = sc if sc.scorer == name else dataclasses.replace(sc, scorer=name)
-                else:
-                    n_gen_errors += 1
+                draws: list[Draw] = []
+                for k in range(spec.samples):  # every scorer scores every sample
+                    key = generation_key(draw_spec(spec, k), sample)
+                    c = completions[key]
+                    scores: dict[str, Score] = {}
+                    if c.error is None:
+                        for name, check, only_tags in plan.validators[suite.name]:
+                            if only_tags and not only_tags.intersection(sample.tags):
+                                continue  # this scorer applies to other items of the suite
+                            sc = check(sample, c)
+                            n_score_errors += sc.error is not None
+                            scores[name] = sc if sc.scorer == name else dataclasses.replace(sc, scorer=name)
+                    else:
+                        n_gen_errors += 1
+                    draws.append(Draw(k, key, c.text if c.error is None else None, c.error, scores))
+                first = draws[0]
                 items.append(RunItem(
                     run_id=run_id, model=spec.name, model_id=spec.model_id, suite=suite.name,
-                    suite_version=suite.version, sample_id=sample.id, sample=sample_record(sample), generation_key=key,
-                    output=c.text if c.error is None else None, error=c.error, scores=scores,
+                    suite_version=suite.version, sample_id=sample.id, sample=sample_record(sample), generation_key=first.generation_key,
+                    output=first.output, error=first.error, scores=first.scores, draws=tuple(draws) if len(draws) > 1 else (),
                 ))
     return _Scored(items, samples, n_gen_errors, n_score_errors)
 

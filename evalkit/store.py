@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 from ._db import ConnectionLost, Database, connect, display_url, is_postgres_url
 from ._util.text import encodable, redact_secrets, redact_url, redact_userinfo, terminal_safe
 from .errors import UserError
-from .record import RunItem, RunSummary
+from .record import Draw, RunItem, RunSummary
 from .types import Completion
 
 T = TypeVar("T")
@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS run_items (
   output TEXT,
   error TEXT,
   scores TEXT NOT NULL,
+  draws TEXT,
   PRIMARY KEY (run_id, model, suite, sample_id)
 );
 CREATE INDEX IF NOT EXISTS run_items_by_run ON run_items(run_id);
@@ -195,10 +196,16 @@ def _v3_team_review(db: Database) -> None:
         db.execute(db.ddl("ALTER TABLE judgments ADD COLUMN ok INTEGER"))
 
 
+def _v4_samples(db: Database) -> None:
+    """Schema 4: an item's K samples (``generation: {samples: K}``), as JSON beside its first."""
+    if "draws" not in db.columns("run_items"):
+        db.execute(db.ddl("ALTER TABLE run_items ADD COLUMN draws TEXT"))
+
+
 # (schema version it brings the store to, the step), for SQLite and PostgreSQL alike: every step works
 # through :class:`Database`. A new step appends here and bumps STORE_SCHEMA.
-_MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [(2, _v2_run_owner), (3, _v3_team_review)]
-STORE_SCHEMA = 3
+_MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [(2, _v2_run_owner), (3, _v3_team_review), (4, _v4_samples)]
+STORE_SCHEMA = 4
 
 HEARTBEAT_S = 5.0  # a running run refreshes its heartbeat at most this often (on every commit)
 STALE_AFTER_S = 600.0  # a run on another host with no heartbeat for this long is shown as interrupted
@@ -556,12 +563,14 @@ class Store:
         def _body() -> None:
             self._q("DELETE FROM run_items WHERE run_id = ?", (run_id,))
             self._db.executemany(
-                "INSERT INTO run_items VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO run_items (run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, "
+                "scores, draws) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         run_id, it.model, it.model_id, it.suite, it.suite_version, it.sample_id,
                         _json(it.sample), it.generation_key, it.output, self.redact(it.error),
                         _json({k: sc.as_dict() for k, sc in it.scores.items()}),
+                        _json([{**d.as_dict(), "error": self.redact(d.error)} for d in it.draws]) if it.draws else None,
                     )
                     for it in items
                 ],
@@ -620,12 +629,13 @@ class Store:
 
     def run_items(self, run_id: str) -> list[RunItem]:
         rows = self._q(
-            "SELECT run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, scores "
+            "SELECT run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, scores, draws "
             "FROM run_items WHERE run_id = ? ORDER BY suite, sample_id, model",
             (run_id,),
         )
         return [
-            RunItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9], json.loads(r[10]))
+            RunItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9], json.loads(r[10]),
+                    tuple(Draw.from_dict(d) for d in json.loads(r[11])) if r[11] else ())
             for r in rows
         ]
 

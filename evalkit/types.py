@@ -97,6 +97,8 @@ class Suite:
 
 @dataclass(frozen=True)
 class GenerationParams:
+    """What one generation is asked for; part of the model's identity (``ModelSpec.model_id``)."""
+
     max_new_tokens: int = 128
     temperature: float = 0.0
     top_p: float = 1.0
@@ -127,6 +129,7 @@ class ModelSpec:
     generation: GenerationParams = GenerationParams()
     options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     identity: str = ""  # weights/adapter fingerprint, filled by models.identify()
+    samples: int = 1  # generations per item; sample k generates with seed + k (its own model_id and cache key)
 
     @property
     def model_id(self) -> str:

@@ -120,7 +120,7 @@ def test_an_old_sqlite_store_opens_and_upgrades(tmp_path):
     con.commit()
     con.close()
     with Store(db) as st:
-        assert st.schema_version() == STORE_SCHEMA == 3
+        assert st.schema_version() == STORE_SCHEMA == 4
         rec = st.get_run("r-old")
         assert rec.status == "passed" and rec.accepted and rec.owner is None and rec.summary == {"run_id": "r-old"}
         new = st.begin_run(name="n", config_path=None, config={}, out_dir=None)

@@ -16,6 +16,7 @@ latencies add up to the time spent generating.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from dataclasses import dataclass
@@ -183,16 +184,20 @@ class HFBackend:
         if progress and len(prepared) < len(requests):
             progress(len(requests) - len(prepared))
 
-        # Group by (adapter, generation params); inside a group, similar lengths share a batch.
+        # Group by (adapter, generation params); inside a group, similar lengths share a batch. Sampled
+        # requests that differ only in their seed (an item's K samples: seed + k) share batches too:
+        # each row draws its own tokens from the batch's generator, seeded from the rows' seeds.
         groups: dict[tuple[str, GenerationParams, int], list[_Prepared]] = {}
         for p in prepared:
-            groups.setdefault((p.adapter, p.params, p.top_logprobs), []).append(p)
+            params = dataclasses.replace(p.params, seed=0) if p.params.temperature > 0 else p.params
+            groups.setdefault((p.adapter, params, p.top_logprobs), []).append(p)
         for (adapter, params, top), items in groups.items():
-            items = sorted(items, key=lambda p: len(p.ids))
+            items = sorted(items, key=lambda p: (len(p.ids), p.params.seed))
             size = max(1, min(p.batch_size for p in items))
             for start in range(0, len(items), size):
                 batch = items[start : start + size]
-                for p, completion in zip(batch, self._generate_batch(adapter, params, batch, top)):
+                batch_params = dataclasses.replace(params, seed=_batch_seed(p.params.seed for p in batch)) if params.temperature > 0 else params
+                for p, completion in zip(batch, self._generate_batch(adapter, batch_params, batch, top)):
                     results[p.index] = completion
                 if progress:
                     progress(len(batch))
@@ -250,7 +255,6 @@ class HFBackend:
         done = [self._completion(row_ids, len(p.ids), params, elapsed / len(batch)) for p, row_ids in zip(batch, new_tokens)]
         if not top_logprobs:
             return done
-        import dataclasses
 
         return [dataclasses.replace(c, logprobs=self._logprobs(out.scores, row, new_tokens[row][: c.tokens_out], top_logprobs)) for row, c in enumerate(done)]
 
@@ -331,3 +335,15 @@ def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:300]
+
+
+def _batch_seed(seeds: Any) -> int:
+    """One generator seed for a batch of sampled rows, from the rows' own seeds (order-free): the same
+    batch reproduces, and a batch of one row uses that row's seed as it always did.
+    """
+    unique = sorted(set(seeds))
+    if len(unique) == 1:
+        return int(unique[0])
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(",".join(map(str, unique)).encode()).digest()[:4], "big")

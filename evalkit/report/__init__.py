@@ -48,6 +48,7 @@ def item_record(item: RunItem) -> dict[str, Any]:
         "output": item.output,
         "error": item.error,
         "scores": {name: s.as_dict() for name, s in item.scores.items()},
+        **({"samples": [d.as_dict() for d in item.samples]} if item.draws else {}),
     }
 
 

@@ -35,6 +35,8 @@ def _pass_rate(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     scorer = gate.scorer or ""
     sel = select_items(gate, ctx.items, model)
     several = len({it.suite for it in sel}) > 1
+    if any(it.draws for it in sel):
+        return _pass_rate_samples(gate, model, sel, scorer, several)
     verdicts = [(it, scored_passed(it, scorer)) for it in sel]
     scored = [(it, v) for it, v in verdicts if v is not None]
     unscored = len(verdicts) - len(scored)
@@ -49,6 +51,30 @@ def _pass_rate(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
         return undecided(gate, model, rate, gate_threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% Wilson CI [{format_number(iv.low)}, {format_number(iv.high)}] straddles {bound_text(gate)}{note}", failing)
     ok = threshold_met(gate, rate)
     detail = f"{what}, {'within' if ok else 'outside'} {bound_text(gate)}{note}" + ("" if ok else f"; failing: {name_list(failing)}") + "."
+    return gate_result(gate, model, passed=ok, observed=rate, detail=detail, failing=failing)
+
+
+def _pass_rate_samples(gate: GateSpec, model: str, sel: list, scorer: str, several: bool) -> GateResult:
+    """K samples per item: the mean pass over every sample (pass@1), its CI a bootstrap over items of
+    their pass fractions (clustered by item: an item's samples are not independent evidence).
+    """
+    counted = [(it, it.pass_count(scorer)) for it in sel]
+    scored = [(it, c, n) for it, cn in counted if cn is not None for c, n in [cn]]
+    unscored = len(counted) - len(scored)
+    if not scored:
+        return undecided(gate, model, None, gate_threshold(gate), f"no item of {model}{gate_scope(gate)} has every sample scored by '{scorer}' ({len(sel)} items, {unscored} with an unscored sample{error_note(sel, scorer)})", missing_data=True)
+    fractions = [c / n for _, c, n in scored]
+    rate = sum(c for _, c, _ in scored) / sum(n for _, _, n in scored)
+    failing = [item_label(it, several) for it, c, n in scored if c < n]
+    flaky = sum(1 for _, c, n in scored if 0 < c < n)
+    note = f"; {unscored} items with an unscored sample excluded" if unscored else ""
+    what = (f"{scorer} pass rate of {model}{gate_scope(gate)} is {format_number(rate)} over {len(scored)} items x {scored[0][2]} samples "
+            f"({flaky} flaky: some samples pass, some fail)")
+    iv = ci_straddles(gate, fractions)
+    if iv is not None:
+        return undecided(gate, model, rate, gate_threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% CI clustered by item [{format_number(iv.low)}, {format_number(iv.high)}] straddles {bound_text(gate)}{note}", failing)
+    ok = threshold_met(gate, rate)
+    detail = f"{what}, {'within' if ok else 'outside'} {bound_text(gate)}{note}" + ("" if ok else f"; items with a failing sample: {name_list(failing)}") + "."
     return gate_result(gate, model, passed=ok, observed=rate, detail=detail, failing=failing)
 
 
@@ -67,6 +93,8 @@ def _pass_rate_vs(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
         return cmp
     ref, pairs, missing = cmp.ref, cmp.pairs, cmp.missing
     several = len({c.suite for c, _ in pairs}) > 1
+    if any(c.draws or r.draws for c, r in pairs):
+        return _pass_rate_vs_samples(gate, model, ref.label, pairs, missing, several)
     ref_pass: list[bool] = []
     cand_pass: list[bool] = []
     regressed: list[str] = []
@@ -111,3 +139,37 @@ def _pass_rate_vs(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     ptxt = f" (McNemar exact p={format_number(p_value)})" if p_value is not None else ""
     detail = f"{what}{ptxt}, {'within' if ok else 'outside'} {bound_text(gate)}" + ("" if ok else f"; regressed: {name_list(regressed)}") + f"{note}."
     return gate_result(gate, model, passed=ok, observed=diff, detail=detail, failing=regressed, p_value=p_value)
+
+
+def _pass_rate_vs_samples(gate: GateSpec, model: str, ref_label: str, pairs: list, missing: int, several: bool) -> GateResult:
+    """``vs`` with K samples per item: the paired difference of per-item pass fractions, Wilcoxon's
+    signed-rank test on them (``significant``), and a paired bootstrap CI over items (clustered).
+    """
+    scorer = gate.scorer or ""
+    rows = []
+    for c, r in pairs:
+        cc, rr = c.pass_count(scorer), r.pass_count(scorer)
+        if cc is not None and rr is not None:
+            rows.append((c, cc[0] / cc[1], rr[0] / rr[1]))
+    n = len(rows)
+    if n < gate.min_pairs:
+        return undecided(gate, model, None, gate_threshold(gate), f"only {n} of {len(pairs)} pairs of {model} and {ref_label}{gate_scope(gate)} have every sample scored by '{scorer}' (min_pairs {gate.min_pairs})", missing_data=True)
+    fc, fr = [x[1] for x in rows], [x[2] for x in rows]
+    diff = (sum(fc) - sum(fr)) / n
+    worse = [item_label(c, several) for c, a, b in sorted(rows, key=lambda t: t[1] - t[2]) if a < b]
+    better = sum(1 for _, a, b in rows if a > b)
+    note = (f"; {len(pairs) - n} pairs with an unscored sample" if len(pairs) > n else "") + (f"; {missing} items not in {ref_label}" if missing else "")
+    what = (f"{scorer} pass rate of {model}{gate_scope(gate)} differs from {ref_label} by {diff:+.4g} over {n} paired items "
+            f"(per-item pass fractions over their samples; {len(worse)} lower, {better} higher)")
+    ok = threshold_met(gate, diff)
+    p_value = None
+    if gate.significant is not None:
+        p_value = stats.wilcoxon_signed_rank(fr, fc).p_value
+        what += f" (Wilcoxon signed-rank p={format_number(p_value)})"
+        if ok and gate.min is not None and gate.min >= 0 and not (p_value < gate.significant and better > len(worse)):
+            return gate_result(gate, model, passed=False, observed=diff, detail=f"{what}, at least min {format_number(gate.min)} but not a significant improvement (alpha {format_number(gate.significant)}){note}.", failing=worse, p_value=p_value)
+    iv = ci_straddles_diff(gate, fr, fc)
+    if iv is not None:
+        return undecided(gate, model, diff, gate_threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% paired CI clustered by item [{format_number(iv.low)}, {format_number(iv.high)}] straddles {bound_text(gate)}{note}", worse, p_value)
+    detail = f"{what}, {'within' if ok else 'outside'} {bound_text(gate)}" + ("" if ok else f"; lower: {name_list(worse)}") + f"{note}."
+    return gate_result(gate, model, passed=ok, observed=diff, detail=detail, failing=worse, p_value=p_value)

@@ -37,6 +37,8 @@ def _regressions(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     if not pairs:
         return undecided(gate, model, None, gate_threshold(gate), f"{model} and {ref.label} share no item{gate_scope(gate)} on the same suite version", missing_data=True)
     several = len({c.suite for c, _ in pairs}) > 1
+    if gate.scorer and any(c.draws or r.draws for c, r in pairs):
+        return _regressions_samples(gate, model, ctx, ref.label, pairs, missing, several)
     judge_of: Callable[[RunItem], bool | None] = (lambda it: scored_passed(it, gate.scorer)) if gate.scorer else all_validators_pass  # type: ignore[arg-type]
     what = f"'{gate.scorer}'" if gate.scorer else "every validator"
     ref_pass: list[bool] = []
@@ -95,4 +97,42 @@ def _regressions(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
         detail = f"{what_s}, within {bound_text(gate)}{note}."
     else:
         detail = f"{what_s}, above {bound_text(gate)}: {name_list(regressed)}{note}."
+    return gate_result(gate, model, passed=ok, observed=count, detail=detail, failing=regressed, p_value=p_value)
+
+
+def _regressions_samples(gate: GateSpec, model: str, ctx: MetricContext, ref_label: str, pairs: list, missing: int, several: bool) -> GateResult:
+    """K samples per item: an item regressed when fewer of the candidate's samples pass than of the
+    reference's; the paired test is Wilcoxon's signed-rank on the per-item pass fractions; the count
+    is read against the reference's own noise floor (the items expected to flip between two runs of
+    it, from its samples), and is no decision inside that floor when the gate says ``noise: no_decision``.
+    """
+    scorer = gate.scorer or ""
+    rows = []
+    for c, r in pairs:
+        cc, rr = c.pass_count(scorer), r.pass_count(scorer)
+        if cc is not None and rr is not None:
+            rows.append((c, cc[0] / cc[1], rr[0] / rr[1], rr))
+    n = len(rows)
+    if n < gate.min_pairs:
+        return undecided(gate, model, None, gate_threshold(gate), f"only {n} of {len(pairs)} pairs of {model} and {ref_label}{gate_scope(gate)} have every sample scored by '{scorer}' (min_pairs {gate.min_pairs})", missing_data=True)
+    regressed = [item_label(c, several) for c, fc, fr, _ in sorted(rows, key=lambda t: t[1] - t[2]) if fc < fr]
+    fixed = sum(1 for _, fc, fr, _ in rows if fc > fr)
+    floor = sum(stats.flip_probability(k, c) for *_, (c, k) in rows)
+    count = float(len(regressed))
+    note = (f"; {len(pairs) - n} pairs with an unscored sample" if len(pairs) > n else "") + (f"; {missing} items not in {ref_label}" if missing else "")
+    what_s = (f"{len(regressed)} of {n} items{gate_scope(gate)} pass '{scorer}' in fewer samples on {model} than on {ref_label} ({fixed} the other way); "
+              f"{ref_label}'s own noise floor is {format_number(floor)} items expected to flip between two of its runs")
+    p_value = None
+    if gate.significant is not None:
+        p_value = stats.wilcoxon_signed_rank([fr for _, _, fr, _ in rows], [fc for _, fc, _, _ in rows]).p_value
+        what_s += f" (Wilcoxon signed-rank on per-item pass fractions p={format_number(p_value)})"
+    ok = threshold_met(gate, count)
+    if not ok and count <= floor:
+        if gate.noise == "no_decision":
+            return undecided(gate, model, count, gate_threshold(gate), f"{what_s}: the count is above {bound_text(gate)} but inside that noise floor (noise: no_decision)", regressed, p_value)
+        what_s += ", inside that noise floor"
+    if not ok and gate.significant is not None and p_value is not None and not (p_value < gate.significant and len(regressed) > fixed):
+        return gate_result(gate, model, passed=True, observed=count, detail=f"{what_s}, above {bound_text(gate)} but not significantly worse: {name_list(regressed)}{note}.",
+                           failing=regressed, p_value=p_value, outcome="warn")
+    detail = f"{what_s}, {'within' if ok else 'above'} {bound_text(gate)}" + ("" if ok else f": {name_list(regressed)}") + f"{note}."
     return gate_result(gate, model, passed=ok, observed=count, detail=detail, failing=regressed, p_value=p_value)
