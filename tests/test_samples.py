@@ -111,3 +111,12 @@ def test_greedy_samples_warn(tmp_path):
     assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert any("samples per item at temperature 0" in w for w in summary["warnings"])
+
+
+def test_the_reports_show_the_samples_table(tmp_path):
+    cfg = write(tmp_path, n=4)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    html = (tmp_path / "o" / "report.html").read_text()
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert 'id="samples"' in html and "expected flips</th>" in html
+    assert "| suite | model | scorer | samples | pass@1 | pass@k | pass^k | flaky | expected flips |" in md

@@ -138,6 +138,15 @@ def render_markdown(summary: RunSummary | dict[str, Any], *, max_items: int = 10
         lines.append("")
         lines.append("_pass rates for validators, means for judge scores; a gate's mde is the smallest true difference its comparison detects with 80 % power_")
         lines.append("")
+        sampled = [m for m in metrics if m.samples > 1 and m.pass_at and m.pass_all]
+        if sampled:
+            lines.append("| suite | model | scorer | samples | pass@1 | pass@k | pass^k | flaky | expected flips |")
+            lines.append("|---|---|---|---|---|---|---|---|---|")
+            for m in sampled:
+                k = str(m.samples)
+                lines.append(f"| {cell(m.suite)} | {cell(m.model)} | {cell(m.scorer)} | {m.samples} | {num((m.pass_at or {}).get('1'))} | "
+                             f"{num((m.pass_at or {}).get(k))} | {num((m.pass_all or {}).get(k))} | {num(m.flaky)} | {num(m.expected_flips)} |")
+            lines.append("")
 
     failing = [g for g in gates if g.failing_items and g.outcome != "pass"]
     if failing:
