@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -490,6 +490,19 @@ def _z(p: float) -> float:
     return NormalDist().inv_cdf(p)
 
 
+def _smallest_root(gap: Callable[[float], float], hi: float) -> float | None:
+    """The smallest d in (0, hi] where ``gap`` (increasing across its root) reaches 0, by bisection;
+    None when even ``hi`` falls short (no effect that size can be detected).
+    """
+    if gap(hi) < 0:
+        return None
+    lo = 0.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if gap(mid) < 0 else (lo, mid)
+    return hi
+
+
 def mde_mcnemar(n: int, discordance: float, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
     """The smallest difference in pass rates (candidate - baseline) a two-sided McNemar test on
     ``n`` paired items detects with ``power`` at ``alpha``, given the share of discordant pairs
@@ -502,18 +515,8 @@ def mde_mcnemar(n: int, discordance: float, *, alpha: float = 0.05, power: float
     if n <= 0 or not 0 < discordance <= 1:
         return None
     za, zb = _z(1 - alpha / 2), _z(power)
-    # d sqrt(n) = za sqrt(psi) + zb sqrt(psi - d^2): monotone in d on (0, psi] (|d| <= psi); bisect
-    lo, hi = 0.0, discordance
-
-    def gap(d: float) -> float:
-        return d * math.sqrt(n) - (za * math.sqrt(discordance) + zb * math.sqrt(max(discordance - d * d, 0.0)))
-
-    if gap(hi) < 0:
-        return None
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if gap(mid) < 0 else (lo, mid)
-    return hi
+    # d sqrt(n) = za sqrt(psi) + zb sqrt(psi - d^2), for d in (0, psi] (|d| <= psi)
+    return _smallest_root(lambda d: d * math.sqrt(n) - (za * math.sqrt(discordance) + zb * math.sqrt(max(discordance - d * d, 0.0))), discordance)
 
 
 def n_mcnemar(effect: float, discordance: float, *, alpha: float = 0.05, power: float = 0.8) -> int | None:
@@ -553,17 +556,7 @@ def mde_one_proportion(n: int, p0: float, *, alpha: float = 0.05, power: float =
         return None
     za, zb = _z(1 - alpha), _z(power)
 
-    def gap(d: float) -> float:
-        p1 = p0 - d
-        return d * math.sqrt(n) - (za * math.sqrt(p0 * (1 - p0)) + zb * math.sqrt(max(p1 * (1 - p1), 0.0)))
-
-    lo, hi = 0.0, p0
-    if gap(hi) < 0:
-        return None
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if gap(mid) < 0 else (lo, mid)
-    return hi
+    return _smallest_root(lambda d: d * math.sqrt(n) - (za * math.sqrt(p0 * (1 - p0)) + zb * math.sqrt(max((p0 - d) * (1 - p0 + d), 0.0))), p0)
 
 
 def n_one_proportion(effect: float, p0: float, *, alpha: float = 0.05, power: float = 0.8) -> int | None:

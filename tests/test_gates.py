@@ -564,7 +564,8 @@ def test_comparison_gates_carry_their_minimum_detectable_effect():
 
 def test_small_sample_pass_rates_get_a_wilson_interval_not_a_zero_width_bootstrap():
     """10 of 10 passing says little about a 0.9 floor: Wilson's interval [0.72, 1] straddles it (the
-    bootstrap of ten 1s has zero width and would have passed the gate)."""
+    bootstrap of ten 1s has zero width and would have passed the gate).
+    """
     from evalkit import stats
     from evalkit.report import analysis
 

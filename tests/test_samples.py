@@ -1,6 +1,7 @@
 """Several samples per item (`generation: {samples: K}`) on the hf backend with evalkit's shipped tiny
 base: K samples batched, every sample scored and kept, pass@k / pass^k / flaky / the noise floor in
-summary.json, the pass_at_k and pass_all_k gates, a rerun that makes no call, and bad input refused."""
+summary.json, the pass_at_k and pass_all_k gates, a rerun that makes no call, and bad input refused.
+"""
 
 from __future__ import annotations
 
