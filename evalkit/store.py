@@ -268,6 +268,19 @@ def _effective_status(status: str, owner: str | None, heartbeat: float | None) -
     return status, None
 
 
+NOISE_PREFIX = "noise:"  # `evalkit noise` stores its result as a run named noise:<config name>
+
+
+def latest_noise(store: "Store | None", run_name: str | None) -> dict[str, Any] | None:
+    """The latest ``evalkit noise`` result stored for the config ``run_name`` (its summary's ``noise``)."""
+    if store is None or not run_name:
+        return None
+    for r in store.list_runs(limit=200):
+        if r.name == NOISE_PREFIX + run_name and r.summary and isinstance(r.summary.get("noise"), dict):
+            return {**r.summary["noise"], "run_id": r.run_id}
+    return None
+
+
 DEFAULT_STORE = Path(".evalkit") / "store.db"
 STORE_ENV = "EVALKIT_STORE"  # a store location for every command, as --store would give it
 

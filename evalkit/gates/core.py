@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .. import stats
 from ..config import GateSpec
 from ..record import JudgeStats, RunItem, RunSummary
-from ..store import Store
+from ..store import Store, latest_noise
 from ..types import GateResult, Score, stable_hash
 
 # ---------------------------------------------------------------------------------------------
@@ -134,6 +134,8 @@ class _Ctx:
     accepted_items: dict[str, list[RunItem]] = field(default_factory=dict)
     # (id of the gate spec, model) -> the comparison's minimum detectable effect: set by a metric, taken by _evaluate_one
     mdes: dict[tuple[int, str], float] = field(default_factory=dict)
+    # the latest `evalkit noise` result of this config, read once ("latest" once looked up)
+    noise: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate_gates(
@@ -623,7 +625,30 @@ def metric_names() -> list[str]:
 def _evaluate_one(gate: GateSpec, model: str, ctx: "_Ctx") -> GateResult:
     result = _with_changes(gate, model, METRICS[gate.metric](gate, model, ctx), ctx)
     mde = ctx.mdes.pop((id(gate), model), None)
-    return replace(result, mde=mde) if mde is not None and result.mde is None else result
+    if mde is not None and result.mde is None:
+        result = replace(result, mde=mde)
+    note = _measured_noise(gate, model, ctx) if gate.metric == "regressions" or (gate.metric == "pass_rate" and gate.vs) else ""
+    return replace(result, detail=f"{result.detail} {note}") if note else result
+
+
+def _measured_noise(gate: GateSpec, model: str, ctx: "_Ctx") -> str:
+    """What `evalkit noise` measured for the compared models on the gate's suites, in one sentence."""
+    if "latest" not in ctx.noise:
+        ctx.noise["latest"] = latest_noise(ctx.store, ctx.run_name)
+    noise = ctx.noise["latest"]
+    if not noise or noise.get("model") not in (model, ctx.baseline if gate.vs in (None, "baseline") else gate.vs):
+        return ""
+    parts = []
+    for suite, per in sorted((noise.get("suites") or {}).items()):
+        if gate.suite not in (None, suite):
+            continue
+        v = per.get(gate.scorer) if gate.scorer else max(per.values(), key=lambda x: len(x.get("flipped") or []), default=None)
+        if v and v.get("n"):
+            parts.append(f"{len(v.get('flipped') or [])} of {v['n']} on {suite}")
+    if not parts:
+        return ""
+    return (f"Measured noise of {noise['model']} (evalkit noise, run {noise.get('run_id')}, {noise.get('runs')} runs): "
+            f"{', '.join(parts)} items flipped between runs of the same model.")
 
 
 POWER = 0.8  # the power a comparison gate's minimum detectable effect is stated at
