@@ -1,5 +1,6 @@
 """`evalkit noise`: the same model again under batch size, order and seed changes; which items flip;
-stored, and quoted by later comparison gates of the config. On evalkit's shipped tiny base (hf)."""
+stored, and quoted by later comparison gates of the config. On evalkit's shipped tiny base (hf).
+"""
 
 from __future__ import annotations
 
