@@ -61,7 +61,10 @@ def measure_noise(config_path: str | Path, *, model: str | None = None, runs: in
         outputs = [{(suite.name, s.id): first[generation_key(spec, s)] for suite in plan.suites for s in suite.samples}]
         perturbations = ["the stored run"]
         rng = random.Random(0)
-        backend = open_backend([spec])
+        from ._util.hf_bars import library_progress_bars
+
+        with library_progress_bars(progress):
+            backend = open_backend([spec])
         try:
             batch = int(dict(spec.options).get("batch_size") or 8)
             for r in range(1, runs):

@@ -166,6 +166,7 @@ class GateRecord(_Record):
     failing_items: list[str] = Field(default_factory=list)
     p_value: float | None = None
     mde: float | None = None  # comparison gates: the minimum detectable effect at 80 % power
+    test: str | None = None  # the test behind p_value
 
 
 class Calls(_Record):

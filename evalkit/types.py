@@ -253,6 +253,7 @@ class GateResult:
     # a comparison gate's minimum detectable effect: the smallest true difference its test finds
     # with 80 % power at its alpha, given its n and the observed discordance or variance
     mde: float | None = None
+    test: str | None = None  # the test behind p_value: mcnemar_exact, wilcoxon, sign_test, ...
 
     def as_dict(self) -> dict[str, Any]:
         d = {
@@ -270,4 +271,6 @@ class GateResult:
             d["p_value"] = self.p_value
         if self.mde is not None:
             d["mde"] = self.mde
+        if self.test is not None and self.p_value is not None:
+            d["test"] = self.test
         return d

@@ -560,6 +560,7 @@ def test_comparison_gates_carry_their_minimum_detectable_effect():
     assert by["q"].mde == pytest.approx(stats.mde_paired_mean(40, sd))
     assert by["plain"].mde is None  # no comparison, no mde
     assert by["vs"].as_dict()["mde"] == by["vs"].mde and "mde" not in by["plain"].as_dict()
+    assert by["vs"].test == "mcnemar_exact" and by["vs"].as_dict()["test"] == "mcnemar_exact"  # the test behind its p
 
 
 def test_small_sample_pass_rates_get_a_wilson_interval_not_a_zero_width_bootstrap():

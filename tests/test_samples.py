@@ -70,6 +70,7 @@ def test_k_samples_are_generated_scored_kept_and_summarised(tmp_path, capsys):
     fracs = [(c - base_counts[x["sample_id"]]) / 4 for x, c in zip(cand, counts)]
     assert gates_by["vs"]["observed"] == pytest.approx(sum(fracs) / 10)
     assert "per-item pass fractions" in gates_by["vs"]["detail"] and "Wilcoxon signed-rank" in gates_by["vs"]["detail"]
+    assert gates_by["vs"]["test"] == "wilcoxon_pass_fractions" and 0 <= gates_by["vs"]["p_value"] <= 1
     floor = sum(stats.flip_probability(4, c) for c in base_counts.values())
     assert f"noise floor is {floor:.4g}" in gates_by["noreg"]["detail"]
     # a rerun makes no call: every sample is cached under its own key

@@ -22,6 +22,7 @@ from .core import _in_noise as noise_note
 from .core import _names as name_list
 from .core import _note_mde_mean as note_mde_mean
 from .core import _note_mde_paired as note_mde_paired
+from .core import _note_test as note_test
 from .core import _result as gate_result
 from .core import _scope as gate_scope
 from .core import _score as score_of
@@ -52,6 +53,7 @@ __all__ = [
     "noise_note",
     "note_mde_mean",
     "note_mde_paired",
+    "note_test",
     "pairwise_length_diffs",
     "score_of",
     "scored_passed",

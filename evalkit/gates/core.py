@@ -134,6 +134,8 @@ class _Ctx:
     accepted_items: dict[str, list[RunItem]] = field(default_factory=dict)
     # (id of the gate spec, model) -> the comparison's minimum detectable effect: set by a metric, taken by _evaluate_one
     mdes: dict[tuple[int, str], float] = field(default_factory=dict)
+    # (id of the gate spec, model) -> the name of the test behind the result's p_value
+    tests: dict[tuple[int, str], str] = field(default_factory=dict)
     # the latest `evalkit noise` result of this config, read once ("latest" once looked up)
     noise: dict[str, Any] = field(default_factory=dict)
 
@@ -627,6 +629,9 @@ def _evaluate_one(gate: GateSpec, model: str, ctx: "_Ctx") -> GateResult:
     mde = ctx.mdes.pop((id(gate), model), None)
     if mde is not None and result.mde is None:
         result = replace(result, mde=mde)
+    test = ctx.tests.pop((id(gate), model), None)
+    if test is not None and result.p_value is not None and result.test is None:
+        result = replace(result, test=test)
     note = _measured_noise(gate, model, ctx) if gate.metric == "regressions" or (gate.metric == "pass_rate" and gate.vs) else ""
     return replace(result, detail=f"{result.detail} {note}") if note else result
 
@@ -649,6 +654,11 @@ def _measured_noise(gate: GateSpec, model: str, ctx: "_Ctx") -> str:
         return ""
     return (f"Measured noise of {noise['model']} (evalkit noise, run {noise.get('run_id')}, {noise.get('runs')} runs): "
             f"{', '.join(parts)} items flipped between runs of the same model.")
+
+
+def _note_test(ctx: "_Ctx", gate: GateSpec, model: str, test: str) -> None:
+    """Record which test a metric's p_value comes from (summary.json's ``test`` beside ``p_value``)."""
+    ctx.tests[(id(gate), model)] = test
 
 
 POWER = 0.8  # the power a comparison gate's minimum detectable effect is stated at

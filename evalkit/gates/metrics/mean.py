@@ -21,6 +21,7 @@ from ..api import (
     name_list,
     noise_note,
     note_mde_mean,
+    note_test,
     select_items,
     threshold_met,
     undecided,
@@ -91,6 +92,7 @@ def _mean_vs(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     if gate.significant is not None:
         t = stats.wilcoxon_signed_rank(a, b)
         p_value = t.p_value
+        note_test(ctx, gate, model, t.test)
         sig = p_value < gate.significant
         if gate.min is not None and ok and not (sig and diff > 0):
             detail = f"{what}, at least min {format_number(gate.min)} but not a significant improvement (Wilcoxon p={format_number(p_value)}, alpha {format_number(gate.significant)}){note}."

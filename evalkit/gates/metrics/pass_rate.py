@@ -21,6 +21,7 @@ from ..api import (
     metric,
     name_list,
     note_mde_paired,
+    note_test,
     scored_passed,
     select_items,
     threshold_met,
@@ -94,7 +95,7 @@ def _pass_rate_vs(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     ref, pairs, missing = cmp.ref, cmp.pairs, cmp.missing
     several = len({c.suite for c, _ in pairs}) > 1
     if any(c.draws or r.draws for c, r in pairs):
-        return _pass_rate_vs_samples(gate, model, ref.label, pairs, missing, several)
+        return _pass_rate_vs_samples(gate, model, ctx, ref.label, pairs, missing, several)
     ref_pass: list[bool] = []
     cand_pass: list[bool] = []
     regressed: list[str] = []
@@ -126,6 +127,7 @@ def _pass_rate_vs(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     if gate.significant is not None:
         t = stats.mcnemar_exact(ref_pass, cand_pass)
         p_value = t.p_value
+        note_test(ctx, gate, model, t.test)
         improvement_asked = gate.min is not None and gate.min >= 0
         if ok and improvement_asked and not (p_value < gate.significant and fixed > len(regressed)):
             detail = f"{what}, at least min {format_number(gate.min)} but not a significant improvement (McNemar exact p={format_number(p_value)}, alpha {format_number(gate.significant)}){note}."
@@ -141,7 +143,7 @@ def _pass_rate_vs(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     return gate_result(gate, model, passed=ok, observed=diff, detail=detail, failing=regressed, p_value=p_value)
 
 
-def _pass_rate_vs_samples(gate: GateSpec, model: str, ref_label: str, pairs: list, missing: int, several: bool) -> GateResult:
+def _pass_rate_vs_samples(gate: GateSpec, model: str, ctx: MetricContext, ref_label: str, pairs: list, missing: int, several: bool) -> GateResult:
     """``vs`` with K samples per item: the paired difference of per-item pass fractions, Wilcoxon's
     signed-rank test on them (``significant``), and a paired bootstrap CI over items (clustered).
     """
@@ -165,6 +167,7 @@ def _pass_rate_vs_samples(gate: GateSpec, model: str, ref_label: str, pairs: lis
     p_value = None
     if gate.significant is not None:
         p_value = stats.wilcoxon_signed_rank(fr, fc).p_value
+        note_test(ctx, gate, model, "wilcoxon_pass_fractions")
         what += f" (Wilcoxon signed-rank p={format_number(p_value)})"
         if ok and gate.min is not None and gate.min >= 0 and not (p_value < gate.significant and better > len(worse)):
             return gate_result(gate, model, passed=False, observed=diff, detail=f"{what}, at least min {format_number(gate.min)} but not a significant improvement (alpha {format_number(gate.significant)}){note}.", failing=worse, p_value=p_value)

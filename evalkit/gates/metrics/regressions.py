@@ -22,6 +22,7 @@ from ..api import (
     metric,
     name_list,
     note_mde_paired,
+    note_test,
     scored_passed,
     threshold_met,
     undecided,
@@ -87,6 +88,7 @@ def _regressions(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     if gate.significant is not None:
         t = stats.mcnemar_exact(ref_pass, cand_pass)
         p_value = t.p_value
+        note_test(ctx, gate, model, t.test)
         if not ok:
             if p_value < gate.significant and len(regressed) > fixed:
                 detail = f"{what_s}, above {bound_text(gate)}, a significant change for the worse (McNemar exact p={format_number(p_value)} < {format_number(gate.significant)}): {name_list(regressed)}{note}."
@@ -125,6 +127,7 @@ def _regressions_samples(gate: GateSpec, model: str, ctx: MetricContext, ref_lab
     p_value = None
     if gate.significant is not None:
         p_value = stats.wilcoxon_signed_rank([fr for _, _, fr, _ in rows], [fc for _, fc, _, _ in rows]).p_value
+        note_test(ctx, gate, model, "wilcoxon_pass_fractions")
         what_s += f" (Wilcoxon signed-rank on per-item pass fractions p={format_number(p_value)})"
     ok = threshold_met(gate, count)
     if not ok and count <= floor:

@@ -20,6 +20,7 @@ from ..api import (
     name_list,
     noise_note,
     note_mde_mean,
+    note_test,
     pairwise_length_diffs,
     select_items,
     threshold_met,
@@ -71,6 +72,7 @@ def _win_rate(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     p_value = None
     if gate.significant is not None:
         t = stats.sign_test(wins, losses)
+        note_test(ctx, gate, model, t.test)
         p_value = t.p_value
         sig = p_value < gate.significant
         if gate.min is not None and ok and not (sig and wins > losses):
@@ -101,6 +103,7 @@ def _length_controlled(gate: GateSpec, model: str, ctx: MetricContext, key: str,
     p_value = None
     if gate.significant is not None:
         p_value = lc.p_above(0.5)
+        note_test(ctx, gate, model, "bootstrap_length_controlled")
         if gate.min is not None and ok and not (p_value < gate.significant and lc.estimate > 0.5):
             detail = f"{head}, at least min {format_number(gate.min)} but not significantly above 0.5 (bootstrap p={format_number(p_value)}, alpha {format_number(gate.significant)}){note}."
             return gate_result(gate, model, passed=False, observed=lc.estimate, detail=detail, failing=losing, p_value=p_value)
