@@ -36,6 +36,7 @@ class Draw:
     output: str | None
     error: str | None
     scores: Mapping[str, Score]
+    finish_reason: str | None = None  # stop | length | ...: length = cut by the token limit
 
     def __post_init__(self) -> None:
         if any(not isinstance(v, Score) for v in self.scores.values()):
@@ -43,11 +44,13 @@ class Draw:
 
     def as_dict(self) -> dict[str, Any]:
         return {"index": self.index, "generation_key": self.generation_key, "output": self.output, "error": self.error,
+                "finish_reason": self.finish_reason, "truncated": self.finish_reason == "length",
                 "scores": {k: s.as_dict() for k, s in self.scores.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Draw:
-        return cls(int(d["index"]), str(d.get("generation_key") or ""), d.get("output"), d.get("error"), dict(d.get("scores") or {}))
+        return cls(int(d["index"]), str(d.get("generation_key") or ""), d.get("output"), d.get("error"), dict(d.get("scores") or {}),
+                   d.get("finish_reason"))
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,12 @@ class RunItem:
     scores: Mapping[str, Score]
     # with generation samples K > 1: every sample, the first of which is output/error/scores above; () with one
     draws: tuple[Draw, ...] = ()
+    finish_reason: str | None = None  # of the (first) generation: stop | length | ...
+
+    @property
+    def truncated(self) -> bool:
+        """Cut by the token limit (``finish_reason`` length): a cut answer, never a complete one."""
+        return self.finish_reason == "length"
 
     def __post_init__(self) -> None:
         if any(not isinstance(v, Score) for v in self.scores.values()):
@@ -83,7 +92,7 @@ class RunItem:
         """Every sample of the item (one when the run generated one). The first carries the item's own
         scores (judges' included: judges score the first sample).
         """
-        first = Draw(0, self.generation_key, self.output, self.error, self.scores)
+        first = Draw(0, self.generation_key, self.output, self.error, self.scores, self.finish_reason)
         return (first, *self.draws[1:]) if self.draws else (first,)
 
     def pass_count(self, scorer: str) -> tuple[int, int] | None:
@@ -150,6 +159,16 @@ class MetricRow(_Record):
     flaky: int | None = None
     flaky_items: list[str] | None = None
     expected_flips: float | None = None
+
+
+class TruncationRow(_Record):
+    """How many of a model's generations on a suite the token limit cut (``finish_reason`` length)."""
+
+    model: str
+    suite: str
+    n: int = 0  # generations (every sample)
+    truncated: int = 0
+    rate: float | None = None
 
 
 class GateRecord(_Record):
@@ -308,6 +327,7 @@ class RunSummary(_Record):
     candidates: list[str] = Field(default_factory=list)
     suites: list[SuiteInfo] = Field(default_factory=list)
     metrics: list[MetricRow] = Field(default_factory=list)
+    truncation: list[TruncationRow] = Field(default_factory=list)  # per model x suite: generations cut by the token limit
     gates: list[GateRecord] = Field(default_factory=list)
     candidate_verdicts: dict[str, bool] = Field(default_factory=dict)  # candidate -> ships on its own gates
     calls: Calls = Field(default_factory=Calls)

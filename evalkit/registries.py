@@ -45,7 +45,7 @@ BACKENDS: dict[str, BackendKind] = {k.name: k for k in (
 # eval.yaml's gate ``metric:`` values, one module each in evalkit/gates/metrics/
 GATE_METRICS: tuple[str, ...] = (
     "adapter_applied", "error_rate", "human_unshippable", "mean", "must_pass", "pass_all_k", "pass_at_k", "pass_rate", "regressions",
-    "win_rate",
+    "truncation_rate", "win_rate",
 )
 
 

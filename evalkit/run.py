@@ -39,6 +39,7 @@ from .record import (
     RunSummary,
     SuiteInfo,
     Timing,
+    TruncationRow,
     reproducibility,
 )
 from .registries import backend_kind
@@ -296,6 +297,18 @@ def _metrics(items: Iterable[RunItem]) -> list[dict[str, Any]]:
             out.append({"model": model, "suite": suite, "scorer": scorer, "metric": "mean",
                         "value": (sum(vals) / len(vals)) if vals else None, "n": len(vals), "errors": a["errors"]})
     return out
+
+
+def _truncation(items: Iterable[RunItem]) -> list[TruncationRow]:
+    """Per model x suite: how many generations (every sample) the token limit cut."""
+    acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for it in items:
+        for d in it.samples:
+            if d.error is None:
+                a = acc[(it.model, it.suite)]
+                a[0] += 1
+                a[1] += d.finish_reason == "length"
+    return [TruncationRow(model=m, suite=s, n=n, truncated=t, rate=(t / n) if n else None) for (m, s), (n, t) in sorted(acc.items())]
 
 
 def _adapter_warnings(specs: Sequence[ModelSpec], items: Sequence[RunItem]) -> list[str]:
@@ -576,12 +589,13 @@ def score_items(plan: RunPlan, run_id: str, completions: dict[str, Completion]) 
                             scores[name] = sc if sc.scorer == name else dataclasses.replace(sc, scorer=name)
                     else:
                         n_gen_errors += 1
-                    draws.append(Draw(k, key, c.text if c.error is None else None, c.error, scores))
+                    draws.append(Draw(k, key, c.text if c.error is None else None, c.error, scores, c.finish_reason if c.error is None else None))
                 first = draws[0]
                 items.append(RunItem(
                     run_id=run_id, model=spec.name, model_id=spec.model_id, suite=suite.name,
                     suite_version=suite.version, sample_id=sample.id, sample=sample_record(sample), generation_key=first.generation_key,
                     output=first.output, error=first.error, scores=first.scores, draws=tuple(draws) if len(draws) > 1 else (),
+                    finish_reason=first.finish_reason,
                 ))
     return _Scored(items, samples, n_gen_errors, n_score_errors)
 
@@ -638,6 +652,7 @@ def build_record(plan: RunPlan, run_id: str, *, scored: _Scored, judged: _Judged
         candidates=plan.candidates,
         suites=[SuiteInfo(name=s.name, kind=s.kind, version=s.version, n=len(s.samples), path=s.path) for s in plan.suites],
         metrics=[MetricRow(**m) for m in _metrics(judged.items)],
+        truncation=_truncation(judged.items),
         calls=Calls(generations_made=made, generations_cached=cached, judge_calls_made=judged.made, judge_calls_cached=judged.cached),
         errors=Errors(generation=scored.generation_errors, scorer=scored.scorer_errors, judge=judged.errors),
         warnings=warnings,

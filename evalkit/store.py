@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS run_items (
   error TEXT,
   scores TEXT NOT NULL,
   draws TEXT,
+  finish_reason TEXT,
   PRIMARY KEY (run_id, model, suite, sample_id)
 );
 CREATE INDEX IF NOT EXISTS run_items_by_run ON run_items(run_id);
@@ -197,9 +198,13 @@ def _v3_team_review(db: Database) -> None:
 
 
 def _v4_samples(db: Database) -> None:
-    """Schema 4: an item's K samples (``generation: {samples: K}``), as JSON beside its first."""
-    if "draws" not in db.columns("run_items"):
-        db.execute(db.ddl("ALTER TABLE run_items ADD COLUMN draws TEXT"))
+    """Schema 4: an item's K samples (``generation: {samples: K}``), as JSON beside its first, and why its
+    generation ended (``finish_reason``: length when the token limit cut it).
+    """
+    cols = db.columns("run_items")
+    for col in ("draws", "finish_reason"):
+        if col not in cols:
+            db.execute(db.ddl(f"ALTER TABLE run_items ADD COLUMN {col} TEXT"))
 
 
 # (schema version it brings the store to, the step), for SQLite and PostgreSQL alike: every step works
@@ -577,13 +582,14 @@ class Store:
             self._q("DELETE FROM run_items WHERE run_id = ?", (run_id,))
             self._db.executemany(
                 "INSERT INTO run_items (run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, "
-                "scores, draws) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "scores, draws, finish_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         run_id, it.model, it.model_id, it.suite, it.suite_version, it.sample_id,
                         _json(it.sample), it.generation_key, it.output, self.redact(it.error),
                         _json({k: sc.as_dict() for k, sc in it.scores.items()}),
                         _json([{**d.as_dict(), "error": self.redact(d.error)} for d in it.draws]) if it.draws else None,
+                        it.finish_reason,
                     )
                     for it in items
                 ],
@@ -642,13 +648,13 @@ class Store:
 
     def run_items(self, run_id: str) -> list[RunItem]:
         rows = self._q(
-            "SELECT run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, scores, draws "
+            "SELECT run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, scores, draws, finish_reason "
             "FROM run_items WHERE run_id = ? ORDER BY suite, sample_id, model",
             (run_id,),
         )
         return [
             RunItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9], json.loads(r[10]),
-                    tuple(Draw.from_dict(d) for d in json.loads(r[11])) if r[11] else ())
+                    tuple(Draw.from_dict(d) for d in json.loads(r[11])) if r[11] else (), r[12])
             for r in rows
         ]
 

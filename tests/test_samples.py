@@ -122,3 +122,27 @@ def test_the_reports_show_the_samples_table(tmp_path):
     md = (tmp_path / "o" / "report.md").read_text()
     assert 'id="samples"' in html and "expected flips</th>" in html
     assert "| suite | model | scorer | samples | pass@1 | pass@k | pass^k | flaky | expected flips |" in md
+
+
+def test_truncation_is_recorded_summarised_and_gated(tmp_path):
+    """A token limit too small for the answer: every generation ends with finish_reason length, items.jsonl
+    and summary.json say so, the report shows it, and a truncation_rate gate fails naming the items.
+    """
+    cfg = write(tmp_path, samples=1, temperature=0.0, n=4,
+                gates="  - {name: cut, metric: truncation_rate, max: 0.1}")
+    cfg.write_text(cfg.read_text().replace("max_new_tokens: 40", "max_new_tokens: 1"))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    lines = [json.loads(x) for x in (tmp_path / "o" / "items.jsonl").read_text().splitlines()]
+    assert lines and all(x["finish_reason"] == "length" and x["truncated"] for x in lines)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    rows = {(t["model"], t["suite"]): t for t in summary["truncation"]}
+    assert rows[("cand", "extract")] == {"model": "cand", "suite": "extract", "n": 4, "truncated": 4, "rate": 1.0}
+    [g] = summary["gates"]
+    assert g["outcome"] == "fail" and g["observed"] == 1.0 and len(g["failing_items"]) == 4 and "cut by the token limit" in g["detail"]
+    assert 'id="truncation"' in (tmp_path / "o" / "report.html").read_text()
+    assert "cut by the token limit: " in (tmp_path / "o" / "report.md").read_text()
+    # and with room to finish, nothing is cut
+    cfg.write_text(cfg.read_text().replace("max_new_tokens: 1", "max_new_tokens: 60"))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o2"), "--no-progress"]) == 0
+    again = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert again["gates"][0]["outcome"] == "pass"

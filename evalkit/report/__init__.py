@@ -47,6 +47,8 @@ def item_record(item: RunItem) -> dict[str, Any]:
         "tags": list(item.sample.get("tags") or []),
         "output": item.output,
         "error": item.error,
+        "finish_reason": item.finish_reason,
+        "truncated": item.truncated,
         "scores": {name: s.as_dict() for name, s in item.scores.items()},
         **({"samples": [d.as_dict() for d in item.samples]} if item.draws else {}),
     }

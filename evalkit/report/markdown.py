@@ -148,6 +148,11 @@ def render_markdown(summary: RunSummary | dict[str, Any], *, max_items: int = 10
                              f"{num((m.pass_at or {}).get(k))} | {num((m.pass_all or {}).get(k))} | {num(m.flaky)} | {num(m.expected_flips)} |")
             lines.append("")
 
+    cut = [t for t in summary.truncation if t.truncated]
+    if cut:
+        lines.append("> ✂️ cut by the token limit: " + ", ".join(f"{cell(t.model)} on {cell(t.suite)} {t.truncated}/{t.n}" for t in cut))
+        lines.append("")
+
     failing = [g for g in gates if g.failing_items and g.outcome != "pass"]
     if failing:
         lines.append("<details><summary>Failing items</summary>")
