@@ -32,6 +32,8 @@ class GenerationConfig(Strict):
     seed: int = 0
     stop: list[str] = Field(default_factory=list)
     samples: int = Field(1, ge=1, le=1000)  # generations per item (sample k uses seed + k); pass@k, pass^k, the noise floor
+    reasoning: Literal["strip", "keep"] = "strip"  # strip: scorers and judges see the answer, the thinking is kept apart
+    reasoning_tags: list[str] = Field(default_factory=lambda: ["<think>", "</think>"], min_length=2, max_length=2)  # open, close
 
 
 class BatchConfig(Strict):

@@ -37,6 +37,7 @@ class Draw:
     error: str | None
     scores: Mapping[str, Score]
     finish_reason: str | None = None  # stop | length | ...: length = cut by the token limit
+    reasoning: str | None = None  # the thinking kept apart from the answer (reasoning: strip)
 
     def __post_init__(self) -> None:
         if any(not isinstance(v, Score) for v in self.scores.values()):
@@ -44,13 +45,13 @@ class Draw:
 
     def as_dict(self) -> dict[str, Any]:
         return {"index": self.index, "generation_key": self.generation_key, "output": self.output, "error": self.error,
-                "finish_reason": self.finish_reason, "truncated": self.finish_reason == "length",
+                "finish_reason": self.finish_reason, "truncated": self.finish_reason == "length", "reasoning": self.reasoning,
                 "scores": {k: s.as_dict() for k, s in self.scores.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Draw:
         return cls(int(d["index"]), str(d.get("generation_key") or ""), d.get("output"), d.get("error"), dict(d.get("scores") or {}),
-                   d.get("finish_reason"))
+                   d.get("finish_reason"), d.get("reasoning"))
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class RunItem:
     # with generation samples K > 1: every sample, the first of which is output/error/scores above; () with one
     draws: tuple[Draw, ...] = ()
     finish_reason: str | None = None  # of the (first) generation: stop | length | ...
+    reasoning: str | None = None  # its thinking, kept apart from ``output`` (the answer) with reasoning: strip
 
     @property
     def truncated(self) -> bool:
@@ -92,7 +94,7 @@ class RunItem:
         """Every sample of the item (one when the run generated one). The first carries the item's own
         scores (judges' included: judges score the first sample).
         """
-        first = Draw(0, self.generation_key, self.output, self.error, self.scores, self.finish_reason)
+        first = Draw(0, self.generation_key, self.output, self.error, self.scores, self.finish_reason, self.reasoning)
         return (first, *self.draws[1:]) if self.draws else (first,)
 
     def pass_count(self, scorer: str) -> tuple[int, int] | None:

@@ -43,6 +43,7 @@ from .record import (
     reproducibility,
 )
 from .registries import backend_kind
+from .scoring.reasoning import split_reasoning
 from .scoring.validators import build_validator
 from .store import Store, chosen_store, store_display
 from .types import Completion, GenerationParams, ModelSpec, Sample, Score, Suite, stable_hash
@@ -94,6 +95,8 @@ def model_spec(name: str, entry: ModelEntry, cfg: EvalConfig, config_dir: Path) 
         generation=generation_params(entry, cfg),
         options=options,
         samples=(entry.generation or cfg.generation).samples,
+        reasoning=(entry.generation or cfg.generation).reasoning,
+        reasoning_tags=tuple((entry.generation or cfg.generation).reasoning_tags)[:2],  # type: ignore[arg-type]
     )
     try:
         ident = fingerprint(spec)
@@ -578,7 +581,7 @@ def score_items(plan: RunPlan, run_id: str, completions: dict[str, Completion]) 
                 draws: list[Draw] = []
                 for k in range(spec.samples):  # every scorer scores every sample
                     key = generation_key(draw_spec(spec, k), sample)
-                    c = completions[key]
+                    c = split_reasoning(completions[key], spec.reasoning, spec.reasoning_tags)  # scorers see the answer
                     scores: dict[str, Score] = {}
                     if c.error is None:
                         for name, check, only_tags in plan.validators[suite.name]:
@@ -589,13 +592,14 @@ def score_items(plan: RunPlan, run_id: str, completions: dict[str, Completion]) 
                             scores[name] = sc if sc.scorer == name else dataclasses.replace(sc, scorer=name)
                     else:
                         n_gen_errors += 1
-                    draws.append(Draw(k, key, c.text if c.error is None else None, c.error, scores, c.finish_reason if c.error is None else None))
+                    draws.append(Draw(k, key, c.text if c.error is None else None, c.error, scores, c.finish_reason if c.error is None else None,
+                                      c.reasoning))
                 first = draws[0]
                 items.append(RunItem(
                     run_id=run_id, model=spec.name, model_id=spec.model_id, suite=suite.name,
                     suite_version=suite.version, sample_id=sample.id, sample=sample_record(sample), generation_key=first.generation_key,
                     output=first.output, error=first.error, scores=first.scores, draws=tuple(draws) if len(draws) > 1 else (),
-                    finish_reason=first.finish_reason,
+                    finish_reason=first.finish_reason, reasoning=first.reasoning,
                 ))
     return _Scored(items, samples, n_gen_errors, n_score_errors)
 

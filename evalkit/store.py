@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS generations (
   tokens_out INTEGER,
   latency_s REAL,
   error TEXT,
-  created REAL NOT NULL
+  created REAL NOT NULL,
+  reasoning TEXT
 );
 CREATE TABLE IF NOT EXISTS judgments (
   key TEXT PRIMARY KEY,
@@ -83,6 +84,7 @@ CREATE TABLE IF NOT EXISTS run_items (
   scores TEXT NOT NULL,
   draws TEXT,
   finish_reason TEXT,
+  reasoning TEXT,
   PRIMARY KEY (run_id, model, suite, sample_id)
 );
 CREATE INDEX IF NOT EXISTS run_items_by_run ON run_items(run_id);
@@ -202,9 +204,11 @@ def _v4_samples(db: Database) -> None:
     generation ended (``finish_reason``: length when the token limit cut it).
     """
     cols = db.columns("run_items")
-    for col in ("draws", "finish_reason"):
+    for col in ("draws", "finish_reason", "reasoning"):
         if col not in cols:
             db.execute(db.ddl(f"ALTER TABLE run_items ADD COLUMN {col} TEXT"))
+    if "reasoning" not in db.columns("generations"):  # a reasoning model's thinking, kept apart from its answer
+        db.execute(db.ddl("ALTER TABLE generations ADD COLUMN reasoning TEXT"))
 
 
 # (schema version it brings the store to, the step), for SQLite and PostgreSQL alike: every step works
@@ -496,9 +500,10 @@ class Store:
         out: dict[str, Completion] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            q = f"SELECT key, text, finish_reason, tokens_in, tokens_out, latency_s FROM generations WHERE error IS NULL AND key IN ({','.join('?' * len(chunk))})"
-            for k, text, fr, ti, to, lat in self._q(q, chunk):
-                out[k] = Completion(text=text, finish_reason=fr, tokens_in=ti or 0, tokens_out=to or 0, latency_s=lat or 0.0)
+            q = (f"SELECT key, text, finish_reason, tokens_in, tokens_out, latency_s, reasoning FROM generations "
+                 f"WHERE error IS NULL AND key IN ({','.join('?' * len(chunk))})")
+            for k, text, fr, ti, to, lat, reasoning in self._q(q, chunk):
+                out[k] = Completion(text=text, finish_reason=fr, tokens_in=ti or 0, tokens_out=to or 0, latency_s=lat or 0.0, reasoning=reasoning)
         return out
 
     def put_generations(self, rows: Sequence[tuple[str, str, str, Completion]]) -> None:
@@ -507,12 +512,13 @@ class Store:
         def _body() -> None:
             # sorted keys: concurrent writers lock rows in one order, so they cannot deadlock
             self._db.executemany(
-                "INSERT INTO generations VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
-                "text = excluded.text, finish_reason = excluded.finish_reason, tokens_in = excluded.tokens_in, "
+                "INSERT INTO generations (key, model_id, prompt_hash, text, finish_reason, tokens_in, tokens_out, latency_s, error, created, "
+                "reasoning) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
+                "text = excluded.text, finish_reason = excluded.finish_reason, tokens_in = excluded.tokens_in, reasoning = excluded.reasoning, "
                 "tokens_out = excluded.tokens_out, latency_s = excluded.latency_s, error = excluded.error, created = excluded.created "
                 "WHERE generations.error IS NOT NULL",
                 [
-                    (k, mid, ph, c.text, c.finish_reason, c.tokens_in, c.tokens_out, c.latency_s, self.redact(c.error), now)
+                    (k, mid, ph, c.text, c.finish_reason, c.tokens_in, c.tokens_out, c.latency_s, self.redact(c.error), now, c.reasoning)
                     for k, mid, ph, c in sorted(rows, key=lambda r: r[0])
                 ],
             )
@@ -582,14 +588,14 @@ class Store:
             self._q("DELETE FROM run_items WHERE run_id = ?", (run_id,))
             self._db.executemany(
                 "INSERT INTO run_items (run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, "
-                "scores, draws, finish_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "scores, draws, finish_reason, reasoning) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         run_id, it.model, it.model_id, it.suite, it.suite_version, it.sample_id,
                         _json(it.sample), it.generation_key, it.output, self.redact(it.error),
                         _json({k: sc.as_dict() for k, sc in it.scores.items()}),
                         _json([{**d.as_dict(), "error": self.redact(d.error)} for d in it.draws]) if it.draws else None,
-                        it.finish_reason,
+                        it.finish_reason, it.reasoning,
                     )
                     for it in items
                 ],
@@ -648,13 +654,13 @@ class Store:
 
     def run_items(self, run_id: str) -> list[RunItem]:
         rows = self._q(
-            "SELECT run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, scores, draws, finish_reason "
+            "SELECT run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, scores, draws, finish_reason, reasoning "
             "FROM run_items WHERE run_id = ? ORDER BY suite, sample_id, model",
             (run_id,),
         )
         return [
             RunItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9], json.loads(r[10]),
-                    tuple(Draw.from_dict(d) for d in json.loads(r[11])) if r[11] else (), r[12])
+                    tuple(Draw.from_dict(d) for d in json.loads(r[11])) if r[11] else (), r[12], r[13])
             for r in rows
         ]
 

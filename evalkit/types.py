@@ -130,6 +130,8 @@ class ModelSpec:
     options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     identity: str = ""  # weights/adapter fingerprint, filled by models.identify()
     samples: int = 1  # generations per item; sample k generates with seed + k (its own model_id and cache key)
+    reasoning: str = "strip"  # strip | keep: what scorers see of a reasoning model's thinking (not part of model_id)
+    reasoning_tags: tuple[str, str] = ("<think>", "</think>")
 
     @property
     def model_id(self) -> str:
@@ -184,6 +186,7 @@ class Completion:
     latency_s: float = 0.0
     error: str | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None  # only when asked for (GenerationRequest.top_logprobs); never stored
+    reasoning: str | None = None  # what the server returned apart from the answer (reasoning_content, thinking blocks)
 
 
 ScoreKind = Literal["validator", "judge", "pairwise", "human"]

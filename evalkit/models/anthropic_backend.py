@@ -85,7 +85,17 @@ class AnthropicBackend(ApiBackend[anthropic.AsyncAnthropic]):
         data = await post_json(client, "/v1/messages", {"model": str(spec.model), "max_tokens": g.max_new_tokens, "messages": rest, **kw}, headers)
         latency = time.perf_counter() - t0
         text, _, stop, tokens_in, tokens_out = read_message(data)
-        return Completion(text=text, finish_reason=_FINISH.get(stop or "", stop), tokens_in=tokens_in, tokens_out=tokens_out, latency_s=latency)
+        return Completion(text=text, finish_reason=_FINISH.get(stop or "", stop), tokens_in=tokens_in, tokens_out=tokens_out, latency_s=latency,
+                          reasoning=read_thinking(data))
+
+
+def read_thinking(data: Mapping[str, Any]) -> str | None:
+    """The message's ``thinking`` blocks (extended thinking), joined: kept apart from the answer's text."""
+    content = data.get("content")
+    if not isinstance(content, list):
+        return None
+    parts = [str(b.get("thinking") or "") for b in content if isinstance(b, dict) and b.get("type") == "thinking"]
+    return "\n\n".join(p for p in parts if p) or None
 
 
 def read_message(data: Mapping[str, Any], tool_name: str | None = None) -> tuple[str, Any, str | None, int, int]:
@@ -179,7 +189,7 @@ class AnthropicProvider:
 
         def parse(data: Any) -> Completion:
             text, _, stop, tin, tout = read_message(data)
-            return Completion(text=text, finish_reason=_FINISH.get(stop or "", stop), tokens_in=tin, tokens_out=tout)
+            return Completion(text=text, finish_reason=_FINISH.get(stop or "", stop), tokens_in=tin, tokens_out=tout, reasoning=read_thinking(data))
 
         return body, parse
 

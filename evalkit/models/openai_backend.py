@@ -70,7 +70,20 @@ class OpenAIBackend(ApiBackend[openai.AsyncOpenAI]):
         data = await post_json(client, "/chat/completions", body)
         latency = time.perf_counter() - t0
         text, finish, tokens_in, tokens_out = read_chat_completion(data)
-        return Completion(text=text or "", finish_reason=finish, tokens_in=tokens_in, tokens_out=tokens_out, latency_s=latency)
+        return Completion(text=text or "", finish_reason=finish, tokens_in=tokens_in, tokens_out=tokens_out, latency_s=latency,
+                          reasoning=read_reasoning(data))
+
+
+def read_reasoning(data: Mapping[str, Any]) -> str | None:
+    """A reasoning model's thinking, as OpenAI-compatible servers return it apart from the answer:
+    ``message.reasoning_content`` (vLLM's reasoning parsers, DeepSeek) or ``message.reasoning``.
+    """
+    try:
+        msg = (data.get("choices") or [{}])[0].get("message") or {}
+    except (AttributeError, IndexError, TypeError):
+        return None
+    value = msg.get("reasoning_content") or msg.get("reasoning") if isinstance(msg, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def read_chat_completion(data: Mapping[str, Any]) -> tuple[str | None, str | None, int, int]:
@@ -180,7 +193,7 @@ class OpenAIProvider:
 
         def parse(data: Any) -> Completion:
             text, finish, tin, tout = read_chat_completion(data)
-            return Completion(text=text or "", finish_reason=finish, tokens_in=tin, tokens_out=tout)
+            return Completion(text=text or "", finish_reason=finish, tokens_in=tin, tokens_out=tout, reasoning=read_reasoning(data))
 
         return body, parse
 

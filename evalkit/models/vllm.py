@@ -533,12 +533,15 @@ class VLLMBackend:
             return TokenOutput(Completion(text="", error=f"vllm: {detail}", latency_s=time.perf_counter() - t0), (), tuple(prompt_ids))
         choice = body["choices"][0]
         text = choice.get("text")
+        message = choice.get("message") or {}
         if text is None:
-            text = (choice.get("message") or {}).get("content") or ""
+            text = message.get("content") or ""
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or None
         usage = body.get("usage") or {}
         token_ids = tuple(int(t) for t in (choice.get("token_ids") or []))
         completion = Completion(
             text=text,
+            reasoning=reasoning if isinstance(reasoning, str) else None,
             finish_reason=choice.get("finish_reason"),
             tokens_in=int(usage.get("prompt_tokens") or len(prompt_ids)),
             tokens_out=int(usage.get("completion_tokens") or len(token_ids)),

@@ -49,6 +49,7 @@ def item_record(item: RunItem) -> dict[str, Any]:
         "error": item.error,
         "finish_reason": item.finish_reason,
         "truncated": item.truncated,
+        "reasoning": item.reasoning,
         "scores": {name: s.as_dict() for name, s in item.scores.items()},
         **({"samples": [d.as_dict() for d in item.samples]} if item.draws else {}),
     }

@@ -95,6 +95,9 @@ class Reply:
     # when the request asks for logprobs: (token index, token text, text before it) -> the
     # alternatives at that position as (token, probability); None: the token alone, probability 1
     alternatives: Callable[[int, str, str], list[tuple[str, float]] | None] | None = None
+    # a reasoning model's thinking, returned apart from the answer: OpenAI-compatible servers'
+    # message.reasoning_content (vLLM's reasoning parsers), Anthropic's thinking block
+    reasoning: str | None = None
 
 
 Answer = Union[str, dict, list, Reply]
@@ -675,7 +678,8 @@ class _Handler(BaseHTTPRequestHandler):
             "created": int(time.time()),
             "model": body["model"],
             "system_fingerprint": "fp_loopback",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None}, "finish_reason": finish,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None,
+                                                 **({"reasoning_content": reply.reasoning} if reply.reasoning else {})}, "finish_reason": finish,
                          "logprobs": _logprobs(text, int(top or 0), reply.alternatives) if body.get("logprobs") else None}],
             "usage": {"prompt_tokens": t_in, "completion_tokens": t_out, "total_tokens": t_in + t_out},
         }
@@ -723,6 +727,8 @@ class _Handler(BaseHTTPRequestHandler):
             text = json.dumps(reply.data) if reply.data is not None else (reply.text or "")
             text, cut, stop_seq = self._cut(text, mt, stops)
             content = [{"type": "text", "text": text}]
+            if reply.reasoning:  # extended thinking: a thinking block before the answer
+                content.insert(0, {"type": "thinking", "thinking": reply.reasoning, "signature": "loopback"})
             out_text, reason = text, cut or "end_turn"
         if reply.finish_reason:
             reason = {"stop": "end_turn", "length": "max_tokens"}.get(reply.finish_reason, reply.finish_reason)
