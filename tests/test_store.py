@@ -128,7 +128,7 @@ def test_an_old_sqlite_store_opens_and_upgrades(tmp_path):
         assert st.get_judgments(["j"]) == {"j": {"verdict": 3}}
         st.put_judgments([("j2", "judge", {"verdict": 1})])  # the v3 column is there
     with Store(db) as st:  # opening again changes nothing
-        assert st.schema_version() == 3 and len(st.list_runs()) == 2
+        assert st.schema_version() == STORE_SCHEMA and len(st.list_runs()) == 2
 
 
 def test_many_writers_at_once_never_duplicate_or_lose(store_url):
@@ -224,3 +224,35 @@ def test_text_sorts_by_code_point_on_both(store_url):
             [(coll,)] = st.execute("SELECT collation_name FROM information_schema.columns WHERE table_schema = current_schema() "
                                    "AND table_name = 'run_items' AND column_name = 'sample_id'")
             assert coll == "C"
+
+
+def test_a_schema_3_store_gains_the_sample_truncation_and_reasoning_columns(tmp_path):
+    """Schema 4 adds run_items.draws / finish_reason / reasoning and generations.reasoning to an existing
+    store; items written before read back with none of them, and new items keep all of them.
+    """
+    from evalkit.record import Draw
+    from evalkit.types import Completion
+
+    db = tmp_path / "v3.db"
+    with Store(db) as st:
+        rid = st.begin_run(name="n", config_path=None, config={}, out_dir=None)
+        st.put_generations([("g1", "m", "p", Completion(text="old"))])
+    con = sqlite3.connect(db)  # take it back to schema 3: the v4 columns dropped
+    for table, col in (("run_items", "draws"), ("run_items", "finish_reason"), ("run_items", "reasoning"), ("generations", "reasoning")):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    con.execute("INSERT INTO run_items VALUES (?,?,?,?,?,?,?,?,?,?,?)", (rid, "m", "m", "s", "v", "x1", "{}", "g1", "old", None, "{}"))
+    con.commit()
+    con.close()
+    with Store(db) as st:
+        assert st.schema_version() == STORE_SCHEMA == 4
+        [old] = st.run_items(rid)
+        assert old.output == "old" and old.draws == () and old.finish_reason is None and old.reasoning is None
+        assert st.get_generations(["g1"])["g1"].reasoning is None
+        st.put_generations([("g2", "m", "p", Completion(text="a", finish_reason="length", reasoning="why"))])
+        assert st.get_generations(["g2"])["g2"].reasoning == "why"
+        new = RunItem(rid, "m", "m", "s", "v", "x2", {}, "g2", "a", None, {}, (Draw(0, "g2", "a", None, {}, "length", "why"),
+                                                                             Draw(1, "g3", "b", None, {}, "stop", None)), "length", "why")
+        st.save_run_items(rid, [old, new])
+        back = {it.sample_id: it for it in st.run_items(rid)}
+        assert back["x2"] == new and back["x2"].truncated and back["x1"].output == "old"
