@@ -46,7 +46,7 @@ def test_write_reports_writes_all_files_atomically(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["run_id"] == summary["run_id"]
     lines = [json.loads(x) for x in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
     assert len(lines) == len(items)
-    assert set(lines[0]) == {"model", "suite", "suite_version", "sample_id", "tags", "output", "error", "scores"}
+    assert set(lines[0]) == {"model", "suite", "suite_version", "sample_id", "tags", "output", "error", "finish_reason", "truncated", "reasoning", "scores"}
     assert "DON'T SHIP" in step.read_text()
 
 
