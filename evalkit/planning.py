@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from . import stats
 from .config import EvalConfig, GateSpec, load_eval_config
 from .errors import UserError
+from .gates.api import all_validators_pass, scored_passed, value_of
 from .record import RunItem
 
 #: what a plan assumes when no stored run shows the models' noise
@@ -167,17 +168,9 @@ def _needed(gate: GateSpec, model: str, suite: str, cfg: EvalConfig, items: Sequ
 
 
 def _passed(it: RunItem, scorer: str | None) -> bool | None:
-    if it.error:
-        return None
-    if scorer:
-        s = it.scores.get(scorer)
-        return None if s is None or s.error or s.passed is None else s.passed
-    vals = [s for s in it.scores.values() if not s.from_judge]
-    if not vals or any(s.error or s.passed is None for s in vals):
-        return None
-    return all(bool(s.passed) for s in vals)
+    """The gates' own reading of an item: one scorer, or every validator (``regressions`` without one)."""
+    return scored_passed(it, scorer) if scorer else all_validators_pass(it)
 
 
 def _value(it: RunItem, scorer: str | None) -> float | None:
-    s = it.scores.get(scorer or "")
-    return None if s is None or s.error or s.value is None else float(s.value)
+    return value_of(it, scorer or "")

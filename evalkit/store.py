@@ -200,21 +200,29 @@ def _v3_team_review(db: Database) -> None:
 
 
 def _v4_samples(db: Database) -> None:
-    """Schema 4: an item's K samples (``generation: {samples: K}``), as JSON beside its first, and why its
-    generation ended (``finish_reason``: length when the token limit cut it).
+    """Schema 4: an item's K samples (``generation: {samples: K}``), as JSON beside its first."""
+    if "draws" not in db.columns("run_items"):
+        db.execute(db.ddl("ALTER TABLE run_items ADD COLUMN draws TEXT"))
+
+
+def _v5_finish_and_reasoning(db: Database) -> None:
+    """Schema 5: why an item's generation ended (``finish_reason``: length when the token limit cut it),
+    and a reasoning model's thinking kept apart from its answer (items and cached generations).
     """
     cols = db.columns("run_items")
-    for col in ("draws", "finish_reason", "reasoning"):
+    for col in ("finish_reason", "reasoning"):
         if col not in cols:
             db.execute(db.ddl(f"ALTER TABLE run_items ADD COLUMN {col} TEXT"))
-    if "reasoning" not in db.columns("generations"):  # a reasoning model's thinking, kept apart from its answer
+    if "reasoning" not in db.columns("generations"):
         db.execute(db.ddl("ALTER TABLE generations ADD COLUMN reasoning TEXT"))
 
 
 # (schema version it brings the store to, the step), for SQLite and PostgreSQL alike: every step works
 # through :class:`Database`. A new step appends here and bumps STORE_SCHEMA.
-_MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [(2, _v2_run_owner), (3, _v3_team_review), (4, _v4_samples)]
-STORE_SCHEMA = 4
+_MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [
+    (2, _v2_run_owner), (3, _v3_team_review), (4, _v4_samples), (5, _v5_finish_and_reasoning),
+]
+STORE_SCHEMA = 5
 
 HEARTBEAT_S = 5.0  # a running run refreshes its heartbeat at most this often (on every commit)
 STALE_AFTER_S = 600.0  # a run on another host with no heartbeat for this long is shown as interrupted

@@ -120,7 +120,7 @@ def test_an_old_sqlite_store_opens_and_upgrades(tmp_path):
     con.commit()
     con.close()
     with Store(db) as st:
-        assert st.schema_version() == STORE_SCHEMA == 4
+        assert st.schema_version() == STORE_SCHEMA == 5
         rec = st.get_run("r-old")
         assert rec.status == "passed" and rec.accepted and rec.owner is None and rec.summary == {"run_id": "r-old"}
         new = st.begin_run(name="n", config_path=None, config={}, out_dir=None)
@@ -227,7 +227,7 @@ def test_text_sorts_by_code_point_on_both(store_url):
 
 
 def test_a_schema_3_store_gains_the_sample_truncation_and_reasoning_columns(tmp_path):
-    """Schema 4 adds run_items.draws / finish_reason / reasoning and generations.reasoning to an existing
+    """Schemas 4 and 5 add run_items.draws / finish_reason / reasoning and generations.reasoning to an existing
     store; items written before read back with none of them, and new items keep all of them.
     """
     from evalkit.record import Draw
@@ -245,7 +245,7 @@ def test_a_schema_3_store_gains_the_sample_truncation_and_reasoning_columns(tmp_
     con.commit()
     con.close()
     with Store(db) as st:
-        assert st.schema_version() == STORE_SCHEMA == 4
+        assert st.schema_version() == STORE_SCHEMA == 5
         [old] = st.run_items(rid)
         assert old.output == "old" and old.draws == () and old.finish_reason is None and old.reasoning is None
         assert st.get_generations(["g1"])["g1"].reasoning is None
@@ -256,3 +256,23 @@ def test_a_schema_3_store_gains_the_sample_truncation_and_reasoning_columns(tmp_
         st.save_run_items(rid, [old, new])
         back = {it.sample_id: it for it in st.run_items(rid)}
         assert back["x2"] == new and back["x2"].truncated and back["x1"].output == "old"
+
+
+def test_a_schema_4_store_gains_the_schema_5_columns(tmp_path):
+    """A store at schema 4 (samples only) opens at 5 with finish_reason and reasoning, its items intact."""
+    db = tmp_path / "v4.db"
+    with Store(db) as st:
+        rid = st.begin_run(name="n", config_path=None, config={}, out_dir=None)
+    con = sqlite3.connect(db)
+    for table, col in (("run_items", "finish_reason"), ("run_items", "reasoning"), ("generations", "reasoning")):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
+    con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    con.execute("INSERT INTO run_items (run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, scores, draws) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (rid, "m", "m", "s", "v", "x1", "{}", "g1", "old", None, "{}", None))
+    con.commit()
+    con.close()
+    with Store(db, create=False) as st:
+        assert st.schema_version() == 5
+        [it] = st.run_items(rid)
+        assert it.output == "old" and it.finish_reason is None and it.reasoning is None
+
