@@ -10,9 +10,7 @@ import pytest
 
 from evalkit.cli import main
 from evalkit.store import NOISE_PREFIX, Store
-from tests.test_samples import BASE, write
-
-pytestmark = pytest.mark.skipif(BASE is None, reason="the shipped demo base is missing from this checkout")
+from tests.test_samples import write
 
 
 def test_noise_counts_flips_stores_them_and_gates_quote_them(tmp_path, capsys):
