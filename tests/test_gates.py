@@ -579,3 +579,31 @@ def test_small_sample_pass_rates_get_a_wilson_interval_not_a_zero_width_bootstra
     assert r.outcome == "pass"  # 60 of 60: the interval [0.94, 1] clears 0.9
     [row] = analysis.metric_rows(items)
     assert row["ci_method"] == "wilson" and row["ci_low"] == pytest.approx(stats.wilson_interval(10, 10).low)
+
+
+def test_samples_that_failed_to_score_never_let_a_comparison_pass():
+    """K samples per item: a pair whose candidate has an unscored sample (a failed generation) could
+    be a regression; when those pairs could carry the count past max, or the difference past min,
+    the gate has no decision instead of passing.
+    """
+    import dataclasses
+
+    from evalkit.record import Draw
+
+    def sampled(model, sid, passes, broken=False):
+        draws = tuple(Draw(k, f"g-{model}-{sid}-{k}", None if broken and k == 1 else "o", "boom" if broken and k == 1 else None,
+                           {} if broken and k == 1 else {"fmt": ok(p)}) for k, p in enumerate(passes))
+        return dataclasses.replace(item(model, sid, dict(draws[0].scores)), draws=draws)
+
+    items = []
+    for i in range(10):
+        items.append(sampled("base", f"x{i}", [True, True]))
+        items.append(sampled("cand", f"x{i}", [True, True], broken=i < 3))  # 3 candidates lost a sample
+    gs = [gate(name="noreg", metric="regressions", scorer="fmt", vs="baseline", max=1),
+          gate(name="noinf", metric="pass_rate", scorer="fmt", vs="baseline", min=-0.1)]
+    by = {r.name: r for r in run(gs, items)}
+    assert by["noreg"].outcome == "no_decision" and "could hide regressions" in by["noreg"].detail
+    assert by["noinf"].outcome == "no_decision" and "worst case" in by["noinf"].detail
+    # with every sample scored, both pass
+    clean = [sampled(m, f"x{i}", [True, True]) for i in range(10) for m in ("base", "cand")]
+    assert all(r.outcome == "pass" for r in run(gs, clean))

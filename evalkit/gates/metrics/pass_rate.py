@@ -164,6 +164,12 @@ def _pass_rate_vs_samples(gate: GateSpec, model: str, ctx: MetricContext, ref_la
     what = (f"{scorer} pass rate of {model}{gate_scope(gate)} differs from {ref_label} by {diff:+.4g} over {n} paired items "
             f"(per-item pass fractions over their samples; {len(worse)} lower, {better} higher)")
     ok = threshold_met(gate, diff)
+    dropped = len(pairs) - n
+    if ok and dropped:
+        worst = (sum(fc) - sum(fr) - dropped) / (n + dropped)  # each unscored pair a full regression
+        if not threshold_met(gate, worst):
+            return undecided(gate, model, diff, gate_threshold(gate), f"{what}, but {dropped} pairs have an unscored sample and could each be a regression "
+                             f"(worst case {worst:+.4g}, outside {bound_text(gate)})", worse, missing_data=True)
     p_value = None
     if gate.significant is not None:
         p_value = stats.wilcoxon_signed_rank(fr, fc).p_value

@@ -130,6 +130,12 @@ def _regressions_samples(gate: GateSpec, model: str, ctx: MetricContext, ref_lab
         note_test(ctx, gate, model, "wilcoxon_pass_fractions")
         what_s += f" (Wilcoxon signed-rank on per-item pass fractions p={format_number(p_value)})"
     ok = threshold_met(gate, count)
+    dropped = len(pairs) - n
+    if ok and dropped and not threshold_met(gate, count + dropped):
+        # the pairs with an unscored sample could each be a regression: the gate cannot say "no regression"
+        return undecided(gate, model, count, gate_threshold(gate),
+                         f"{what_s}, but {dropped} pairs have an unscored sample and could hide regressions beyond {bound_text(gate)}",
+                         regressed, missing_data=True)
     if not ok and count <= floor:
         if gate.noise == "no_decision":
             return undecided(gate, model, count, gate_threshold(gate), f"{what_s}: the count is above {bound_text(gate)} but inside that noise floor (noise: no_decision)", regressed, p_value)
