@@ -181,11 +181,13 @@ class GateSpec(Strict):
                 self.max = 0
             if self.vs is None:
                 self.vs = "baseline"
-        if self.metric not in ("regressions", "adapter_applied", "must_pass") and self.min is None and self.max is None:
+        if self.metric == "perplexity_ratio" and self.vs is None:
+            self.vs = "baseline"
+        if self.metric not in ("regressions", "adapter_applied", "must_pass", "template_match") and self.min is None and self.max is None:
             raise ValueError("a gate needs 'min' or 'max'")
         # options a metric would silently ignore are errors (gates.py reads them)
-        if self.vs is not None and self.metric not in ("regressions", "mean", "win_rate", "pass_rate"):
-            raise ValueError(f"'vs' compares with another model: metric regressions, pass_rate, mean or win_rate (not {self.metric})")
+        if self.vs is not None and self.metric not in ("regressions", "mean", "win_rate", "pass_rate", "perplexity_ratio"):
+            raise ValueError(f"'vs' compares with another model: metric regressions, pass_rate, mean, win_rate or perplexity_ratio (not {self.metric})")
         if self.significant is not None and not (self.metric in ("regressions", "win_rate") or (self.metric in ("mean", "pass_rate") and self.vs)):
             raise ValueError("'significant' needs a paired comparison: metric regressions, win_rate, or mean / pass_rate with 'vs'")
         if self.length_controlled and self.metric != "win_rate":
@@ -218,6 +220,8 @@ _METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
     "adapter_applied": (0.0, 1.0),
     "regressions": (0.0, None),
     "human_unshippable": (0.0, None),
+    "perplexity_ratio": (0.0, None),
+    "template_match": (0.0, 1.0),
 }
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -359,7 +363,7 @@ class EvalConfig(Strict):
                 raise ValueError(f"gate '{g.name}' names model '{g.model}', not one of {sorted(names)}")
             if g.vs not in (None, "baseline", "last_accepted") and g.vs not in names:
                 raise ValueError(f"gate '{g.name}' compares with '{g.vs}', not one of {sorted(names)}")
-            if g.vs == "baseline" and self.baseline is None and g.metric in ("regressions", "win_rate"):
+            if g.vs == "baseline" and self.baseline is None and g.metric in ("regressions", "win_rate", "perplexity_ratio"):
                 raise ValueError(f"gate '{g.name}' compares with the baseline, but no 'baseline' is set")
         return self
 
@@ -371,7 +375,8 @@ class EvalConfig(Strict):
 
 class SuiteConfig(Strict):
     name: str
-    kind: Literal["regression", "heldout"] = "regression"
+    # perplexity: {"id", "text"} items, measured by rolling log-likelihood (word/byte perplexity, bits per byte)
+    kind: Literal["regression", "heldout", "perplexity"] = "regression"
     samples: str = "samples.jsonl"
     description: str | None = None
     scorers: list[Any] = Field(default_factory=list)

@@ -77,6 +77,19 @@ class RunItem:
     draws: tuple[Draw, ...] = ()
     finish_reason: str | None = None  # of the (first) generation: stop | length | ...
     reasoning: str | None = None  # its thinking, kept apart from ``output`` (the answer) with reasoning: strip
+    # a log-likelihood item: each choice's summed log-probability (multiple choice), or one value, a
+    # perplexity text's rolling log-likelihood; None for a generated item
+    loglikelihoods: tuple[float, ...] | None = None
+
+    @property
+    def scored_by_loglikelihood(self) -> bool:
+        """A multiple-choice or perplexity item: never generated, so never judged or truncated."""
+        return bool(self.sample.get("choices")) or self.sample.get("text") is not None
+
+    @property
+    def choice_logprobs(self) -> tuple[float, ...] | None:
+        """A multiple-choice item's per-choice log-probabilities (items.jsonl's ``choice_logprobs``)."""
+        return self.loglikelihoods if self.sample.get("choices") else None
 
     @property
     def truncated(self) -> bool:
@@ -130,6 +143,7 @@ class ModelInfo(_Record):
     dtype: str | None = None  # local models: the dtype every backend serving the base used
     role: Literal["baseline", "candidate", "other"] = "other"
     candidate: dict[str, Any] | None = None  # candidate.json provenance of an adapter or merged checkpoint
+    chat_template_hash: str | None = None  # local models: the chat template this run served it with
 
 
 class SuiteInfo(_Record):
@@ -171,6 +185,21 @@ class TruncationRow(_Record):
     n: int = 0  # generations (every sample)
     truncated: int = 0
     rate: float | None = None
+
+
+class PerplexityRow(_Record):
+    """A perplexity suite's measure for one model: its texts' rolling log-likelihood as word perplexity,
+    byte perplexity and bits per byte (each text weighted by its words or bytes, as lm-eval does).
+    """
+
+    model: str
+    suite: str
+    n: int = 0  # texts measured
+    errors: int = 0  # texts that could not be scored (excluded; a gate on the suite decides nothing then)
+    loglikelihood: float | None = None  # summed over the texts
+    word_perplexity: float | None = None
+    byte_perplexity: float | None = None
+    bits_per_byte: float | None = None
 
 
 class GateRecord(_Record):
@@ -330,6 +359,7 @@ class RunSummary(_Record):
     suites: list[SuiteInfo] = Field(default_factory=list)
     metrics: list[MetricRow] = Field(default_factory=list)
     truncation: list[TruncationRow] = Field(default_factory=list)  # per model x suite: generations cut by the token limit
+    perplexity: list[PerplexityRow] = Field(default_factory=list)  # per model x perplexity suite
     gates: list[GateRecord] = Field(default_factory=list)
     candidate_verdicts: dict[str, bool] = Field(default_factory=dict)  # candidate -> ships on its own gates
     calls: Calls = Field(default_factory=Calls)

@@ -32,20 +32,24 @@ class BackendKind:
     wire: str | None = None
     batch_api: bool = False
     no_batch_why: str = ""  # said when batch: is set on a kind without a batch API
+    # why it cannot score multiple-choice and perplexity suites (log-probabilities of given text); "" when it can
+    no_loglikelihood_why: str = ""
 
 
 BACKENDS: dict[str, BackendKind] = {k.name: k for k in (
-    BackendKind("anthropic", local_weights=False, key_env="ANTHROPIC_API_KEY", wire="anthropic", batch_api=True),
+    BackendKind("anthropic", local_weights=False, key_env="ANTHROPIC_API_KEY", wire="anthropic", batch_api=True,
+                no_loglikelihood_why="the Anthropic API returns no log-probabilities"),
     BackendKind("hf", local_weights=True, shares_base=True),
-    BackendKind("openai", local_weights=False, key_env="OPENAI_API_KEY", wire="openai", batch_api=True),
+    BackendKind("openai", local_weights=False, key_env="OPENAI_API_KEY", wire="openai", batch_api=True,
+                no_loglikelihood_why="the OpenAI API gives log-probabilities of generated tokens only, not of a given prompt or choice"),
     BackendKind("vllm", local_weights=True, shares_base=True, wire="openai",  # its server speaks the OpenAI API
                 no_batch_why="vLLM's server does not implement /v1/files + /v1/batches"),
 )}
 
 # eval.yaml's gate ``metric:`` values, one module each in evalkit/gates/metrics/
 GATE_METRICS: tuple[str, ...] = (
-    "adapter_applied", "error_rate", "human_unshippable", "mean", "must_pass", "pass_all_k", "pass_at_k", "pass_rate", "regressions",
-    "truncation_rate", "win_rate",
+    "adapter_applied", "error_rate", "human_unshippable", "mean", "must_pass", "pass_all_k", "pass_at_k", "pass_rate", "perplexity_ratio",
+    "regressions", "template_match", "truncation_rate", "win_rate",
 )
 
 

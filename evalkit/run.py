@@ -23,8 +23,9 @@ from ._util.text import encodable, redact_secrets, redact_url, terminal_safe
 from .config import EvalConfig, GateSpec, ModelEntry, RayOptions, load_eval_config, read_yaml
 from .data.suites import load_suite
 from .errors import ConfigError, UserError
-from .models import GenerationRequest, backend_info, checkpoint_dtype, fingerprint, group_key, open_backend
+from .models import GenerationRequest, LoglikelihoodRequest, backend_info, checkpoint_dtype, fingerprint, group_key, open_backend
 from .models.ray_engine import RayEngine, ReplicaPool, display_address, runs_on_cluster, using
+from .models.weights import chat_template_hash
 from .record import (
     BatchInfo,
     Calls,
@@ -35,6 +36,7 @@ from .record import (
     MetricRow,
     ModelInfo,
     ParityCheck,
+    PerplexityRow,
     RunItem,
     RunSummary,
     SuiteInfo,
@@ -43,6 +45,7 @@ from .record import (
     reproducibility,
 )
 from .registries import backend_kind
+from .scoring.loglikelihood import CHOICE_SCORERS, choice_scores
 from .scoring.reasoning import split_reasoning
 from .scoring.validators import build_validator
 from .store import Store, chosen_store, store_display
@@ -109,6 +112,33 @@ def generation_key(spec: ModelSpec, sample: Sample) -> str:
     return stable_hash({"model_id": spec.model_id, "prompt": sample.prompt_hash()}, 32)
 
 
+def loglikelihood_key(spec: ModelSpec, sample: Sample) -> str:
+    """A log-likelihood item's cache key: the model without its generation settings (they do not change
+    a log-probability), and the item's context and continuations, or its text.
+    """
+    scoring = dataclasses.replace(spec, generation=GenerationParams())
+    return stable_hash({"model_id": scoring.model_id, "loglikelihood": sample.prompt_hash()}, 32)
+
+
+def _check_vllm_loglikelihood(specs: Sequence[ModelSpec]) -> None:
+    """VLLM groups (one engine per base) that cannot score log-likelihood items: refused before any run."""
+    groups: dict[tuple, list[ModelSpec]] = defaultdict(list)
+    for s in specs:
+        if s.backend == "vllm":
+            groups[group_key(s)].append(s)
+    if groups:
+        from .models.vllm import loglikelihood_refusal
+
+        for group in groups.values():
+            why = loglikelihood_refusal(group)
+            if why:
+                raise ConfigError(why, where=f"models.{group[0].name}")
+
+
+def _loglikelihood_request(key: str, spec: ModelSpec, sample: Sample) -> LoglikelihoodRequest:
+    return LoglikelihoodRequest(key=key, model=spec, prompt=sample.prompt, messages=sample.messages, continuations=sample.choices, text=sample.text)
+
+
 def draw_spec(spec: ModelSpec, k: int) -> ModelSpec:
     """The spec sample ``k`` of an item is generated with: seed + k. Sample 0 is the spec itself, so a
     run with one sample has the keys (and the cache) it always had; each further sample is another
@@ -158,6 +188,9 @@ def generate_all(
     for spec in specs:
         for suite in suites:
             for s in suite.samples:
+                if s.scored_by_loglikelihood:  # deterministic: one answer, whatever samples K is
+                    prompts.setdefault(loglikelihood_key(spec, s), (spec, s))
+                    continue
                 for index in range(spec.samples):  # K samples of an item: batched together by the backend
                     sk = draw_spec(spec, index)
                     prompts.setdefault(generation_key(sk, s), (sk, s))
@@ -175,50 +208,69 @@ def generate_all(
             # Interleave models so several adapters on one base share batches and no model waits.
             keys.sort(key=lambda k: (prompts[k][1].id, prompts[k][0].name))
             step = backend_info(group_specs[0].backend).chunk_size(group_specs[0])
-            blocks = [
-                [GenerationRequest(key=k, model=prompts[k][0], messages=prompts[k][1].messages) for k in keys[i : i + step]]
-                for i in range(0, len(keys), step)
-            ]
+            gen_keys = [k for k in keys if not prompts[k][1].scored_by_loglikelihood]
+            ll_keys = [k for k in keys if prompts[k][1].scored_by_loglikelihood]
+            blocks = [[GenerationRequest(key=k, model=prompts[k][0], messages=prompts[k][1].messages) for k in gen_keys[i : i + step]]
+                      for i in range(0, len(gen_keys), step)]
+            ll_blocks = [[_loglikelihood_request(k, *prompts[k]) for k in ll_keys[i : i + step]] for i in range(0, len(ll_keys), step)]
             on_cluster = engine is not None and all(runs_on_cluster(s) for s in group_specs)
             bar = shared_bar or _progress_bar(len(keys), f"generate [{', '.join(s.name for s in group_specs)}]", progress)
             # every runner yields (block index, completions) as blocks finish: replicas on the cluster, the
-            # provider's batch API (batch:), or the backend in this process
-            runner: _InProcess | _Batched | ReplicaPool
-            if engine is not None and on_cluster:
-                runner = engine.pool(group_specs)
-            elif dict(group_specs[0].options).get("batch"):
-                runner = _Batched(group_specs, store, batch_records)
-            else:
-                runner = _InProcess(open_backend(group_specs))
+            # provider's batch API (batch:), or the backend in this process; log-likelihood items (multiple
+            # choice, perplexity) are scored in this process, on the backend generation used when it is here
+            runner: _InProcess | _Batched | ReplicaPool | None = None
+            local: _InProcess | None = None
             try:
-                for i, outs in runner.run(blocks, bar.update):
-                    reqs = blocks[i]
-                    if len(outs) != len(reqs):
-                        raise RuntimeError(f"backend returned {len(outs)} completions for {len(reqs)} requests")
-                    outs = [_clean(c, secrets) for c in outs]
-                    store.put_generations([(r.key, r.model.model_id, prompts[r.key][1].prompt_hash(), c) for r, c in zip(reqs, outs)])
-                    for r, c in zip(reqs, outs):
-                        made += 1
-                        done[r.key] = c  # an error is recorded for this run's report, never served from the cache
+                if blocks:
+                    if engine is not None and on_cluster:
+                        runner = engine.pool(group_specs)
+                    elif dict(group_specs[0].options).get("batch"):
+                        runner = _Batched(group_specs, store, batch_records)
+                    else:
+                        runner = local = _InProcess(open_backend(group_specs))
+                    made += _commit(store, runner.run(blocks, bar.update), blocks, prompts, secrets, done)
+                if ll_blocks:
+                    local = local or _InProcess(backend_info(group_specs[0].backend).factory(group_specs))  # here, even with --ray
+                    made += _commit(store, local.run(ll_blocks, bar.update), ll_blocks, prompts, secrets, done)
             finally:
                 if bar is not shared_bar:
                     bar.close()
-                runner.close()
+                for r in {id(x): x for x in (runner, local) if x is not None}.values():
+                    r.close()
     finally:
         if shared_bar is not None:
             shared_bar.close()
     return done, made, cached, time.perf_counter() - t0
 
 
+def _commit(store: Store, results: Iterable[tuple[int, list[Completion]]], blocks: Sequence[Sequence[Any]],
+            prompts: dict[str, tuple[ModelSpec, Sample]], secrets: Sequence[str], done: dict[str, Completion]) -> int:
+    """Store each block's answers as it finishes (a kill loses at most the block in flight); how many."""
+    made = 0
+    for i, outs in results:
+        reqs = blocks[i]
+        if len(outs) != len(reqs):
+            raise RuntimeError(f"backend returned {len(outs)} completions for {len(reqs)} requests")
+        outs = [_clean(c, secrets) for c in outs]
+        store.put_generations([(r.key, r.model.model_id, prompts[r.key][1].prompt_hash(), c) for r, c in zip(reqs, outs)])
+        for r, c in zip(reqs, outs):
+            made += 1
+            done[r.key] = c  # an error is recorded for this run's report, never served from the cache
+    return made
+
+
 class _InProcess:
-    """A backend in this process, block after block."""
+    """A backend in this process, block after block (generations, or log-likelihood items)."""
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
 
-    def run(self, blocks: Sequence[Sequence[GenerationRequest]], progress: Any) -> Iterable[tuple[int, list[Completion]]]:
+    def run(self, blocks: Sequence[Sequence[Any]], progress: Any) -> Iterable[tuple[int, list[Completion]]]:
         for i, b in enumerate(blocks):
-            yield i, self.backend.generate(b, progress=progress)
+            if b and isinstance(b[0], LoglikelihoodRequest):
+                yield i, self.backend.loglikelihood(b, progress=progress)
+            else:
+                yield i, self.backend.generate(b, progress=progress)
 
     def close(self) -> None:
         self.backend.close()
@@ -254,6 +306,9 @@ def sample_record(s: Sample) -> dict[str, Any]:
         "tags": list(s.tags),
         "metadata": dict(s.metadata),
         "must_pass": s.must_pass,
+        **({"prompt": s.prompt} if s.prompt is not None else {}),
+        **({"choices": list(s.choices), "answer": s.answer} if s.choices else {}),
+        **({"text": s.text} if s.text is not None else {}),
     }
 
 
@@ -306,6 +361,8 @@ def _truncation(items: Iterable[RunItem]) -> list[TruncationRow]:
     """Per model x suite: how many generations (every sample) the token limit cut."""
     acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for it in items:
+        if it.scored_by_loglikelihood:
+            continue  # scored, not generated: nothing to cut
         for d in it.samples:
             if d.error is None:
                 a = acc[(it.model, it.suite)]
@@ -314,11 +371,43 @@ def _truncation(items: Iterable[RunItem]) -> list[TruncationRow]:
     return [TruncationRow(model=m, suite=s, n=n, truncated=t, rate=(t / n) if n else None) for (m, s), (n, t) in sorted(acc.items())]
 
 
+def _template_warnings(models: dict[str, ModelInfo]) -> list[str]:
+    """A candidate served with another chat template than it was trained with sees prompts it never saw."""
+    out = []
+    for name, m in models.items():
+        trained = (m.candidate or {}).get("chat_template_hash")
+        if trained and m.chat_template_hash and m.chat_template_hash != trained:  # None: not a local folder, not checkable here
+            out.append(f"model '{name}' was trained with chat template {trained} but is served with "
+                       f"{m.chat_template_hash} (from {m.path}): its prompts are not the ones it learned; "
+                       "serve it with the training template (a gate {metric: template_match} fails on this)")
+    return out
+
+
+def _perplexity(items: Iterable[RunItem]) -> list[PerplexityRow]:
+    """Per model x perplexity suite: word/byte perplexity and bits per byte over its scored texts."""
+    from .scoring.loglikelihood import perplexities
+
+    acc: dict[tuple[str, str], list[RunItem]] = defaultdict(list)
+    for it in items:
+        if it.sample.get("text") is not None:
+            acc[(it.model, it.suite)].append(it)
+    rows = []
+    for (model, suite), its in sorted(acc.items()):
+        ok = [it for it in its if it.error is None and it.loglikelihoods]
+        row = PerplexityRow(model=model, suite=suite, n=len(ok), errors=len(its) - len(ok))
+        if ok:
+            row.loglikelihood = sum(it.loglikelihoods[0] for it in ok if it.loglikelihoods)
+            for k, v in perplexities((it.loglikelihoods[0], it.sample["text"]) for it in ok if it.loglikelihoods).items():
+                setattr(row, k, v)
+        rows.append(row)
+    return rows
+
+
 def _adapter_warnings(specs: Sequence[ModelSpec], items: Sequence[RunItem]) -> list[str]:
     """An adapter whose outputs equal its base's on every item was most likely not applied."""
-    by_model: dict[str, dict[tuple[str, str], str | None]] = defaultdict(dict)
+    by_model: dict[str, dict[tuple[str, str], Any]] = defaultdict(dict)
     for it in items:
-        by_model[it.model][(it.suite, it.sample_id)] = it.output
+        by_model[it.model][(it.suite, it.sample_id)] = it.loglikelihoods if it.scored_by_loglikelihood else it.output
     warnings = []
     for spec in specs:
         if not spec.adapter:
@@ -368,6 +457,8 @@ def check_gates_against_run(gates: Sequence[GateSpec], suites: Sequence[Suite], 
                 m, n = sorted(low.items())[0]
                 why = (f"gate '{g.name}': k {g.k} is more than the {n} sample{'s' if n != 1 else ''} per item model '{m}' generates "
                        f"(set generation: {{samples: K}} with K >= {g.k}, at the top or on the model)")
+        if why is None and g.metric == "perplexity_ratio" and not any(s.kind == "perplexity" for s in suites if g.suite in (None, s.name)):
+            why = f"gate '{g.name}': perplexity_ratio needs a suite with kind: perplexity{' (suite ' + g.suite + ' is not one)' if g.suite else ' in this run'}"
         if why is None and g.metric == "must_pass" and g.tag is None:
             scope = [s for s in suites if g.suite in (None, s.name)]
             if not any(x.must_pass for s in scope for x in s.samples):
@@ -516,7 +607,7 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
     validators = {
         suite.name: [
             (sc.name, build_validator(sc, where=str(Path(suite.path) / "suite.yaml")), _only_tags(sc.options.get("tags")))
-            for sc in suite.scorers
+            for sc in suite.scorers if sc.kind not in CHOICE_SCORERS  # multiple choice: scored from log-likelihoods
         ]
         for suite in suites
     }
@@ -534,7 +625,17 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
         if entry.batch and not backend_info(entry.backend).batch_api:
             raise ConfigError(f"batch: needs a model whose provider has a batch API (openai, anthropic); the {entry.backend} backend has none"
                               + (f" ({why})" if (why := backend_kind(entry.backend).no_batch_why) else ""), where=f"models.{name}.batch")
+    scored = [s for s in suites if any(x.scored_by_loglikelihood for x in s.samples)]
+    if scored:
+        for name, entry in cfg.models.items():
+            why = backend_kind(entry.backend).no_loglikelihood_why
+            if why:
+                what = "perplexity" if scored[0].kind == "perplexity" else "multiple-choice"
+                raise ConfigError(f"model '{name}' ({entry.backend}) cannot run the {what} suite '{scored[0].name}': {why}; "
+                                  "run log-likelihood suites on hf or vllm models", where=f"models.{name}")
     specs = [model_spec(name, entry, cfg, config_dir) for name, entry in cfg.models.items()]
+    if scored:
+        _check_vllm_loglikelihood(specs)
     configured = (cfg.store if is_postgres_url(cfg.store) else _resolve(config_dir, cfg.store)) if cfg.store else None
     location = chosen_store(store_path, configured)
     ray = cfg.ray
@@ -578,6 +679,11 @@ def score_items(plan: RunPlan, run_id: str, completions: dict[str, Completion]) 
         for suite in plan.suites:
             for sample in suite.samples:
                 samples[(suite.name, sample.id)] = sample
+                if sample.scored_by_loglikelihood:
+                    item = _loglikelihood_item(run_id, spec, suite, sample, completions)
+                    n_gen_errors += item.error is not None
+                    items.append(item)
+                    continue
                 draws: list[Draw] = []
                 for k in range(spec.samples):  # every scorer scores every sample
                     key = generation_key(draw_spec(spec, k), sample)
@@ -604,6 +710,27 @@ def score_items(plan: RunPlan, run_id: str, completions: dict[str, Completion]) 
     return _Scored(items, samples, n_gen_errors, n_score_errors)
 
 
+def _loglikelihood_item(run_id: str, spec: ModelSpec, suite: Suite, sample: Sample, completions: dict[str, Completion]) -> RunItem:
+    """A multiple-choice item (scored ``choice`` / ``choice_norm``; its output is the ``choice`` pick) or a
+    perplexity text (no score: the suite's perplexity is computed over its texts), from its log-likelihoods.
+    """
+    key = loglikelihood_key(spec, sample)
+    c = completions[key]
+    scores: dict[str, Score] = {}
+    output = None
+    if c.error is None and c.loglikelihoods is not None and sample.choices:
+        kinds = {sc.name: sc.kind for sc in suite.scorers if sc.kind in CHOICE_SCORERS}
+        for name, kind in kinds.items():
+            scores[name] = dataclasses.replace(choice_scores(sample, c.loglikelihoods, [kind])[kind], scorer=name)
+        pick = next((sc.details.get("pick") for sc in scores.values() if sc.details.get("pick") is not None), None)
+        output = sample.choices[pick] if pick is not None else None
+    return RunItem(
+        run_id=run_id, model=spec.name, model_id=spec.model_id, suite=suite.name, suite_version=suite.version, sample_id=sample.id,
+        sample=sample_record(sample), generation_key=key, output=output, error=c.error, scores=scores,
+        finish_reason=None, loglikelihoods=c.loglikelihoods if c.error is None else None,
+    )
+
+
 @dataclass
 class _Judged:
     items: list[RunItem]
@@ -618,7 +745,8 @@ def judge_items(plan: RunPlan, store: Store, scored: _Scored, progress: bool) ->
     """The judges' scores joined to the items; their failures are counted, never scored."""
     if plan.judges is None:
         return _Judged(scored.items)
-    outcome = _judge(plan.judges, store, scored.items, scored.samples, plan.baseline, plan.candidates, progress)
+    generated = [it for it in scored.items if not it.scored_by_loglikelihood]  # judges read generated answers
+    outcome = _judge(plan.judges, store, generated, scored.samples, plan.baseline, plan.candidates, progress)
     extra = outcome.scores
     items = [
         dataclasses.replace(it, scores={**it.scores, **{sc.scorer: sc for sc in extra.get((it.model, it.suite, it.sample_id), [])}})
@@ -641,9 +769,11 @@ def build_record(plan: RunPlan, run_id: str, *, scored: _Scored, judged: _Judged
             dtype=dict(s.options).get("dtype") if backend_info(s.backend).local_weights else None,
             role="baseline" if s.name == plan.baseline else ("candidate" if s.name in plan.candidates else "other"),
             candidate=manifests.get(s.name),
+            chat_template_hash=chat_template_hash(s.path) if backend_info(s.backend).local_weights else None,
         )
         for s in plan.specs
     }
+    warnings += _template_warnings(models_info)
     return RunSummary(
         run_id=run_id,
         name=plan.name,
@@ -657,6 +787,7 @@ def build_record(plan: RunPlan, run_id: str, *, scored: _Scored, judged: _Judged
         suites=[SuiteInfo(name=s.name, kind=s.kind, version=s.version, n=len(s.samples), path=s.path) for s in plan.suites],
         metrics=[MetricRow(**m) for m in _metrics(judged.items)],
         truncation=_truncation(judged.items),
+        perplexity=_perplexity(judged.items),
         calls=Calls(generations_made=made, generations_cached=cached, judge_calls_made=judged.made, judge_calls_cached=judged.cached),
         errors=Errors(generation=scored.generation_errors, scorer=scored.scorer_errors, judge=judged.errors),
         warnings=warnings,

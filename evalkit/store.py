@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS generations (
   latency_s REAL,
   error TEXT,
   created REAL NOT NULL,
-  reasoning TEXT
+  reasoning TEXT,
+  loglikelihoods TEXT
 );
 CREATE TABLE IF NOT EXISTS judgments (
   key TEXT PRIMARY KEY,
@@ -85,6 +86,7 @@ CREATE TABLE IF NOT EXISTS run_items (
   draws TEXT,
   finish_reason TEXT,
   reasoning TEXT,
+  loglikelihoods TEXT,
   PRIMARY KEY (run_id, model, suite, sample_id)
 );
 CREATE INDEX IF NOT EXISTS run_items_by_run ON run_items(run_id);
@@ -217,12 +219,22 @@ def _v5_finish_and_reasoning(db: Database) -> None:
         db.execute(db.ddl("ALTER TABLE generations ADD COLUMN reasoning TEXT"))
 
 
+def _v6_loglikelihoods(db: Database) -> None:
+    """Schema 6: log-likelihood items (multiple choice, perplexity): each choice's summed log-probability,
+    or a text's rolling log-likelihood, as a JSON list (cached answers and run items).
+    """
+    for table in ("generations", "run_items"):
+        if "loglikelihoods" not in db.columns(table):
+            db.execute(db.ddl(f"ALTER TABLE {table} ADD COLUMN loglikelihoods TEXT"))
+
+
 # (schema version it brings the store to, the step), for SQLite and PostgreSQL alike: every step works
 # through :class:`Database`. A new step appends here and bumps STORE_SCHEMA.
 _MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [
     (2, _v2_run_owner), (3, _v3_team_review), (4, _v4_samples), (5, _v5_finish_and_reasoning),
+    (6, _v6_loglikelihoods),
 ]
-STORE_SCHEMA = 5
+STORE_SCHEMA = 6
 
 HEARTBEAT_S = 5.0  # a running run refreshes its heartbeat at most this often (on every commit)
 STALE_AFTER_S = 600.0  # a run on another host with no heartbeat for this long is shown as interrupted
@@ -508,10 +520,11 @@ class Store:
         out: dict[str, Completion] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            q = (f"SELECT key, text, finish_reason, tokens_in, tokens_out, latency_s, reasoning FROM generations "
+            q = (f"SELECT key, text, finish_reason, tokens_in, tokens_out, latency_s, reasoning, loglikelihoods FROM generations "
                  f"WHERE error IS NULL AND key IN ({','.join('?' * len(chunk))})")
-            for k, text, fr, ti, to, lat, reasoning in self._q(q, chunk):
-                out[k] = Completion(text=text, finish_reason=fr, tokens_in=ti or 0, tokens_out=to or 0, latency_s=lat or 0.0, reasoning=reasoning)
+            for k, text, fr, ti, to, lat, reasoning, lls in self._q(q, chunk):
+                out[k] = Completion(text=text, finish_reason=fr, tokens_in=ti or 0, tokens_out=to or 0, latency_s=lat or 0.0, reasoning=reasoning,
+                                    loglikelihoods=tuple(json.loads(lls)) if lls else None)
         return out
 
     def put_generations(self, rows: Sequence[tuple[str, str, str, Completion]]) -> None:
@@ -521,12 +534,14 @@ class Store:
             # sorted keys: concurrent writers lock rows in one order, so they cannot deadlock
             self._db.executemany(
                 "INSERT INTO generations (key, model_id, prompt_hash, text, finish_reason, tokens_in, tokens_out, latency_s, error, created, "
-                "reasoning) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
+                "reasoning, loglikelihoods) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
                 "text = excluded.text, finish_reason = excluded.finish_reason, tokens_in = excluded.tokens_in, reasoning = excluded.reasoning, "
+                "loglikelihoods = excluded.loglikelihoods, "
                 "tokens_out = excluded.tokens_out, latency_s = excluded.latency_s, error = excluded.error, created = excluded.created "
                 "WHERE generations.error IS NOT NULL",
                 [
-                    (k, mid, ph, c.text, c.finish_reason, c.tokens_in, c.tokens_out, c.latency_s, self.redact(c.error), now, c.reasoning)
+                    (k, mid, ph, c.text, c.finish_reason, c.tokens_in, c.tokens_out, c.latency_s, self.redact(c.error), now, c.reasoning,
+                     _json(list(c.loglikelihoods)) if c.loglikelihoods is not None else None)
                     for k, mid, ph, c in sorted(rows, key=lambda r: r[0])
                 ],
             )
@@ -596,14 +611,14 @@ class Store:
             self._q("DELETE FROM run_items WHERE run_id = ?", (run_id,))
             self._db.executemany(
                 "INSERT INTO run_items (run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, "
-                "scores, draws, finish_reason, reasoning) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "scores, draws, finish_reason, reasoning, loglikelihoods) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         run_id, it.model, it.model_id, it.suite, it.suite_version, it.sample_id,
                         _json(it.sample), it.generation_key, it.output, self.redact(it.error),
                         _json({k: sc.as_dict() for k, sc in it.scores.items()}),
                         _json([{**d.as_dict(), "error": self.redact(d.error)} for d in it.draws]) if it.draws else None,
-                        it.finish_reason, it.reasoning,
+                        it.finish_reason, it.reasoning, _json(list(it.loglikelihoods)) if it.loglikelihoods is not None else None,
                     )
                     for it in items
                 ],
@@ -662,13 +677,14 @@ class Store:
 
     def run_items(self, run_id: str) -> list[RunItem]:
         rows = self._q(
-            "SELECT run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, scores, draws, finish_reason, reasoning "
-            "FROM run_items WHERE run_id = ? ORDER BY suite, sample_id, model",
+            "SELECT run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, scores, draws, finish_reason, reasoning, "
+            "loglikelihoods FROM run_items WHERE run_id = ? ORDER BY suite, sample_id, model",
             (run_id,),
         )
         return [
             RunItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9], json.loads(r[10]),
-                    tuple(Draw.from_dict(d) for d in json.loads(r[11])) if r[11] else (), r[12], r[13])
+                    tuple(Draw.from_dict(d) for d in json.loads(r[11])) if r[11] else (), r[12], r[13],
+                    tuple(json.loads(r[14])) if r[14] else None)
             for r in rows
         ]
 

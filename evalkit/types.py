@@ -44,6 +44,18 @@ class Sample:
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     must_pass: bool = False  # a golden item: failing it fails a must_pass gate, whatever the statistics
+    # A multiple-choice item (scored by log-likelihood, never generated): ``choices`` are continuations
+    # appended exactly as written to the context (``prompt``, raw text; else the chat-templated messages).
+    prompt: str | None = None
+    choices: tuple[str, ...] = ()
+    answer: int | None = None
+    # A perplexity item (suite kind ``perplexity``): the text whose rolling log-likelihood is measured.
+    text: str | None = None
+
+    @property
+    def scored_by_loglikelihood(self) -> bool:
+        """Multiple-choice and perplexity items: the model is asked for log-probabilities, not text."""
+        return bool(self.choices) or self.text is not None
 
     def messages_as_dicts(self) -> list[dict[str, str]]:
         return [m.as_dict() for m in self.messages]
@@ -51,13 +63,21 @@ class Sample:
     @property
     def prompt_text(self) -> str:
         """The last user turn: what a reviewer or a judge reads as "the prompt"."""
+        if not self.messages:  # a raw-text multiple-choice item, or a perplexity text
+            return self.prompt if self.prompt is not None else (self.text or "")
         for m in reversed(self.messages):
             if m.role == "user":
                 return m.content
         return self.messages[-1].content if self.messages else ""
 
     def prompt_hash(self) -> str:
-        """What determines a model's output for this sample (the messages only)."""
+        """What determines a model's output for this sample (the messages only; for a log-likelihood
+        item, its context and continuations, or its text).
+        """
+        if self.text is not None:
+            return stable_hash({"rolling": self.text})
+        if self.choices:
+            return stable_hash({"context": self.prompt if self.prompt is not None else self.messages_as_dicts(), "choices": list(self.choices)})
         return stable_hash(self.messages_as_dicts())
 
     def content_hash(self) -> str:
@@ -69,6 +89,10 @@ class Sample:
                 "schema": self.schema,
                 "tags": list(self.tags),
                 "metadata": dict(self.metadata),
+                # only when set, so a generation item's hash is what it always was
+                **({"prompt": self.prompt} if self.prompt is not None else {}),
+                **({"choices": list(self.choices), "answer": self.answer} if self.choices else {}),
+                **({"text": self.text} if self.text is not None else {}),
             }
         )
 
@@ -88,7 +112,7 @@ class ScorerSpec:
 @dataclass(frozen=True)
 class Suite:
     name: str
-    kind: Literal["regression", "heldout"]
+    kind: Literal["regression", "heldout", "perplexity"]
     samples: tuple[Sample, ...]
     scorers: tuple[ScorerSpec, ...]
     version: str  # content hash of suite.yaml + samples + schema files
@@ -187,6 +211,9 @@ class Completion:
     error: str | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None  # only when asked for (GenerationRequest.top_logprobs); never stored
     reasoning: str | None = None  # what the server returned apart from the answer (reasoning_content, thinking blocks)
+    # a log-likelihood item's answer: the summed log-probability of each choice given its context, or
+    # (perplexity) one value, the text's rolling log-likelihood; ``tokens_in`` = tokens scored
+    loglikelihoods: tuple[float, ...] | None = None
 
 
 ScoreKind = Literal["validator", "judge", "pairwise", "human"]

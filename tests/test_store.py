@@ -120,7 +120,7 @@ def test_an_old_sqlite_store_opens_and_upgrades(tmp_path):
     con.commit()
     con.close()
     with Store(db) as st:
-        assert st.schema_version() == STORE_SCHEMA == 5
+        assert st.schema_version() == STORE_SCHEMA == 6
         rec = st.get_run("r-old")
         assert rec.status == "passed" and rec.accepted and rec.owner is None and rec.summary == {"run_id": "r-old"}
         new = st.begin_run(name="n", config_path=None, config={}, out_dir=None)
@@ -238,14 +238,15 @@ def test_a_schema_3_store_gains_the_sample_truncation_and_reasoning_columns(tmp_
         rid = st.begin_run(name="n", config_path=None, config={}, out_dir=None)
         st.put_generations([("g1", "m", "p", Completion(text="old"))])
     con = sqlite3.connect(db)  # take it back to schema 3: the v4 columns dropped
-    for table, col in (("run_items", "draws"), ("run_items", "finish_reason"), ("run_items", "reasoning"), ("generations", "reasoning")):
+    for table, col in (("run_items", "draws"), ("run_items", "finish_reason"), ("run_items", "reasoning"), ("generations", "reasoning"),
+                       ("run_items", "loglikelihoods"), ("generations", "loglikelihoods")):
         con.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
     con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     con.execute("INSERT INTO run_items VALUES (?,?,?,?,?,?,?,?,?,?,?)", (rid, "m", "m", "s", "v", "x1", "{}", "g1", "old", None, "{}"))
     con.commit()
     con.close()
     with Store(db) as st:
-        assert st.schema_version() == STORE_SCHEMA == 5
+        assert st.schema_version() == STORE_SCHEMA == 6
         [old] = st.run_items(rid)
         assert old.output == "old" and old.draws == () and old.finish_reason is None and old.reasoning is None
         assert st.get_generations(["g1"])["g1"].reasoning is None
@@ -264,7 +265,8 @@ def test_a_schema_4_store_gains_the_schema_5_columns(tmp_path):
     with Store(db) as st:
         rid = st.begin_run(name="n", config_path=None, config={}, out_dir=None)
     con = sqlite3.connect(db)
-    for table, col in (("run_items", "finish_reason"), ("run_items", "reasoning"), ("generations", "reasoning")):
+    for table, col in (("run_items", "finish_reason"), ("run_items", "reasoning"), ("generations", "reasoning"),
+                       ("run_items", "loglikelihoods"), ("generations", "loglikelihoods")):
         con.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
     con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     con.execute("INSERT INTO run_items (run_id, model, model_id, suite, suite_version, sample_id, sample, generation_key, output, error, scores, draws) "
@@ -272,7 +274,33 @@ def test_a_schema_4_store_gains_the_schema_5_columns(tmp_path):
     con.commit()
     con.close()
     with Store(db, create=False) as st:
-        assert st.schema_version() == 5
+        assert st.schema_version() == 6
         [it] = st.run_items(rid)
         assert it.output == "old" and it.finish_reason is None and it.reasoning is None
+
+
+def test_a_schema_5_store_gains_the_loglikelihood_columns(tmp_path):
+    """A store at schema 5 opens at 6: cached answers and items hold log-likelihoods losslessly, old ones none."""
+    from evalkit.types import Completion
+
+    db = tmp_path / "v5.db"
+    with Store(db) as st:
+        rid = st.begin_run(name="n", config_path=None, config={}, out_dir=None)
+        st.put_generations([("g1", "m", "p", Completion(text="old"))])
+    con = sqlite3.connect(db)
+    for table in ("run_items", "generations"):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN loglikelihoods")
+    con.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    lls = (-1.2345678901234567, -0.1 - 2e-17, -1e-300)
+    with Store(db, create=False) as st:
+        assert st.schema_version() == 6
+        assert st.get_generations(["g1"])["g1"].loglikelihoods is None
+        st.put_generations([("g2", "m", "p", Completion(text="", loglikelihoods=lls))])
+        assert st.get_generations(["g2"])["g2"].loglikelihoods == lls
+        item = RunItem(rid, "m", "m", "s", "v", "x", {"id": "x", "choices": ["a", "b", "c"], "answer": 0}, "g2", "a", None, {}, loglikelihoods=lls)
+        st.save_run_items(rid, [item])
+        [back] = st.run_items(rid)
+        assert back.loglikelihoods == lls and back.choice_logprobs == lls
 

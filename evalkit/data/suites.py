@@ -58,6 +58,28 @@ def _load_json_file(path: Path, referrer: Path, line: int | None) -> Any:
     return read_json(path)
 
 
+def _loglikelihood_scorers(scorers: list[ScorerSpec], samples: list[Sample], kind: str, suite_yaml: Path, lines: dict) -> list[ScorerSpec]:
+    """A multiple-choice suite is scored by ``choice`` and ``choice_norm`` (both when it names none);
+    a perplexity suite by its log-likelihood alone; neither scorer applies to generated text.
+    """
+    from ..scoring.loglikelihood import CHOICE_SCORERS
+
+    multiple_choice = bool(samples) and bool(samples[0].choices)
+    for i, spec in enumerate(scorers):
+        line = lines.get(("scorers", i))
+        if kind == "perplexity":
+            raise ConfigError(f"scorers[{i}]: a perplexity suite has no scorers (it is measured by log-likelihood)", where=suite_yaml, line=line)
+        if multiple_choice and spec.kind not in CHOICE_SCORERS:
+            raise ConfigError(f"scorers[{i}]: '{spec.kind}' scores generated text; a multiple-choice suite is scored by "
+                              f"{' / '.join(CHOICE_SCORERS)}", where=suite_yaml, line=line)
+        if not multiple_choice and spec.kind in CHOICE_SCORERS:
+            raise ConfigError(f"scorers[{i}]: '{spec.kind}' scores multiple-choice items (with 'choices'); this suite has none",
+                              where=suite_yaml, line=line)
+    if multiple_choice and not scorers:
+        return [ScorerSpec(kind=k, name=k) for k in CHOICE_SCORERS]
+    return scorers
+
+
 def load_suite(folder: str | Path) -> Suite:
     """Load and validate a suite folder (or a suite.yaml path). Errors name file and line."""
     folder = Path(folder)
@@ -68,6 +90,7 @@ def load_suite(folder: str | Path) -> Suite:
     cfg = load_model(SuiteConfig, suite_yaml)
     _, lines = read_yaml(suite_yaml)
 
+    from ..scoring.loglikelihood import CHOICE_SCORERS
     from ..scoring.validators import KNOWN_KINDS  # the kinds a suite may name
 
     digest = hashlib.sha256(suite_yaml.read_bytes())
@@ -76,9 +99,9 @@ def load_suite(folder: str | Path) -> Suite:
     for i, entry in enumerate(cfg.scorers):
         spec = _parse_scorer(entry, i, suite_yaml, lines)
         line = lines.get(("scorers", i))
-        if spec.kind not in KNOWN_KINDS:
+        if spec.kind not in KNOWN_KINDS and spec.kind not in CHOICE_SCORERS:
             raise ConfigError(
-                f"scorers[{i}]: unknown scorer '{spec.kind}' (known: {', '.join(sorted(KNOWN_KINDS))})",
+                f"scorers[{i}]: unknown scorer '{spec.kind}' (known: {', '.join(sorted(KNOWN_KINDS | set(CHOICE_SCORERS)))})",
                 where=suite_yaml,
                 line=line,
             )
@@ -97,7 +120,8 @@ def load_suite(folder: str | Path) -> Suite:
     if not samples_path.is_file():
         raise ConfigError(f"samples file not found: {samples_path}", where=suite_yaml, line=lines.get(("samples",)))
     digest.update(samples_path.read_bytes())
-    samples = read_samples(samples_path)
+    samples = read_samples(samples_path, suite_kind=cfg.kind)
+    scorers = _loglikelihood_scorers(scorers, samples, cfg.kind, suite_yaml, lines)
 
     resolved: list[Sample] = []
     schema_cache: dict[str, Any] = {}

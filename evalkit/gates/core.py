@@ -502,7 +502,8 @@ def _reference(gate: GateSpec, model: str, ctx: _Ctx) -> _Reference | str:
 
 def content_hash(item: RunItem) -> str:
     """What an item asks and expects (messages and reference): equal hashes compare across runs."""
-    return stable_hash({"messages": item.sample.get("messages"), "reference": item.sample.get("reference")})
+    extra = {k: item.sample[k] for k in ("prompt", "choices", "answer", "text") if k in item.sample}  # log-likelihood items
+    return stable_hash({"messages": item.sample.get("messages"), "reference": item.sample.get("reference"), **extra})
 
 
 @dataclass(frozen=True)

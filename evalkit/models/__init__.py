@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..registries import backend_names
 from ..types import ModelSpec
-from .base import Backend, GenerationRequest, ProgressFn, Provider
+from .base import Backend, GenerationRequest, LoglikelihoodBackend, LoglikelihoodRequest, ProgressFn, Provider
 from .registry import BackendInfo, backend_info, group_key, provider, register_backend
 from .weights import checkpoint_dtype, fingerprint
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .structured import EndpointModel
 
 __all__ = [
-    "Backend", "BackendInfo", "GenerationRequest", "ProgressFn", "Provider", "backend_info", "backend_names", "checkpoint_dtype",
+    "Backend", "BackendInfo", "GenerationRequest", "LoglikelihoodBackend", "LoglikelihoodRequest", "ProgressFn", "Provider", "backend_info", "backend_names", "checkpoint_dtype",
     "fingerprint", "group_key", "open_backend", "open_structured", "provider", "register_backend",
 ]
 

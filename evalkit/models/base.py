@@ -24,6 +24,23 @@ class GenerationRequest:
     top_logprobs: int = 0  # > 0: return each generated token's top-k log-probabilities (hf); not part of the output's identity
 
 
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """One log-likelihood item for one model. ``key`` is the store's cache key for the answer.
+
+    Multiple choice: the context is ``prompt`` (raw text) or ``messages`` (rendered by the chat template
+    with the generation prompt), and each of ``continuations`` is scored appended to it exactly as
+    written. Perplexity: ``text``'s rolling log-likelihood over the model's context window.
+    """
+
+    key: str
+    model: ModelSpec
+    prompt: str | None = None
+    messages: tuple[Message, ...] = ()
+    continuations: tuple[str, ...] = ()
+    text: str | None = None
+
+
 ProgressFn = Callable[[int], None]  # called with the number of requests just finished
 
 
@@ -38,6 +55,16 @@ class Backend(Protocol):
     def generate(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None) -> list[Completion]: ...
 
     def close(self) -> None: ...
+
+
+class LoglikelihoodBackend(Backend, Protocol):
+    """A backend that scores text (hf, vllm): one Completion per request, in request order, with
+    ``loglikelihoods`` (one per continuation, or one for a rolling text) and ``tokens_in`` the tokens
+    scored; a per-request failure is ``Completion(error=...)``. Tokenised as lm-evaluation-harness
+    does: context and continuation encoded whole, split at the context's length.
+    """
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], progress: ProgressFn | None = None) -> list[Completion]: ...
 
 
 # --- structured generation: what a provider hook returns, and the protocol every provider implements ---

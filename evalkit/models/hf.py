@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from ..errors import BackendUnavailable, ConfigError
 from ..types import Completion, GenerationParams, ModelSpec, TokenLogprob
-from .base import GenerationRequest, ProgressFn
+from .base import GenerationRequest, LoglikelihoodRequest, ProgressFn
 
 __all__ = ["HFBackend"]
 
@@ -298,6 +298,97 @@ class HFBackend:
             tokens_out=len(new_ids),
             latency_s=latency,
         )
+
+    # ---------------------------------------------------------------- log-likelihood
+
+    @property
+    def max_length(self) -> int:
+        """The context window log-likelihoods are scored in (lm-eval's ``max_length``)."""
+        return int(self._max_positions or 2048)
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], progress: ProgressFn | None = None) -> list[Completion]:
+        """Each request's summed log-probabilities: one per continuation, or the rolling total of a text.
+
+        Every (context, continuation) pair and every rolling window is one row; rows of one adapter
+        batch together, longest first, left-padded (positions from the mask), and only the positions
+        that predict a continuation go through the output head.
+        """
+        from . import loglik
+
+        if self.model is None:
+            raise RuntimeError("HFBackend is closed")
+        rows: list[tuple[int, str, list[int], list[int], int]] = []  # (request, adapter, input ids, targets, batch size)
+        counts: list[int] = []
+        for i, req in enumerate(requests):
+            adapter = self.adapter_name(req.model)
+            size = int(req.model.options.get("batch_size") or self.batch_size)
+            if req.text is not None:
+                pairs = loglik.rolling_windows(loglik.encode(self.tokenizer, req.text), loglik.prefix_token_id(self.tokenizer), self.max_length)
+            else:
+                context = loglik.context_text(self.tokenizer, req.prompt, req.messages)
+                pairs = [loglik.encode_pair(self.tokenizer, context, c) for c in req.continuations]
+            counts.append(len(pairs))
+            for pair in pairs:
+                ids, n = loglik.model_input(pair, self.max_length)
+                rows.append((i, adapter, ids, pair[1][len(pair[1]) - n:], size))
+        values: list[list[float]] = [[] for _ in requests]
+        tokens = [0] * len(requests)
+        order = sorted(range(len(rows)), key=lambda r: (rows[r][1], -len(rows[r][2]), r))
+        by_adapter: dict[str, list[int]] = {}
+        for r in order:
+            by_adapter.setdefault(rows[r][1], []).append(r)
+        scored: dict[int, float] = {}
+        t0 = time.perf_counter()
+        for adapter, idx in by_adapter.items():
+            size = max(1, min(rows[r][4] for r in idx))
+            for start in range(0, len(idx), size):
+                batch = idx[start : start + size]
+                for r, value in zip(batch, self._score_rows(adapter, [(rows[r][2], rows[r][3]) for r in batch])):
+                    scored[r] = value
+        elapsed = time.perf_counter() - t0
+        for r, (i, _, _, targets, _) in enumerate(rows):
+            values[i].append(scored[r])
+            tokens[i] += len(targets)
+        out = []
+        for i, req in enumerate(requests):
+            v = values[i]
+            lls = (sum(v),) if req.text is not None else tuple(v)
+            out.append(Completion(text="", finish_reason="stop", tokens_in=tokens[i], latency_s=elapsed / max(1, len(requests)), loglikelihoods=lls))
+        if progress:
+            progress(len(requests))
+        return out
+
+    def _score_rows(self, adapter: str, rows: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """Summed log-probability of each row's targets, predicted by the row's last positions."""
+        import contextlib
+
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        width = max(len(ids) for ids, _ in rows)
+        keep = max(len(t) for _, t in rows)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, (ids, _) in enumerate(rows):  # left padding: every row's last position is the batch's last
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids):] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        if adapter == BASE_ADAPTER:
+            ctx = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else contextlib.nullcontext()
+        else:
+            self.model.set_adapter(adapter)
+            ctx = contextlib.nullcontext()
+        device = getattr(self.model, "device", self.device)
+        with torch.inference_mode(), ctx:
+            logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
+                                logits_to_keep=keep, use_cache=False).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            out = []
+            for row, (_, targets) in enumerate(rows):
+                n = len(targets)
+                lp = logp[row, keep - n:, :].gather(-1, torch.tensor(targets, device=logp.device).unsqueeze(-1))
+                out.append(float(lp.sum()))
+        return out
 
     def close(self) -> None:
         if self.model is None:

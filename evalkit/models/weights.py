@@ -82,3 +82,34 @@ def fingerprint(spec: ModelSpec) -> str:
     if spec.model:
         parts.append(spec.model)
     return "+".join(parts)
+
+
+def chat_template_hash(path: str | Path | None) -> str | None:
+    """A short hash of the chat template a checkpoint folder serves with (``chat_template.jinja``, else
+    ``tokenizer_config.json``'s ``chat_template``; a named list: its ``default``), read without
+    transformers; None when the folder has none. Training records it in candidate.json; a run that
+    serves the candidate with another template warns (and a ``template_match`` gate fails).
+    """
+    if path is None:
+        return None
+    folder = Path(path).expanduser()
+    text: str | None = None
+    jinja = folder / "chat_template.jinja"
+    try:
+        if jinja.is_file():
+            text = jinja.read_text(encoding="utf-8")
+        elif (folder / "tokenizer_config.json").is_file():
+            import json
+
+            tmpl = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+            if isinstance(tmpl, list):
+                tmpl = next((t.get("template") for t in tmpl if isinstance(t, dict) and t.get("name") == "default"), None)
+            text = tmpl if isinstance(tmpl, str) else None
+    except (OSError, ValueError):
+        return None
+    return template_text_hash(text) if text else None
+
+
+def template_text_hash(text: str) -> str:
+    """The hash of a chat template's text (what :func:`chat_template_hash` gives for a folder holding it)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

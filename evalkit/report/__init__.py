@@ -52,6 +52,9 @@ def item_record(item: RunItem) -> dict[str, Any]:
         "reasoning": item.reasoning,
         "scores": {name: s.as_dict() for name, s in item.scores.items()},
         **({"samples": [d.as_dict() for d in item.samples]} if item.draws else {}),
+        # a multiple-choice item: each choice's summed log-probability; a perplexity text: its rolling log-likelihood
+        **({"choice_logprobs": list(item.choice_logprobs)} if item.choice_logprobs is not None else {}),
+        **({"loglikelihood": item.loglikelihoods[0]} if item.loglikelihoods and item.sample.get("text") is not None else {}),
     }
 
 

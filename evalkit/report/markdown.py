@@ -148,6 +148,14 @@ def render_markdown(summary: RunSummary | dict[str, Any], *, max_items: int = 10
                              f"{num((m.pass_at or {}).get(k))} | {num((m.pass_all or {}).get(k))} | {num(m.flaky)} | {num(m.expected_flips)} |")
             lines.append("")
 
+    if summary.perplexity:
+        lines.append("| perplexity suite | model | texts | word perplexity | byte perplexity | bits per byte |")
+        lines.append("|---|---|---|---|---|---|")
+        for p in summary.perplexity:
+            unscored = f" ({p.errors} unscored)" if p.errors else ""
+            lines.append(f"| {cell(p.suite)} | {cell(p.model)} | {p.n}{unscored} | {num(p.word_perplexity)} | {num(p.byte_perplexity)} | {num(p.bits_per_byte)} |")
+        lines.append("")
+
     cut = [t for t in summary.truncation if t.truncated]
     if cut:
         lines.append("> ✂️ cut by the token limit: " + ", ".join(f"{cell(t.model)} on {cell(t.suite)} {t.truncated}/{t.n}" for t in cut))

@@ -71,6 +71,7 @@ class CandidateManifest(_Part):
     base: BaseInfo | None = None
     data: DataInfo = Field(default_factory=DataInfo)
     config: dict[str, Any] = Field(default_factory=dict)
+    chat_template_hash: str | None = None  # the template training formatted the examples with (models.weights.template_text_hash)
     metrics: TrainMetrics = Field(default_factory=TrainMetrics)
     device: str | None = None
     # what decides the adapter's bits beyond the config and data: the trainer's numerics revision

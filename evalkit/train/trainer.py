@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 from .. import __version__
 from .._util.hf_bars import library_progress_bars
 from ..errors import ConfigError, UserError, missing_extra
+from ..models.weights import template_text_hash
 from .config import VLLM_LORA_RANKS, TrainConfig, load_train_config
 from .data import TrainingData, prepare_data, prompt_hash
 from .losses import LossPoint
@@ -540,6 +541,8 @@ def _train_loaded(
             # when a suite item is among them.
             "train_prompt_hashes": sorted({prompt_hash(c) for c in data.train}),
         },
+        # the chat template the examples were formatted with: a run serving this candidate with another warns
+        "chat_template_hash": template_text_hash(tok.chat_template),
         "config": cfg.identity(),
         "metrics": {
             "train_loss": [p.as_dict() for p in monitor.train_points],

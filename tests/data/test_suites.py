@@ -51,7 +51,9 @@ def test_version_changes_with_content(tmp_path):
         ({"id": "x", "messages": []}, "non-empty list"),
         ({"id": "x", "messages": [{"role": "user", "content": 3}]}, "must be a string"),
         ({"id": "a", "messages": [{"role": "user", "content": "dup"}]}, "duplicate id 'a'"),
-        ({"id": "x", "prompt": "old format"}, "unknown keys ['prompt']"),
+        ({"id": "x", "input": "old format"}, "unknown keys ['input']"),
+        # a raw-text prompt is a multiple-choice item's context, not a generation prompt
+        ({"id": "x", "prompt": "old format"}, "'prompt' (raw text) is a multiple-choice item's context"),
     ],
 )
 def test_bad_line_names_file_and_line(tmp_path, bad, fragment):

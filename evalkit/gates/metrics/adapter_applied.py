@@ -30,10 +30,13 @@ def _adapter_applied(gate: GateSpec, model: str, ctx: MetricContext) -> GateResu
     sel = select_items(gate, ctx.items, model)
     several = len({it.suite for it in sel}) > 1
     pairs = [(it, index.get((it.suite, it.suite_version, it.sample_id))) for it in sel]
-    pairs = [(c, b) for c, b in pairs if b is not None and c.output is not None and b.output is not None]
+    def answer(it):  # what the adapter changes: the output, or a log-likelihood item's log-probabilities
+        return it.loglikelihoods if it.scored_by_loglikelihood else it.output
+
+    pairs = [(c, b) for c, b in pairs if b is not None and answer(c) is not None and answer(b) is not None]
     if not pairs:
         return undecided(gate, model, None, None, f"{model} and {base} have no item with outputs on both", missing_data=True)
-    same = [item_label(c, several) for c, b in pairs if b is not None and c.output == b.output]
+    same = [item_label(c, several) for c, b in pairs if b is not None and answer(c) == answer(b)]
     share_diff = 1.0 - len(same) / len(pairs)
     if len(same) == len(pairs):
         detail = f"{model} (adapter {adapter}) gave exactly {base}'s output on all {len(pairs)} items: the adapter was probably not applied."

@@ -26,7 +26,7 @@ from ..api import (
 def _truncation_rate(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     sel = select_items(gate, ctx.items, model)
     several = len({it.suite for it in sel}) > 1
-    gens = [(it, d) for it in sel for d in it.samples if d.error is None]
+    gens = [(it, d) for it in sel if not it.scored_by_loglikelihood for d in it.samples if d.error is None]
     if not gens:
         return undecided(gate, model, None, gate_threshold(gate), f"no generation of {model}{gate_scope(gate)} succeeded ({len(sel)} items)", missing_data=True)
     cut = [(it, d) for it, d in gens if d.finish_reason == "length"]
