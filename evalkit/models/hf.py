@@ -309,16 +309,19 @@ class HFBackend:
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], progress: ProgressFn | None = None) -> list[Completion]:
         """Each request's summed log-probabilities: one per continuation, or the rolling total of a text.
 
-        Every (context, continuation) pair and every rolling window is one row; rows of one adapter
-        batch together, longest first, left-padded (positions from the mask), and only the positions
-        that predict a continuation go through the output head.
+        A multiple-choice item's context is computed once for all its choices: a batch of contexts
+        runs with a KV cache, the cache is repeated per choice, and the choices run on it (the same
+        tokens lm-eval scores as one row per choice, a fraction of the work). Rolling windows, and
+        pairs that overflow the context window, are rows of their own. Batches are left-padded
+        (positions from the mask), longest first, one adapter each; only positions that predict a
+        scored token go through the output head.
         """
         from . import loglik
 
         if self.model is None:
             raise RuntimeError("HFBackend is closed")
         rows: list[tuple[int, str, list[int], list[int], int]] = []  # (request, adapter, input ids, targets, batch size)
-        counts: list[int] = []
+        shared: list[tuple[int, str, list[int], list[list[int]], int]] = []  # (request, adapter, context ids, continuations, batch size)
         for i, req in enumerate(requests):
             adapter = self.adapter_name(req.model)
             size = int(req.model.options.get("batch_size") or self.batch_size)
@@ -327,28 +330,41 @@ class HFBackend:
             else:
                 context = loglik.context_text(self.tokenizer, req.prompt, req.messages)
                 pairs = [loglik.encode_pair(self.tokenizer, context, c) for c in req.continuations]
-            counts.append(len(pairs))
+                ctx = pairs[0][0] if pairs else []
+                if ctx and all(p[0] == ctx and p[1] and len(p[0]) + len(p[1]) <= self.max_length + 1 for p in pairs):
+                    shared.append((i, adapter, ctx, [p[1] for p in pairs], size))
+                    continue
             for pair in pairs:
                 ids, n = loglik.model_input(pair, self.max_length)
                 rows.append((i, adapter, ids, pair[1][len(pair[1]) - n:], size))
         values: list[list[float]] = [[] for _ in requests]
         tokens = [0] * len(requests)
-        order = sorted(range(len(rows)), key=lambda r: (rows[r][1], -len(rows[r][2]), r))
-        by_adapter: dict[str, list[int]] = {}
-        for r in order:
-            by_adapter.setdefault(rows[r][1], []).append(r)
-        scored: dict[int, float] = {}
         t0 = time.perf_counter()
-        for adapter, idx in by_adapter.items():
+        scored: dict[int, float] = {}
+        for adapter, idx in _by_adapter(rows, key=lambda r: -len(rows[r][2])).items():
             size = max(1, min(rows[r][4] for r in idx))
             for start in range(0, len(idx), size):
                 batch = idx[start : start + size]
                 for r, value in zip(batch, self._score_rows(adapter, [(rows[r][2], rows[r][3]) for r in batch])):
                     scored[r] = value
+        choices: dict[int, list[float]] = {}
+        for adapter, idx in _by_adapter(shared, key=lambda r: -len(shared[r][2])).items():
+            size = max(1, min(shared[r][4] for r in idx))
+            batch: list[int] = []
+            for r in [*idx, None]:  # a batch holds at most `size` choices (and so at most `size` contexts)
+                if r is not None and (not batch or sum(len(shared[b][3]) for b in batch) + len(shared[r][3]) <= size):
+                    batch.append(r)
+                    continue
+                for b, vals in zip(batch, self._score_shared(adapter, [(shared[b][2], shared[b][3]) for b in batch])):
+                    choices[b] = vals
+                batch = [r] if r is not None else []
         elapsed = time.perf_counter() - t0
         for r, (i, _, _, targets, _) in enumerate(rows):
             values[i].append(scored[r])
             tokens[i] += len(targets)
+        for r, (i, _, _, conts, _) in enumerate(shared):
+            values[i] = choices[r]
+            tokens[i] = sum(len(c) for c in conts)
         out = []
         for i, req in enumerate(requests):
             v = values[i]
@@ -358,10 +374,62 @@ class HFBackend:
             progress(len(requests))
         return out
 
-    def _score_rows(self, adapter: str, rows: Sequence[tuple[list[int], list[int]]]) -> list[float]:
-        """Summed log-probability of each row's targets, predicted by the row's last positions."""
+    def _adapter_context(self, adapter: str) -> Any:
         import contextlib
 
+        if adapter == BASE_ADAPTER:
+            return self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else contextlib.nullcontext()
+        self.model.set_adapter(adapter)
+        return contextlib.nullcontext()
+
+    def _score_shared(self, adapter: str, items: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
+        """Summed log-probability of each continuation of each (context, continuations) item: the
+        contexts run once (left-padded, with a cache), the continuations on the repeated cache.
+        """
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        width = max(len(ctx) for ctx, _ in items)
+        ctx_ids = torch.full((len(items), width), pad, dtype=torch.long)
+        ctx_mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, (ctx, _) in enumerate(items):
+            ctx_ids[row, width - len(ctx):] = torch.tensor(ctx, dtype=torch.long)
+            ctx_mask[row, width - len(ctx):] = 1
+        owner = [row for row, (_, conts) in enumerate(items) for _ in conts]  # the item of every choice
+        conts = [c for _, cs in items for c in cs]
+        cwidth = max(len(c) for c in conts) - 1  # a choice's last token is predicted, never read
+        device = getattr(self.model, "device", self.device)
+        with torch.inference_mode(), self._adapter_context(adapter):
+            first = self.model(input_ids=ctx_ids.to(device), attention_mask=ctx_mask.to(device),
+                               position_ids=(ctx_mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True, logits_to_keep=1)
+            first_lp = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)
+            totals = [float(first_lp[owner[k], c[0]]) for k, c in enumerate(conts)]
+            if cwidth > 0:
+                index = torch.tensor(owner, device=device)
+                cache = first.past_key_values
+                cache.reorder_cache(index)
+                cont_ids = torch.full((len(conts), cwidth), pad, dtype=torch.long)
+                cont_mask = torch.zeros((len(conts), cwidth), dtype=torch.long)
+                for k, c in enumerate(conts):  # right-padded: padding comes after every token that counts
+                    cont_ids[k, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+                    cont_mask[k, : len(c) - 1] = 1
+                lengths = ctx_mask.sum(-1)[owner]
+                positions = lengths.unsqueeze(1) + torch.arange(cwidth).unsqueeze(0)
+                mask = torch.cat([ctx_mask[owner], cont_mask], dim=1)
+                out = self.model(input_ids=cont_ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                                 past_key_values=cache, use_cache=True, cache_position=torch.arange(width, width + cwidth, device=device))
+                logp = torch.log_softmax(out.logits.float(), dim=-1)
+                for k, c in enumerate(conts):
+                    if len(c) > 1:
+                        targets = torch.tensor(c[1:], device=logp.device).unsqueeze(-1)
+                        totals[k] += float(logp[k, : len(c) - 1, :].gather(-1, targets).sum())
+        result: list[list[float]] = [[] for _ in items]
+        for k, row in enumerate(owner):
+            result[row].append(totals[k])
+        return result
+
+    def _score_rows(self, adapter: str, rows: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """Summed log-probability of each row's targets, predicted by the row's last positions."""
         import torch
 
         pad = self.tokenizer.pad_token_id
@@ -373,13 +441,8 @@ class HFBackend:
             input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
             attention[row, width - len(ids):] = 1
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        if adapter == BASE_ADAPTER:
-            ctx = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else contextlib.nullcontext()
-        else:
-            self.model.set_adapter(adapter)
-            ctx = contextlib.nullcontext()
         device = getattr(self.model, "device", self.device)
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode(), self._adapter_context(adapter):
             logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
                                 logits_to_keep=keep, use_cache=False).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
@@ -407,6 +470,14 @@ class HFBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _by_adapter(entries: Sequence[tuple], key: Any) -> dict[str, list[int]]:
+    """Indices of ``entries`` (whose second field is the adapter) per adapter, each list sorted by ``key``."""
+    out: dict[str, list[int]] = {}
+    for r in sorted(range(len(entries)), key=lambda r: (entries[r][1], key(r), r)):
+        out.setdefault(entries[r][1], []).append(r)
+    return out
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
