@@ -350,14 +350,14 @@ class HFBackend:
         choices: dict[int, list[float]] = {}
         for adapter, idx in _by_adapter(shared, key=lambda r: -len(shared[r][2])).items():
             size = max(1, min(shared[r][4] for r in idx))
-            batch: list[int] = []
+            group: list[int] = []
             for r in [*idx, None]:  # a batch holds at most `size` choices (and so at most `size` contexts)
-                if r is not None and (not batch or sum(len(shared[b][3]) for b in batch) + len(shared[r][3]) <= size):
-                    batch.append(r)
+                if r is not None and (not group or sum(len(shared[b][3]) for b in group) + len(shared[r][3]) <= size):
+                    group.append(r)
                     continue
-                for b, vals in zip(batch, self._score_shared(adapter, [(shared[b][2], shared[b][3]) for b in batch])):
+                for b, vals in zip(group, self._score_shared(adapter, [(shared[b][2], shared[b][3]) for b in group])):
                     choices[b] = vals
-                batch = [r] if r is not None else []
+                group = [r] if r is not None else []
         elapsed = time.perf_counter() - t0
         for r, (i, _, _, targets, _) in enumerate(rows):
             values[i].append(scored[r])
