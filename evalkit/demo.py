@@ -7,7 +7,8 @@
 3. train two QLoRA candidates on one base (evalkit.train): ``narrow`` (the format task alone) and
    ``mixed`` (the same plus general examples, against forgetting)
 4. run base and both adapters in one run on one loaded base, on the regression suite (general
-   tasks + format) and the held-out split
+   tasks + format), the retention suite (the general prompts as multiple choice, scored by
+   log-likelihood) and the held-out split
 5. gates pick the candidate to ship; reports, per-stage times and the next commands
 """
 
@@ -69,6 +70,56 @@ def write_regression_suite(dest: Path, *, n_general: int = 40, n_format: int = 1
     return dest
 
 
+END_OF_TURN = "<|end|>"  # the demo template's end of an assistant turn: a choice is a whole answer, not a prefix
+
+
+def retention_suite_rows() -> list[dict[str, Any]]:
+    """The demo's retention suite: the regression suite's general prompts as multiple-choice items,
+    scored by log-likelihood (what the base knows, and a fine-tune may forget). Each item's choices
+    are its answer and three wrong answers made from it (reversed, case swapped, another item's answer
+    of the same task, a number off by one, a neighbouring letter), in a position that rotates; every
+    choice ends the turn.
+    """
+    reg = [r for r in regression_suite_rows() if "general" in r["tags"]]
+    by_task: dict[str, list[str]] = {}
+    for r in reg:
+        task = next(t for t in r["tags"] if t != "general")
+        by_task.setdefault(task, []).append(r["messages"][-1]["content"])
+    rows = []
+    for i, r in enumerate(reg):
+        answer = r["messages"][-1]["content"]
+        task = next(t for t in r["tags"] if t != "general")
+        pool = [answer[::-1], answer.swapcase(), *[a for a in by_task[task] if a != answer]]
+        if answer.isdigit():
+            pool += [str(int(answer) + 1), str(int(answer) + 2), *([str(int(answer) - 1)] if int(answer) else [])]
+        if len(answer) == 1 and answer.isalpha():  # a letter: its neighbours in the alphabet
+            pool += [chr(ord(answer) + 1) if answer not in "zZ" else chr(ord(answer) - 2), chr(ord(answer) - 1) if answer not in "aA" else chr(ord(answer) + 2)]
+        wrong: list[str] = []
+        for w in pool:
+            if w != answer and w not in wrong and w.strip():
+                wrong.append(w)
+        wrong = wrong[:3]
+        at = i % (len(wrong) + 1)
+        choices = [*wrong[:at], answer, *wrong[at:]]
+        rows.append({"id": r["id"].replace("general", "retention"), "messages": r["messages"][:-1],
+                     "choices": [c + END_OF_TURN for c in choices], "answer": at, "tags": r["tags"]})
+    return rows
+
+
+def write_retention_suite(dest: Path) -> Path:
+    """Write suites/demo-retention (committed in the repo; regenerated identically by this function)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "suite.yaml").write_text(
+        "# The demo's retention suite: the general prompts as multiple-choice items scored by log-likelihood\n"
+        "# (choice: the most likely answer; choice_norm: per character), as lm-evaluation-harness scores them.\n"
+        "name: demo-retention\n"
+        "kind: regression\n"
+        "samples: samples.jsonl\n"
+    )
+    _write_jsonl(dest / "samples.jsonl", retention_suite_rows())
+    return dest
+
+
 def write_heldout_suite(dest: Path, test_file: Path, manifest: Path | None) -> Path:
     from .demo_model import EXTRACTION_SCHEMA
 
@@ -96,6 +147,8 @@ def demo_eval_config(base: Path, adapters: dict[str, Path], suites: list[Path], 
     beats-base: significantly more held-out items right than the base (paired, McNemar);
     general-regressions: the general items the base gets right must stay right (at most 2 of the 40 may
       flip: a good candidate loses one or two of the most fragile ones, reversing or sorting letters);
+    general-retention: the same, measured by log-likelihood on the retention suite (the most likely of
+      four answers must stay the right one: lm-eval's acc), with the same allowance of 2;
     adapter-applied: the candidate's outputs must differ from the base's (the silent no-op).
     """
     return {
@@ -115,6 +168,8 @@ def demo_eval_config(base: Path, adapters: dict[str, Path], suites: list[Path], 
             {"name": "beats-base", "metric": "pass_rate", "scorer": "exact_match", "suite": "demo-heldout", "vs": "baseline", "min": 0, "significant": 0.05},
             {"name": "general-regressions", "metric": "regressions", "scorer": "exact_match", "suite": "demo-regression",
              "tag": "general", "vs": "baseline", "max": 2},
+            *([{"name": "general-retention", "metric": "regressions", "scorer": "choice", "suite": "demo-retention", "vs": "baseline", "max": 2}]
+              if any(Path(s).name == "demo-retention" for s in suites) else []),
             {"name": "adapter-applied", "metric": "adapter_applied"},
         ],
     }
@@ -150,6 +205,14 @@ def _regression_suite(work: Path) -> Path:
     if (committed / "suite.yaml").is_file():
         return committed
     return write_regression_suite(work / "suites" / "demo-regression")
+
+
+def _retention_suite(work: Path) -> Path:
+    """suites/demo-retention from a checkout, else written by the recipe into the work folder."""
+    committed = Path(__file__).resolve().parents[1] / "suites" / "demo-retention"
+    if (committed / "suite.yaml").is_file():
+        return committed
+    return write_retention_suite(work / "suites" / "demo-retention")
 
 
 def _say(msg: str) -> None:
@@ -268,11 +331,15 @@ def _run_demo(*, out: Path, work: Path | None, progress: bool, given: Path | Non
     if reference is not None:
         other_bytes += [n for n, a in adapters.items() if reference["adapters"].get(n) != _sha256(a / "adapter_model.safetensors")]
 
-    _say("[5/6] evaluate base + both candidates in one run (one loaded base, adapters hot-swapped): regression suite + held-out split")
+    _say("[5/6] evaluate base + both candidates in one run (one loaded base, adapters hot-swapped): regression suite, "
+         "retention suite (multiple choice, by log-likelihood) + held-out split")
     reg = _regression_suite(work)
+    # the retention suite's choices end with the tiny base's end-of-turn marker: a real --base has its own template
+    ret = [_retention_suite(work)] if given is None else []
     held = write_heldout_suite(work / "suites" / "demo-heldout", split.files["test"], split.manifest_path)
     eval_yaml = work / "eval.yaml"
-    eval_yaml.write_text(yaml.safe_dump(demo_eval_config(base_dir, adapters, [reg, held], work / "store.db", dtype="float32" if given is None else "auto"), sort_keys=False))
+    eval_yaml.write_text(yaml.safe_dump(demo_eval_config(base_dir, adapters, [reg, *ret, held], work / "store.db",
+                                                         dtype="float32" if given is None else "auto"), sort_keys=False))
     t = time.perf_counter()
     run = run_eval(eval_yaml, out, progress=progress)
     timing = run.summary.get("timing") or {}
@@ -300,7 +367,8 @@ def _run_demo(*, out: Path, work: Path | None, progress: bool, given: Path | Non
     ships = [c for c, ok in (run.summary.get("candidate_verdicts") or {}).items() if ok]
     print(
         "\nWhat the gates check: format (the JSON shape), heldout-accuracy and beats-base (the right field values,"
-        "\nsignificantly better than the base), general-regressions (general tasks the base got right, named when broken)."
+        "\nsignificantly better than the base), general-regressions (general tasks the base got right, named when broken)"
+        + (", general-retention (the same tasks by log-likelihood: the right answer must stay the most likely of four)." if ret else ".")
         + (f"\nShip: {', '.join(ships)}." if ships else "\nNo candidate passed every gate.")
     )
     print("\nTime per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()) + f"; total {time.perf_counter() - t0:.0f} s")

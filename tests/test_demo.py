@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.cli import main
-from evalkit.demo import write_regression_suite
+from evalkit.demo import write_regression_suite, write_retention_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,6 +19,25 @@ def test_committed_demo_suite_is_what_the_recipe_writes(tmp_path):
         assert (fresh / name).read_bytes() == (committed / name).read_bytes(), name
 
 
+def test_committed_retention_suite_is_what_the_recipe_writes(tmp_path):
+    """suites/demo-retention is frozen too: the regression suite's general prompts as multiple choice,
+    four distinct choices each, the answer the regression suite's reference.
+    """
+    from evalkit.data.suites import load_suite
+
+    fresh = write_retention_suite(tmp_path / "demo-retention")
+    committed = REPO / "suites" / "demo-retention"
+    for name in ("suite.yaml", "samples.jsonl"):
+        assert (fresh / name).read_bytes() == (committed / name).read_bytes(), name
+    suite = load_suite(committed)
+    general = {s.id.replace("general", "retention"): s for s in load_suite(REPO / "suites" / "demo-regression").samples if "general" in s.tags}
+    assert len(suite.samples) == len(general) == 40 and [sc.name for sc in suite.scorers] == ["choice", "choice_norm"]
+    for s in suite.samples:
+        assert len(set(s.choices)) == len(s.choices) == 4
+        assert s.messages == general[s.id].messages and s.choices[s.answer] == general[s.id].reference + "<|end|>"
+    assert len({s.answer for s in suite.samples}) == 4  # the right answer is not always in one place
+
+
 # What the demo prints on every x86-64 machine (its kernels are pinned): the README's table.
 TABLE = {
     ("base", "demo-heldout", "exact_match"): 0.0, ("base", "demo-heldout", "json_schema"): 0.0,
@@ -27,12 +46,14 @@ TABLE = {
     ("narrow", "demo-regression", "exact_match"): 0.64,
     ("mixed", "demo-heldout", "exact_match"): 0.95, ("mixed", "demo-heldout", "json_schema"): 0.975,
     ("mixed", "demo-regression", "exact_match"): 0.94,
+    ("base", "demo-retention", "choice"): 1.0, ("narrow", "demo-retention", "choice"): 0.925, ("mixed", "demo-retention", "choice"): 1.0,
 }
 GATES = {  # (gate, candidate) -> (observed, passed)
     ("format", "narrow"): (0.925, True), ("format", "mixed"): (0.975, True),
     ("heldout-accuracy", "narrow"): (0.85, True), ("heldout-accuracy", "mixed"): (0.95, True),
     ("beats-base", "narrow"): (0.85, True), ("beats-base", "mixed"): (0.95, True),
     ("general-regressions", "narrow"): (16, False), ("general-regressions", "mixed"): (1, True),
+    ("general-retention", "narrow"): (3, False), ("general-retention", "mixed"): (0, True),
     ("adapter-applied", "narrow"): (None, True), ("adapter-applied", "mixed"): (None, True),
 }
 
@@ -62,6 +83,10 @@ def test_demo_end_to_end_picks_the_candidate_to_ship_and_reruns_from_cache(tmp_p
     reg = gates[("general-regressions", "narrow")]
     assert len(reg["failing_items"]) == 16 and all(i.startswith("general-") for i in reg["failing_items"])
     assert gates[("general-regressions", "mixed")]["threshold"] == 2  # the original story's gate
+    # and by log-likelihood: the retention gate names the multiple-choice items whose most likely answer is now wrong
+    ret = gates[("general-retention", "narrow")]
+    assert len(ret["failing_items"]) == 3 and all(i.startswith("retention-") for i in ret["failing_items"])
+    assert not summary["truncation"] or all(t["suite"] != "demo-retention" for t in summary["truncation"])
     assert gates[("beats-base", "mixed")]["p_value"] < 1e-6
     assert summary["candidate_verdicts"] == {"narrow": False, "mixed": True}
     assert "per candidate: mixed: SHIP" in printed and "Ship: mixed." in printed
