@@ -566,3 +566,59 @@ def n_one_proportion(effect: float, p0: float, *, alpha: float = 0.05, power: fl
     p1 = p0 - effect
     za, zb = _z(1 - alpha), _z(power)
     return int(math.ceil(((za * math.sqrt(p0 * (1 - p0)) + zb * math.sqrt(p1 * (1 - p1))) / effect) ** 2 - 1e-9))
+
+
+# --- prediction-powered inference: judge scores on every item, human labels on some -----------------
+
+
+@dataclass(frozen=True)
+class PPIEstimate:
+    """A prediction-powered mean (PPI++): unbiased for the human mean, its CI narrower than humans
+    alone whenever the judge tracks them. ``lam`` is the power-tuning weight (0: humans only; 1: plain PPI).
+    """
+
+    mean: float
+    ci: Interval
+    lam: float
+    n_labeled: int
+    n_unlabeled: int
+
+
+def ppi_mean(labels: Sequence[float], judged_labeled: Sequence[float], judged_unlabeled: Sequence[float], *,
+             confidence: float = 0.95, lam: float | None = None) -> PPIEstimate:
+    """The PPI++ estimate of the mean human label (Angelopoulos, Duchi & Zrnic, "PPI++: Efficient
+    Prediction-Powered Inference", 2023; the mean case of Angelopoulos et al., Science 2023).
+
+    ``labels[i]`` is the human label of an item whose judge score is ``judged_labeled[i]``;
+    ``judged_unlabeled`` are the judge's scores on the items no human labelled. The estimate is
+    ``mean(lam * judged_unlabeled) + mean(labels - lam * judged_labeled)``, with the power-tuning
+    ``lam = cov(labels, judged) / ((1 + n/N) var(judged))`` clipped to [0, 1] (as ppi-python's
+    ``ppi_mean_ci`` with ``lam=None``), and a normal CI from the two parts' variances. A judge that
+    says nothing (constant scores), or no unlabeled item, leaves the human mean (``lam`` 0).
+    """
+    y = _as_array(labels)
+    yh = _as_array(judged_labeled)
+    yu = _as_array(judged_unlabeled)
+    n, big_n = y.size, yu.size
+    if n == 0 or n != yh.size:
+        raise ValueError("ppi_mean needs one judge score per human label, and at least one label")
+    if lam is None:
+        pooled = np.concatenate([yh, yu])
+        var = float(np.var(pooled, ddof=1)) if pooled.size > 1 else 0.0
+        if big_n == 0 or var <= 0:
+            lam = 0.0
+        else:
+            cov = float(((y - y.mean()) * (yh - yh.mean())).sum() / n)
+            lam = float(np.clip(cov / ((1 + n / big_n) * var), 0.0, 1.0))
+    mean = (float((lam * yu).mean()) if big_n else 0.0) + float((y - lam * yh).mean())
+    var_total = (float(np.std(lam * yu)) ** 2 / big_n if big_n else 0.0) + float(np.std(y - lam * yh)) ** 2 / n
+    half = z_for(confidence) * math.sqrt(var_total)
+    return PPIEstimate(mean, Interval(mean, mean - half, mean + half, confidence, n + big_n), float(lam), n, big_n)
+
+
+def classical_mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """The normal CI of a mean (numpy's population standard deviation, as ppi-python's classical one)."""
+    arr = _as_array(values)
+    m = float(arr.mean())
+    half = z_for(confidence) * float(arr.std()) / math.sqrt(arr.size)
+    return Interval(m, m - half, m + half, confidence, int(arr.size))

@@ -26,7 +26,8 @@ LAYERS = [  # bottom first
     ["evalkit.config"],
     ["evalkit.store", "evalkit._db", "evalkit.record"],
     ["evalkit.gates", "evalkit.scoring", "evalkit.stats", "evalkit.rubrics"],
-    ["evalkit.run", "evalkit.review", "evalkit.report", "evalkit.train", "evalkit.data", "evalkit.demo_model", "evalkit.parity", "evalkit.planning", "evalkit.noise"],
+    ["evalkit.run", "evalkit.review", "evalkit.report", "evalkit.train", "evalkit.data", "evalkit.demo_model", "evalkit.parity", "evalkit.planning", "evalkit.noise",
+     "evalkit.calibration"],
     ["evalkit.cli", "evalkit.commands", "evalkit.demo", "evalkit.__main__"],
 ]
 

@@ -1,0 +1,138 @@
+"""`evalkit calibrate`: a judge scorer's mean calibrated by human labels (PPI++), equal to the
+ppi-python reference implementation, on a stored run; bad labels are one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evalkit.cli import main
+from evalkit.record import RunItem
+from evalkit.store import Store
+from evalkit.types import Score
+
+RUBRIC = 'name: default\nprompt: "<output>{{ output }}</output> Rate it."\ncriteria: [{name: quality, scale: [1, 5]}]\n'
+N_ITEMS = 80
+
+
+def _truth_and_judge(model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Human labels (the truth) and a biased, noisy judge that tracks them."""
+    rng = np.random.default_rng(7 if model == "base" else 8)
+    truth = rng.integers(1, 6, N_ITEMS).astype(float) if model == "base" else np.clip(rng.integers(2, 6, N_ITEMS), 1, 5).astype(float)
+    judge = np.clip(np.round(truth + rng.normal(0.6, 0.7, N_ITEMS)), 1, 5)  # the judge is generous
+    return truth, judge
+
+
+@pytest.fixture()
+def stored_run(tmp_path: Path):
+    rubric = tmp_path / "quality.yaml"
+    rubric.write_text(RUBRIC)
+    store = tmp_path / "store.db"
+    with Store(store) as st:
+        rid = st.begin_run(name="cal", config_path=None, config={}, out_dir=None)
+        items = []
+        for model in ("base", "cand"):
+            _, judge = _truth_and_judge(model)
+            for i in range(N_ITEMS):
+                score = Score("judge.quality", float(judge[i]), None, kind="judge") if i != 5 else \
+                    Score("judge.quality", None, None, error="judge failed", kind="judge")
+                items.append(RunItem(rid, model, model, "s", "v1", f"q{i:03d}", {"id": f"q{i:03d}"}, f"g{model}{i}", "out", None,
+                                     {"judge.quality": score}))
+        st.save_run_items(rid, items)
+        st.finish_run(rid, {"run_id": rid, "judges": {"default": {"rubric_path": str(rubric)}}}, "passed")
+    return store, rid
+
+
+def _labels(path: Path, rows: list[tuple[str, str, float]], header: str = "model,sample_id,value") -> Path:
+    path.write_text(header + "\n" + "".join(f"{m},{s},{v:g}\n" for m, s, v in rows))
+    return path
+
+
+def _label_rows(model: str, idx: range) -> list[tuple[str, str, float]]:
+    truth, _ = _truth_and_judge(model)
+    return [(model, f"q{i:03d}", float(truth[i])) for i in idx]
+
+
+def test_calibrated_mean_equals_ppi_python(stored_run, tmp_path, capsys):
+    from ppi_py import ppi_mean_ci, ppi_mean_pointestimate
+    from ppi_py.baselines import classical_mean_ci
+
+    store, rid = stored_run
+    labels = _labels(tmp_path / "labels.csv", _label_rows("base", range(0, 30)) + _label_rows("cand", range(40, 60)))
+    assert main(["calibrate", rid, "--scorer", "judge.quality", "--labels", str(labels), "--store", str(store), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"base", "cand"}
+    for model, labelled in (("base", range(0, 30)), ("cand", range(40, 60))):
+        truth, judge = _truth_and_judge(model)
+        scored = [i for i in range(N_ITEMS) if i != 5]  # item 5: the judge failed, so it is neither labeled nor unlabeled
+        lab = [i for i in labelled if i in scored]
+        unl = [i for i in scored if i not in labelled]
+        y, yh, yu = truth[lab], judge[lab], judge[unl]
+        r = out[model]
+        assert r["n_labeled"] == len(lab) and r["n_unlabeled"] == len(unl)
+        assert r["ppi_mean"] == pytest.approx(float(np.ravel(ppi_mean_pointestimate(y, yh, yu))[0]), abs=1e-6)
+        lo, hi = ppi_mean_ci(y, yh, yu, alpha=0.05)
+        assert r["ci"] == pytest.approx([float(np.ravel(lo)[0]), float(np.ravel(hi)[0])], abs=1e-6)
+        clo, chi = classical_mean_ci(y, alpha=0.05)
+        assert r["human_mean"] == pytest.approx(float(y.mean())) and r["human_ci"] == pytest.approx([float(clo), float(chi)], abs=1e-6)
+        assert r["judge_mean"] == pytest.approx(float(judge[scored].mean()))
+        # the judge is generous: the calibrated mean moves from the judge's toward the humans', with a
+        # narrower interval than the labels alone
+        assert r["ppi_mean"] < r["judge_mean"]
+        assert r["ci"][1] - r["ci"][0] < r["human_ci"][1] - r["human_ci"][0]
+    assert out["base"]["unscored_labels"] == 1  # the label on q005 (the judge failed there) is left out, and said
+    assert "unscored_labels" not in out["cand"]
+    assert main(["calibrate", rid, "--scorer", "judge.quality", "--labels", str(labels), "--store", str(store)]) == 0
+    table = capsys.readouterr().out
+    assert "calibrated" in table and "humans only" in table and "base" in table and "left out" in table
+
+
+BAD = [
+    ("model,sample_id\nbase,q000\n", "header must name model, sample_id, value", "labels.csv:1"),
+    ("model,sample_id,value\nnope,q000,3\n", "model 'nope' is not in this run (models: base, cand)", "labels.csv:2"),
+    ("model,sample_id,value\nbase,zzz,3\n", "model 'base' has no item 'zzz' in this run", "labels.csv:2"),
+    ("model,sample_id,value\nbase,q000,7\n", "value 7 is outside the scale of judge.quality [1, 5]", "labels.csv:2"),
+    ("model,sample_id,value\nbase,q000,good\n", "value 'good' is not a number", "labels.csv:2"),
+    ("model,sample_id,value\nbase,q000,3\nbase,q000,4\n", "a second label for model 'base', item 'q000' (first on line 2)", "labels.csv:3"),
+    ("model,sample_id,value\n" + "".join(f"base,q{i:03d},3\n" for i in range(9)), "model 'base' has 8 labels on items its judge scored; "
+     "calibration needs at least 10 (1 more are on items the judge could not score)", "labels.csv"),
+]
+
+
+@pytest.mark.parametrize("text,expect,where", BAD)
+def test_bad_labels_are_one_line_exit_2(stored_run, tmp_path, capsys, text, expect, where):
+    store, rid = stored_run
+    labels = tmp_path / "labels.csv"
+    labels.write_text(text)
+    assert main(["calibrate", rid, "--scorer", "judge.quality", "--labels", str(labels), "--store", str(store)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert expect in err and where in err and len(err.splitlines()) == 1, err
+    assert captured.out == ""
+
+
+def test_an_unknown_scorer_is_one_line(stored_run, tmp_path, capsys):
+    store, rid = stored_run
+    labels = _labels(tmp_path / "labels.csv", _label_rows("base", range(0, 12)))
+    assert main(["calibrate", rid, "--scorer", "judge.qualty", "--labels", str(labels), "--store", str(store)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no judge scorer 'judge.qualty' (judge scorers: judge.quality)" in err and len(err.splitlines()) == 1
+
+
+def test_a_perfect_judge_gives_the_judge_mean_with_a_tight_interval():
+    from evalkit import stats
+
+    rng = np.random.default_rng(1)
+    truth = rng.integers(1, 6, 500).astype(float)
+    est = stats.ppi_mean(truth[:50], truth[:50], truth[50:])
+    # PPI++'s power tuning gives a perfect judge lam = 1 / (1 + n/N) in expectation (here 0.9), not 1
+    assert est.lam == pytest.approx(1 / (1 + 50 / 450), abs=0.08) and est.mean == pytest.approx(truth.mean(), abs=0.05)
+    human = stats.classical_mean_ci(truth[:50])
+    assert est.ci.high - est.ci.low < 0.5 * (human.high - human.low)
+    # a judge that says nothing: the human mean, as if there were no judge
+    flat = stats.ppi_mean(truth[:50], [3.0] * 50, [3.0] * 450)
+    assert flat.lam == 0.0 and flat.mean == pytest.approx(truth[:50].mean())
