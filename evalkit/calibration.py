@@ -98,26 +98,6 @@ def read_labels(path: str | Path) -> list[Label]:
     return out
 
 
-def scorer_scale(summary: dict[str, Any], scorer: str) -> tuple[float, float] | None:
-    """The scale of judge scorer ``scorer`` from the run's rubric files (None when no rubric names it,
-    or the rubric can no longer be read).
-    """
-    from .scoring.judge_rubric import load_rubric
-
-    for st in (summary.get("judges") or {}).values():
-        path = (st or {}).get("rubric_path")
-        if not path:
-            continue
-        try:
-            rubric = load_rubric(path)
-        except (UserError, OSError):
-            continue
-        for c in rubric.criteria:
-            if rubric.scorer_name(c.name) == scorer:
-                return float(c.low), float(c.high)
-    return None
-
-
 def calibrate(items: Sequence[RunItem], summary: dict[str, Any], scorer: str, labels: Sequence[Label], labels_path: str | Path,
               *, confidence: float = 0.95) -> list[Calibrated]:
     """Per model with labels: the judge mean, the PPI++ mean and CI, and the human-only mean and CI.
@@ -133,7 +113,9 @@ def calibrate(items: Sequence[RunItem], summary: dict[str, Any], scorer: str, la
     by_item: dict[tuple[str, str], list[RunItem]] = {}
     for it in items:
         by_item.setdefault((it.model, it.sample_id), []).append(it)
-    scale = scorer_scale(summary, scorer)
+    from .scoring.judge_rubric import scorer_scale
+
+    scale = scorer_scale(summary.get("judges") or {}, scorer)
     labelled: dict[str, dict[tuple[str, str], float]] = {}
     for lab in labels:
         if lab.model not in models:

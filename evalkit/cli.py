@@ -55,6 +55,7 @@ def run_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N samples of each suite (a smoke run)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, max=MAX_NEW_TOKENS_LIMIT, help="Override generation.max_new_tokens (every model's)."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Generate hf / offline-vLLM outputs on a Ray cluster: local (start one for this run), auto (the one `ray start` started here), HOST:PORT or ray://HOST:PORT. Replicas and resources: eval.yaml's ray: block."),
+    early_stop: bool = typer.Option(False, "--early-stop", help="Draw items in a seeded random order, in blocks, and stop once every gate is decided on anytime-valid bounds (as eval.yaml's early_stop: true)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars (they go to stderr)."),
 ) -> None:
     """Evaluate every model on every suite, score, gate and write reports.
@@ -77,6 +78,8 @@ def run_cmd(
         overrides["generation_max_new_tokens"] = max_new_tokens
     if ray is not None:
         overrides["ray_address"] = ray
+    if early_stop:
+        overrides["early_stop"] = True
     result = run_eval(config, out, store_path=store, limit=limit, progress=not no_progress, overrides=overrides)
     typer.echo(result.console_summary)
     raise typer.Exit(result.exit_code)

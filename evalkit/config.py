@@ -321,6 +321,13 @@ class RayOptions(Strict):
         return (self.replicas, self.replicas) if isinstance(self.replicas, int) else (self.replicas[0], self.replicas[1])
 
 
+class EarlyStopConfig(Strict):
+    """``early_stop``: items in a seeded random order, in blocks; the run stops when every gate is decided."""
+
+    block: int | None = Field(None, ge=1)  # items per block (default: a tenth of the run's items, at least 10)
+    seed: int = 0  # the draw order
+
+
 class EvalConfig(Strict):
     models: dict[str, ModelEntry]
     baseline: str | None = None
@@ -334,6 +341,17 @@ class EvalConfig(Strict):
     parity: dict[str, Any] | None = None  # vLLM parity check options (vllm stage)
     name: str | None = None
     ray: RayOptions | None = None  # generation for hf / offline vllm models on a Ray cluster (or --ray ADDRESS)
+    # true or {block: N, seed: S}: stop generating (and judging) once every gate is decided on anytime-valid bounds
+    early_stop: EarlyStopConfig | None = None
+
+    @field_validator("early_stop", mode="before")
+    @classmethod
+    def _early_stop(cls, v: Any) -> Any:
+        if v is True:
+            return {}
+        if v is False:
+            return None
+        return v
 
     @field_validator("store")
     @classmethod

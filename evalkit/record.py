@@ -217,6 +217,22 @@ class GateRecord(_Record):
     p_value: float | None = None
     mde: float | None = None  # comparison gates: the minimum detectable effect at 80 % power
     test: str | None = None  # the test behind p_value
+    sequential: bool | None = None  # early_stop: decided by an anytime-valid test, ``bound`` its confidence bound then
+    bound: float | None = None
+
+
+class EarlyStop(_Record):
+    """``early_stop`` of a run: how many items it used of how many, in how many blocks."""
+
+    items_used: int
+    items_total: int
+    blocks: int
+    block: int
+    seed: int
+    block_ends: list[int] = Field(default_factory=list)  # items in after each block: where the gates looked
+    stopped_early: bool = False
+    scopes: list[tuple[str, str, int]] = Field(default_factory=list)  # (suite, tag or "", items in the whole run): gate scopes' sizes
+    golden: int = 0  # must_pass items (drawn first)
 
 
 class Calls(_Record):
@@ -360,6 +376,7 @@ class RunSummary(_Record):
     metrics: list[MetricRow] = Field(default_factory=list)
     truncation: list[TruncationRow] = Field(default_factory=list)  # per model x suite: generations cut by the token limit
     perplexity: list[PerplexityRow] = Field(default_factory=list)  # per model x perplexity suite
+    early_stop: EarlyStop | None = None  # a run with early_stop: the items it used and the blocks it looked after
     gates: list[GateRecord] = Field(default_factory=list)
     candidate_verdicts: dict[str, bool] = Field(default_factory=dict)  # candidate -> ships on its own gates
     calls: Calls = Field(default_factory=Calls)

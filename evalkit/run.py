@@ -30,6 +30,7 @@ from .record import (
     BatchInfo,
     Calls,
     Draw,
+    EarlyStop,
     Engine,
     Errors,
     JudgeStats,
@@ -590,6 +591,17 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
         for entry in cfg.models.values():
             if entry.generation is not None:
                 entry.generation.max_new_tokens = mnt
+    if overrides and overrides.get("early_stop") and cfg.early_stop is None:
+        from .config import EarlyStopConfig
+
+        cfg.early_stop = EarlyStopConfig()
+    if cfg.early_stop is not None:
+        if not cfg.gates:
+            raise ConfigError("early_stop stops a run once every gate is decided: this config has no gates", where=config_path)
+        batched = [n for n, e in cfg.models.items() if e.batch]
+        if batched:
+            raise ConfigError(f"early_stop draws items block by block; model '{batched[0]}' sends everything as one provider batch (batch:): "
+                              "use one or the other", where=f"models.{batched[0]}.batch")
     check_output_dir(out_dir)
     config_dir = config_path.resolve().parent
     suites: list[Suite] = []
@@ -830,26 +842,23 @@ def run_eval(
         config_dump = _redacted_config(plan.cfg.model_dump(mode="json"))
         run_id = store.begin_run(name=plan.name, config_path=str(plan.config_path), config=config_dump, out_dir=str(out_dir))
 
-        with library_progress_bars(progress or not any(backend_info(s.backend).local_weights for s in plan.specs)), using(engine):
-            completions, made, cached, gen_s = generate_all(store, plan.specs, plan.suites, progress=progress, secrets=plan.secrets, engine=engine,
-                                                            batch_records=gen_batches)
+        early: EarlyStop | None = None
+        if plan.cfg.early_stop is None:
+            done = _collect(plan, store, run_id, progress=progress, engine=engine, gen_batches=gen_batches)
+        else:
+            plan, done, early = _collect_until_decided(plan, store, run_id, progress=progress, engine=engine, gen_batches=gen_batches)
+        completions, made, cached, gen_s, score_s, judge_s, scored, judged = done
         lossy = sum(1 for c in completions.values() if c.text and not encodable(c.text))
         if lossy:
             warnings.append(f"{lossy} output(s) hold characters UTF-8 cannot encode (lone surrogates): stored losslessly, "
                             "shown as U+FFFD in the reports, escaped (\\udXXX) in items.jsonl")
-        t_score = time.perf_counter()
-        scored = score_items(plan, run_id, completions)
-        score_s = time.perf_counter() - t_score
-        t_judge = time.perf_counter()
-        with using(engine):  # a judge that is a local model runs on the cluster too
-            judged = judge_items(plan, store, scored, progress)
-        judge_s = time.perf_counter() - t_judge
         if plan.cfg.adapter_check == "warn":
             warnings += _adapter_warnings(plan.specs, judged.items)
 
         record = build_record(plan, run_id, scored=scored, judged=judged, made=made, cached=cached, parity=parity,
                               timing=Timing(generate_s=round(gen_s, 3), score_s=round(score_s, 3), judge_s=round(judge_s, 3)),
                               warnings=warnings)
+        record.early_stop = early
         if engine is not None:
             record.engine = Engine.model_validate(engine.summary())
         record.batches = [BatchInfo.model_validate(b) for b in gen_batches] + record.batches
@@ -876,6 +885,75 @@ def run_eval(
         if engine is not None:
             engine.close()
         store.close()
+
+
+_Collected = tuple[dict[str, Completion], int, int, float, float, float, _Scored, _Judged]
+
+
+def _collect(plan: RunPlan, store: Store, run_id: str, *, progress: bool, engine: RayEngine | None,
+             gen_batches: list[dict[str, Any]]) -> _Collected:
+    """Generate (cached), score and judge every item of ``plan``'s suites."""
+    with library_progress_bars(progress or not any(backend_info(s.backend).local_weights for s in plan.specs)), using(engine):
+        completions, made, cached, gen_s = generate_all(store, plan.specs, plan.suites, progress=progress, secrets=plan.secrets, engine=engine,
+                                                        batch_records=gen_batches)
+    t_score = time.perf_counter()
+    scored = score_items(plan, run_id, completions)
+    score_s = time.perf_counter() - t_score
+    t_judge = time.perf_counter()
+    with using(engine):  # a judge that is a local model runs on the cluster too
+        judged = judge_items(plan, store, scored, progress)
+    return completions, made, cached, gen_s, score_s, time.perf_counter() - t_judge, scored, judged
+
+
+def _collect_until_decided(plan: RunPlan, store: Store, run_id: str, *, progress: bool, engine: RayEngine | None,
+                           gen_batches: list[dict[str, Any]]) -> tuple[RunPlan, _Collected, EarlyStop]:
+    """early_stop: the items in their seeded random order (golden first), a block at a time; after each
+    block every gate asks whether it is decided (``gates.sequential``); the first block end where all
+    are decided ends generation and judging. Returns the plan of the items used, what was collected on
+    them, and the record's ``early_stop`` block.
+    """
+    import functools
+    import math
+
+    from .gates import sequential
+    from .scoring.judge_rubric import scorer_scale
+
+    es = plan.cfg.early_stop
+    assert es is not None
+    keys = sorted(((s.name, x.id, x.must_pass) for s in plan.suites for x in s.samples), key=lambda k: sequential.order_key(es.seed, *k))
+    total = len(keys)
+    block = es.block or max(10, math.ceil(total / 10))
+    totals = sequential.totals_of(plan.suites)
+    golden = sum(1 for k in keys if k[2])
+    block_ends: list[int] = []
+    made = gen_s = score_s = judge_s = 0.0
+    sub = plan
+    collected: _Collected | None = None
+    for end in range(min(block, total), total + block, block):
+        end = min(end, total)
+        if block_ends and end == block_ends[-1]:
+            break
+        block_ends.append(end)
+        use = {(s, i) for s, i, _ in keys[:end]}
+        sub = dataclasses.replace(plan, suites=[dataclasses.replace(s, samples=tuple(x for x in s.samples if (s.name, x.id) in use)) for s in plan.suites])
+        collected = _collect(sub, store, run_id, progress=progress, engine=engine, gen_batches=gen_batches)
+        made += collected[1]
+        gen_s, score_s, judge_s = gen_s + collected[3], score_s + collected[4], judge_s + collected[5]
+        judged = collected[7]
+        scale_of = functools.partial(scorer_scale, judged.stats)
+        statuses = sequential.evaluate(plan.cfg.gates, judged.items, seed=es.seed, block_ends=block_ends, totals=totals, complete=end >= total,
+                                       candidates=plan.candidates, baseline=plan.baseline, scale_of=scale_of,
+                                       golden_total=golden)
+        if all(st.decided for st in statuses.values()):
+            break
+    assert collected is not None
+    completions, _, cached, _, _, _, scored, judged = collected
+    used = block_ends[-1]
+    early = EarlyStop(items_used=used, items_total=total, blocks=len(block_ends), block=block, seed=es.seed, block_ends=block_ends,
+                      stopped_early=used < total, scopes=[(s, t, n) for (s, t), n in sorted(totals.items())], golden=golden)
+    # every generation of the items used counts once: made in some block, or served from the store
+    n_used = len(completions)
+    return sub, (completions, int(made), n_used - int(made), gen_s, score_s, judge_s, scored, judged), early
 
 
 def _redacted_config(dump: Any) -> Any:

@@ -622,3 +622,93 @@ def classical_mean_ci(values: Sequence[float], confidence: float = 0.95) -> Inte
     m = float(arr.mean())
     half = z_for(confidence) * float(arr.std()) / math.sqrt(arr.size)
     return Interval(m, m - half, m + half, confidence, int(arr.size))
+
+
+# --- anytime-valid tests by betting: look after every block, stop when decided -----------------------
+
+
+@dataclass(frozen=True)
+class SequentialDecision:
+    """An anytime-valid one-sided test of a [0, 1]-bounded mean against ``theta``, looked at after each
+    block: ``side`` is ``above`` (the mean is above theta: H0 mean <= theta rejected), ``below`` (H0
+    mean >= theta rejected) or None (not decided); ``at`` the observations it took; ``low`` / ``high``
+    the one-sided confidence bounds at that point (each at level alpha).
+    """
+
+    side: str | None
+    at: int
+    low: float
+    high: float
+    looks: int
+
+
+def _plugin_lambdas(x: np.ndarray, alpha: float) -> np.ndarray:
+    """Waudby-Smith & Ramdas's predictable plug-in bets (JRSS-B 2024, eq. (26), one-sided): lambda_t uses
+    only x_1..x_{t-1}, a variance estimate shrunk toward 1/4. Broadcasts over leading axes (runs).
+    """
+    t = np.arange(1, x.shape[-1] + 1)
+    mu = (0.5 + np.cumsum(x, axis=-1)) / (t + 1)
+    prev_mu = np.concatenate([np.full(x.shape[:-1] + (1,), 0.5), mu[..., :-1]], axis=-1)
+    sigma2 = (0.25 + np.cumsum((x - prev_mu) ** 2, axis=-1)) / (t + 1)
+    prev_sigma2 = np.concatenate([np.full(x.shape[:-1] + (1,), 0.25), sigma2[..., :-1]], axis=-1)
+    return np.sqrt(2 * math.log(1 / alpha) / (prev_sigma2 * t * np.log(t + 1)))
+
+
+def betting_capital(x: np.ndarray, theta: float | np.ndarray, alpha: float, *, c: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The two one-sided capital processes of betting against ``mean = theta`` (Waudby-Smith & Ramdas,
+    "Estimating means of bounded random variables by betting", JRSS-B 2024): ``up_t = prod(1 + l_i (x_i -
+    theta))`` grows when the mean is above theta, ``down_t = prod(1 - l_i (x_i - theta))`` when below;
+    bets capped at ``c / theta`` and ``c / (1 - theta)`` so no factor can reach 0. By Ville's inequality
+    each exceeds ``1 / alpha`` at any time with probability at most alpha under its null. Returns the
+    log-capitals, cumulated along the last axis (``theta`` broadcasts against the leading axes).
+    """
+    lam = _plugin_lambdas(x, alpha)
+    th = np.asarray(theta, dtype=float)[..., None] if np.ndim(theta) else float(theta)
+    with np.errstate(divide="ignore"):
+        up_cap = np.where(th > 0, c / np.maximum(th, 1e-12), np.inf)
+        down_cap = np.where(th < 1, c / np.maximum(1 - th, 1e-12), np.inf)
+    up = np.cumsum(np.log1p(np.minimum(lam, up_cap) * (x - th)), axis=-1)
+    down = np.cumsum(np.log1p(-np.minimum(lam, down_cap) * (x - th)), axis=-1)
+    return up, down
+
+
+def sequential_test(values: Sequence[float], theta: float, *, alpha: float = 0.05, looks: Sequence[int] | None = None,
+                    grid: int = 400) -> SequentialDecision:
+    """Test ``mean > theta`` against ``mean < theta`` on [0, 1] observations in their (random) order,
+    looking only at ``looks`` (the observation counts at block ends; default every one): the first look
+    where one capital process passes ``1 / alpha`` decides. Each wrong decision has probability at most
+    alpha (Ville's inequality holds at every stopping time), unlike a fixed-n test repeated per block.
+    """
+    x = np.clip(_as_array(values), 0.0, 1.0)
+    n = x.size
+    points = [k for k in (looks or range(1, n + 1)) if 1 <= k <= n] or ([n] if n else [])
+    if not n:
+        return SequentialDecision(None, 0, 0.0, 1.0, 0)
+    up, down = betting_capital(x, theta, alpha)
+    bar = math.log(1 / alpha)
+    side, at, seen = None, points[-1], 0
+    for k in points:
+        seen += 1
+        if up[k - 1] >= bar:
+            side, at = "above", k
+            break
+        if down[k - 1] >= bar:
+            side, at = "below", k
+            break
+    low, high = confidence_bounds(x[:at], alpha=alpha, grid=grid)
+    return SequentialDecision(side, at, low, high, seen)
+
+
+def confidence_bounds(values: Sequence[float] | np.ndarray, *, alpha: float = 0.05, grid: int = 400) -> tuple[float, float]:
+    """The one-sided betting confidence bounds on a [0, 1] mean after these observations: the lowest m
+    whose "above" capital stays under 1/alpha, the highest whose "below" capital does (each at level alpha).
+    """
+    x = np.clip(_as_array(values), 0.0, 1.0) if not isinstance(values, np.ndarray) else values
+    if x.size == 0:
+        return 0.0, 1.0
+    m = np.linspace(0.0, 1.0, grid + 1)
+    up, down = betting_capital(np.broadcast_to(x, (m.size, x.size)), m, alpha)
+    bar = math.log(1 / alpha)
+    keep_low = m[up.max(axis=-1) < bar]  # m not rejected by "the mean is above m" at any point so far (running intersection)
+    keep_high = m[down.max(axis=-1) < bar]
+    return (float(keep_low.min()) if keep_low.size else 1.0), (float(keep_high.max()) if keep_high.size else 0.0)

@@ -284,6 +284,8 @@ class GateResult:
     # with 80 % power at its alpha, given its n and the observed discordance or variance
     mde: float | None = None
     test: str | None = None  # the test behind p_value: mcnemar_exact, wilcoxon, sign_test, ...
+    sequential: bool = False  # decided by early_stop's anytime-valid test (``bound``: its confidence bound then)
+    bound: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = {
@@ -303,4 +305,7 @@ class GateResult:
             d["mde"] = self.mde
         if self.test is not None and self.p_value is not None:
             d["test"] = self.test
+        if self.sequential:
+            d["sequential"] = True
+            d["bound"] = self.bound
         return d

@@ -28,35 +28,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import stats
 from ..config import GateSpec
-from ..record import JudgeStats, RunItem, RunSummary
+from ..record import JudgeStats, RunItem
 from ..store import Store, latest_noise
 from ..types import GateResult, Score, stable_hash
 
 # ---------------------------------------------------------------------------------------------
 # public helpers
-
-
-def regate_run(gates: list[GateSpec], record: RunSummary, items: list[RunItem], *, store: Store | None) -> RunSummary:
-    """``record`` with its gates evaluated (again) on ``items``: verdict, exit code and results.
-
-    The one way a run gets its verdict, at the end of ``evalkit run`` and in ``evalkit report
-    --regate``: the same models block, baseline, candidates and judge statistics (the judge-noise
-    band) either way, so a re-gated run decides as the run did unless the data changed (blinded
-    review results, a newer accepted run).
-    """
-    from ..record import GateRecord
-
-    results = evaluate_gates(
-        gates, items=items, models={n: m.model_dump() for n, m in record.models.items()}, baseline=record.baseline,
-        candidates=list(record.candidates), store=store, run_name=record.name, run_id=record.run_id, judge_stats=record.judges,
-    )
-    # must-pass results lead (a golden item failing is the first thing a reader should see)
-    results = sorted(results, key=lambda r: r.metric != "must_pass")
-    passed = all_passed(results)  # an undecided gate blocks unless it says on_no_decision: warn/pass
-    return record.model_copy(update={
-        "gates": [GateRecord.model_validate(r.as_dict()) for r in results], "passed": passed, "exit_code": 0 if passed else 1,
-        "candidate_verdicts": candidate_verdicts(results, record.candidates),
-    })
 
 
 def candidate_verdicts(results: Sequence[GateResult], candidates: Sequence[str]) -> dict[str, bool]:

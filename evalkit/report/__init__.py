@@ -24,7 +24,7 @@ from .._util.text import displayable, encodable, terminal_safe
 from ..record import RunItem, RunSummary
 from ..store import Store
 from .junit import render_junit
-from .markdown import candidate_lines, render_markdown, verdict_line
+from .markdown import candidate_lines, early_stop_line, render_markdown, verdict_line
 
 REPORT_FILES = ("summary.json", "items.jsonl", "report.md", "report.html", "junit.xml")
 
@@ -118,6 +118,8 @@ def console_summary(summary: RunSummary | dict[str, Any], out_dir: str | Path | 
     mark = {"pass": "PASS", "fail": "FAIL", "no_decision": "UNDECIDED", "warn": "WARN"}
     lines = [("PASS  " if summary.passed else "FAIL  ") + verdict_line(summary)]
     lines += [f"  per candidate: {line}" for line in candidate_lines(summary)]
+    if summary.early_stop is not None:
+        lines.append(f"  {early_stop_line(summary)}")
     gates = summary.gates
     if gates:
         w_name = max(len(g.name) for g in gates)

@@ -14,7 +14,7 @@ from .._util.text import visible_controls
 from ..record import RunItem, RunSummary
 from ..store import Store
 from . import analysis, svg
-from .markdown import candidate_lines, plain_num, verdict_line
+from .markdown import candidate_lines, early_stop_line, plain_num, verdict_line
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -178,6 +178,7 @@ def render_html(summary: RunSummary | dict[str, Any], items: Sequence[RunItem], 
         sampled=[m for m in summary.metrics if m.samples > 1 and m.pass_at],
         truncation=summary.truncation,
         perplexity=summary.perplexity,
+        early_stop=early_stop_line(summary) if summary.early_stop is not None else "",
         tag_metrics=tag_metrics,
         wins=wins,
         deltas=deltas,
@@ -190,3 +191,4 @@ def render_html(summary: RunSummary | dict[str, Any], items: Sequence[RunItem], 
         warnings=summary.warnings,
         errors=summary.errors.model_dump(),
     )
+

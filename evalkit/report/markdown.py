@@ -40,6 +40,17 @@ def plain_num(v: Any) -> str:
     return str(v)
 
 
+def early_stop_line(summary: RunSummary) -> str:
+    """"decided after 120 of 400 items (3 blocks of 40; early_stop)", or why every item was used."""
+    es = summary.early_stop
+    if es is None:
+        return ""
+    if es.stopped_early:
+        return (f"early stop: decided after {es.items_used} of {es.items_total} items ({es.blocks} block{'s' if es.blocks != 1 else ''} of "
+                f"{es.block}); the rest were not generated")
+    return f"early stop: all {es.items_total} items used ({es.blocks} blocks of {es.block}): some gate needed every item or stayed undecided"
+
+
 def num(v: Any) -> str:
     """``plain_num``, safe inside a Markdown table cell."""
     return cell(plain_num(v))
@@ -105,6 +116,9 @@ def render_markdown(summary: RunSummary | dict[str, Any], *, max_items: int = 10
         meta.append("suites " + ", ".join(f"{cell(s.name)} ({s.n})" for s in summary.suites))
     lines.append(" · ".join(meta))
     lines.append("")
+    if summary.early_stop is not None:
+        lines.append(f"> ⏱️ {cell(early_stop_line(summary))}")
+        lines.append("")
 
     gates = summary.gates
     if gates:

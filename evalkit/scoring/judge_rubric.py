@@ -368,3 +368,23 @@ def parse_verdict_text(text: str) -> Any:
         return json.loads(t)
     except json.JSONDecodeError as e:
         raise ValueError(f"reply is not valid JSON ({e.msg} at char {e.pos})") from None
+
+
+def scorer_scale(judges: Mapping[str, Any], scorer: str) -> tuple[float, float] | None:
+    """The scale of judge scorer ``scorer`` from a run's judge statistics (summary.json's ``judges``,
+    whose ``rubric_path`` names each rubric file); None when no readable rubric names it.
+    """
+    from ..errors import UserError
+
+    for st in judges.values():
+        path = st.get("rubric_path") if isinstance(st, Mapping) else getattr(st, "rubric_path", None)
+        if not path:
+            continue
+        try:
+            rubric = load_rubric(path)
+        except (UserError, OSError):
+            continue
+        for c in rubric.criteria:
+            if rubric.scorer_name(c.name) == scorer:
+                return float(c.low), float(c.high)
+    return None

@@ -51,7 +51,7 @@ def _pass_rate(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     if iv is not None:
         return undecided(gate, model, rate, gate_threshold(gate), f"{what}, and its {int((gate.ci or 0.95) * 100)}% Wilson CI [{format_number(iv.low)}, {format_number(iv.high)}] straddles {bound_text(gate)}{note}", failing)
     ok = threshold_met(gate, rate)
-    detail = f"{what}, {'within' if ok else 'outside'} {bound_text(gate)}{note}" + ("" if ok else f"; failing: {name_list(failing)}") + "."
+    detail = f"{what}, {'within' if ok else 'outside'} {bound_text(gate)}{note}" + ("" if ok or not failing else f"; failing: {name_list(failing)}") + "."
     return gate_result(gate, model, passed=ok, observed=rate, detail=detail, failing=failing)
 
 
