@@ -9,9 +9,6 @@ prints it beside the judge's own mean and the human-only mean.
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,18 +16,10 @@ from typing import Any, Sequence
 from . import stats
 from .errors import DataError, UserError
 from .record import RunItem
+from .scoring.labels import MIN_LABELS, Label, read_labels
 
-MIN_LABELS = 10  # per model: fewer cannot estimate the judge-human covariance the power tuning needs
-_COLUMNS = ("model", "sample_id", "value")
+__all__ = ["MIN_LABELS", "Calibrated", "Label", "calibrate", "read_labels", "render"]
 
-
-@dataclass(frozen=True)
-class Label:
-    model: str
-    sample_id: str
-    suite: str | None
-    value: float
-    line: int
 
 
 @dataclass(frozen=True)
@@ -53,49 +42,6 @@ class Calibrated:
             "n_labeled": self.n_labeled, "n_unlabeled": self.n_unlabeled, "lambda": self.ppi.lam,
             **({"unscored_labels": self.unscored_labels} if self.unscored_labels else {}),
         }
-
-
-def read_labels(path: str | Path) -> list[Label]:
-    """The labels CSV, checked line by line: a bad line raises DataError naming FILE:LINE."""
-    from .data._io import iter_raw_lines
-
-    p = Path(path)
-    if not p.is_file():
-        raise DataError("labels file not found", where=p)
-    lines = [(n, t.lstrip("\ufeff") if n == 1 else t) for n, t in iter_raw_lines(p)]  # strict UTF-8; a spreadsheet's BOM is fine
-    header = next(csv.reader(io.StringIO(lines[0][1])), None) if lines else None
-    if header is None:
-        raise DataError("the labels file is empty (expected a header: model,sample_id,value)", where=p)
-    cols = [h.strip() for h in header]
-    missing = [c for c in _COLUMNS if c not in cols]
-    unknown = [c for c in cols if c not in (*_COLUMNS, "suite")]
-    if missing or unknown:
-        raise DataError(f"header must name model, sample_id, value (and optionally suite); got {','.join(cols)}", where=p, line=1)
-    at = {c: cols.index(c) for c in cols}
-    out: list[Label] = []
-    seen: dict[tuple[str, str | None, str], int] = {}
-    for lineno, text in lines[1:]:
-        row = next(csv.reader(io.StringIO(text)), [])
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(cols):
-            raise DataError(f"{len(row)} fields, the header has {len(cols)}", where=p, line=lineno)
-        raw = row[at["value"]].strip()
-        try:
-            value = float(raw)
-        except ValueError:
-            raise DataError(f"value {raw!r} is not a number", where=p, line=lineno) from None
-        if not math.isfinite(value):
-            raise DataError(f"value {raw!r} is not a finite number", where=p, line=lineno)
-        label = Label(row[at["model"]].strip(), row[at["sample_id"]].strip(), row[at["suite"]].strip() if "suite" in at else None, value, lineno)
-        key = (label.model, label.suite, label.sample_id)
-        if key in seen:
-            raise DataError(f"a second label for model '{label.model}', item '{label.sample_id}' (first on line {seen[key]})", where=p, line=lineno)
-        seen[key] = lineno
-        out.append(label)
-    if not out:
-        raise DataError("no labels (only a header)", where=p)
-    return out
 
 
 def calibrate(items: Sequence[RunItem], summary: dict[str, Any], scorer: str, labels: Sequence[Label], labels_path: str | Path,

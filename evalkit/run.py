@@ -121,6 +121,43 @@ def loglikelihood_key(spec: ModelSpec, sample: Sample) -> str:
     return stable_hash({"model_id": scoring.model_id, "loglikelihood": sample.prompt_hash()}, 32)
 
 
+def _check_calibration(cfg: EvalConfig, suites: Sequence[Suite], judges: JudgeSet | None, config_dir: Path, config_path: Path) -> None:
+    """A mean gate with ``calibrate:``: its labels file read and checked before anything runs (the path
+    made absolute, so the stored config finds it again): models and items of the run, values on the
+    judge's scale, enough labels for every gated model.
+    """
+    from .errors import DataError
+    from .scoring.labels import MIN_LABELS, read_labels
+
+    for g in cfg.gates:
+        if g.calibrate is None:
+            continue
+        path = Path(_resolve(config_dir, g.calibrate) or g.calibrate)
+        labels = read_labels(path)
+        scale = None
+        if judges is not None:
+            for j in judges.judges:
+                for c in j.rubric.criteria:
+                    if j.rubric.scorer_name(c.name) == g.scorer:
+                        scale = (c.low, c.high)
+        if scale is None:
+            raise ConfigError(f"gate '{g.name}': calibrate needs a judge scorer; '{g.scorer}' is not one of this run's judges", where=config_path)
+        ids = {(s.name, x.id) for s in suites if g.suite in (None, s.name) for x in s.samples if g.tag is None or g.tag in x.tags}
+        counts: dict[str, int] = defaultdict(int)
+        for lab in labels:
+            if lab.model not in cfg.models:
+                raise DataError(f"model '{lab.model}' is not in this run (models: {', '.join(cfg.models)})", where=path, line=lab.line)
+            if not any(sid == lab.sample_id and lab.suite in (None, suite) for suite, sid in ids):
+                raise DataError(f"no item '{lab.sample_id}' in the scope of gate '{g.name}'", where=path, line=lab.line)
+            if not scale[0] <= lab.value <= scale[1]:
+                raise DataError(f"value {lab.value:g} is outside the scale of {g.scorer} [{scale[0]}, {scale[1]}]", where=path, line=lab.line)
+            counts[lab.model] += 1
+        for m in ([g.model] if g.model else cfg.candidate_names()):
+            if counts[m] < MIN_LABELS:
+                raise DataError(f"gate '{g.name}': model '{m}' has {counts[m]} labels; a calibrated gate needs at least {MIN_LABELS}", where=path)
+        g.calibrate = str(path.resolve())
+
+
 def _check_vllm_loglikelihood(specs: Sequence[ModelSpec]) -> None:
     """VLLM groups (one engine per base) that cannot score log-likelihood items: refused before any run."""
     groups: dict[tuple, list[ModelSpec]] = defaultdict(list)
@@ -631,6 +668,7 @@ def plan_run(config_path: str | Path, out_dir: str | Path, *, store_path: str | 
 
         judges = load_judges(cfg.judges, config_dir, config_path)  # rubrics read once, for the whole run
         judge_scores, pairwise = judges.score_kinds()
+    _check_calibration(cfg, suites, judges, config_dir, config_path)
     per_item = {n: (e.generation or cfg.generation).samples for n, e in cfg.models.items()}
     check_gates_against_run(cfg.gates, suites, judge_scores, pairwise, config_path, per_item, cfg.candidate_names())
     for name, entry in cfg.models.items():

@@ -136,3 +136,82 @@ def test_a_perfect_judge_gives_the_judge_mean_with_a_tight_interval():
     # a judge that says nothing: the human mean, as if there were no judge
     flat = stats.ppi_mean(truth[:50], [3.0] * 50, [3.0] * 450)
     assert flat.lam == 0.0 and flat.mean == pytest.approx(truth[:50].mean())
+
+
+# --- a mean gate with calibrate: (a real run: a loopback OpenAI server answers and judges) ---------------
+
+
+def _judge_responder():
+    from tests.support.loopback import example_for_schema, last_user_text, requested_schema
+
+    def respond(api, req):
+        schema = requested_schema(api, req)
+        text = last_user_text(req)
+        if schema is None:
+            return text  # the candidate echoes its prompt
+        out = text.split("<output>\n", 1)[1].split("\n</output>", 1)[0]
+        verdict = example_for_schema(schema)
+        verdict["correctness"] = 1 + int(out.split()[-1]) % 5  # the judge's score: the item number mod 5, on [1, 5]
+        return verdict
+
+    return respond
+
+
+def _calibrated_project(tmp_path: Path, url: str, labels: str, gate_extra: str = "") -> Path:
+    d = tmp_path / "suites" / "qa"
+    d.mkdir(parents=True)
+    (d / "suite.yaml").write_text("name: qa\nkind: regression\n")
+    (d / "samples.jsonl").write_text("".join(json.dumps({"id": f"q{i:02d}", "messages": [{"role": "user", "content": f"question {i}"}]}) + "\n"
+                                             for i in range(40)))
+    (tmp_path / "labels.csv").write_text(labels)
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(
+        f"models:\n  cand: {{backend: openai, model: cand, base_url: '{url}', api_key_env: EK_TEST_KEY}}\n"
+        "suites: [suites/qa]\nstore: store.db\n"
+        f"judges:\n  - rubric: default\n    model: {{backend: openai, model: judge, base_url: '{url}', api_key_env: EK_TEST_KEY}}\n"
+        f"gates:\n  - {{name: quality, metric: mean, scorer: judge.correctness, min: 2.5, calibrate: labels.csv{gate_extra}}}\n"
+    )
+    return cfg
+
+
+def _human(i: int) -> int:
+    return max(1, (1 + i % 5) - (1 if i % 3 else 0))  # the humans are stricter than the judge, mostly by one point
+
+
+def test_a_calibrated_mean_gate_gates_the_human_estimate(tmp_path, loopback_api, monkeypatch, capsys):
+    from evalkit import stats
+
+    monkeypatch.setenv("EK_TEST_KEY", "sk-test")
+    monkeypatch.chdir(tmp_path)
+    loopback_api.set_responder(_judge_responder())
+    labelled = list(range(0, 40, 2))  # 20 labels
+    labels = "model,sample_id,value\n" + "".join(f"cand,q{i:02d},{_human(i)}\n" for i in labelled)
+    cfg = _calibrated_project(tmp_path, loopback_api.base_url, labels)
+    code = main(["run", str(cfg), "--out", "o", "--no-progress"])
+    gate = json.loads(Path("o/summary.json").read_text())["gates"][0]
+    judge = [1 + i % 5 for i in range(40)]
+    est = stats.ppi_mean([_human(i) for i in labelled], [judge[i] for i in labelled], [judge[i] for i in range(40) if i not in labelled])
+    assert gate["observed"] == pytest.approx(est.mean, abs=1e-9)
+    assert est.mean < sum(judge) / 40  # the humans' estimate is below the generous judge's mean
+    assert "PPI++ from 20 human labels" in gate["detail"] and "the judge alone says 3" in gate["detail"]
+    assert (code == 0) == (est.mean >= 2.5) and gate["passed"] == (est.mean >= 2.5)
+    # the same estimate from `evalkit calibrate` on the stored run
+    capsys.readouterr()
+    assert main(["calibrate", "latest", "--scorer", "judge.correctness", "--labels", "labels.csv", "--store", "store.db", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cand"]["ppi_mean"] == pytest.approx(est.mean, abs=1e-9)
+
+
+@pytest.mark.parametrize("labels,expect", [
+    ("model,sample_id,value\n" + "".join(f"cand,q{i:02d},9\n" for i in range(12)), "labels.csv:2: value 9 is outside the scale of judge.correctness [1, 5]"),
+    ("model,sample_id,value\n" + "".join(f"cand,q{i:02d},3\n" for i in range(5)), "gate 'quality': model 'cand' has 5 labels; a calibrated gate needs at least 10"),
+    ("model,sample_id,value\nother,q00,3\n", "labels.csv:2: model 'other' is not in this run"),
+    ("model,sample_id,value\ncand,zz,3\n", "labels.csv:2: no item 'zz' in the scope of gate 'quality'"),
+])
+def test_a_calibrated_gate_with_bad_labels_is_refused_before_the_run(tmp_path, loopback_api, monkeypatch, capsys, labels, expect):
+    monkeypatch.setenv("EK_TEST_KEY", "sk-test")
+    monkeypatch.chdir(tmp_path)
+    cfg = _calibrated_project(tmp_path, loopback_api.base_url, labels)
+    assert main(["run", str(cfg), "--out", "o", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expect in err and len(err.splitlines()) == 1, err
+    assert not Path("o").exists() and loopback_api.requests == []  # nothing was generated
