@@ -304,6 +304,12 @@ class _InProcess:
         self.backend = backend
 
     def run(self, blocks: Sequence[Sequence[Any]], progress: Any) -> Iterable[tuple[int, list[Completion]]]:
+        stream = getattr(self.backend, "generate_stream", None)
+        if stream is not None and all(isinstance(r, GenerationRequest) for b in blocks for r in b):
+            # an API backend: every block's requests go out on one event loop, concurrency requests in
+            # flight across block boundaries; a block is yielded (and committed) as soon as it completes
+            yield from stream(blocks, progress=progress)
+            return
         for i, b in enumerate(blocks):
             if b and isinstance(b[0], LoglikelihoodRequest):
                 yield i, self.backend.loglikelihood(b, progress=progress)

@@ -14,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import queue
+import threading
 import time
-from typing import Any, Generic, Mapping, Sequence, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 
 from .._util.text import redact_secrets
 from ..errors import BackendUnavailable, UserError
@@ -97,6 +100,14 @@ def _fatal_kind(exc: BaseException) -> str | None:
     return None
 
 
+_STREAM_END = object()
+
+
+@dataclass
+class _StreamFailed:
+    exc: BaseException
+
+
 class ApiBackend(Generic[C]):
     """Backend protocol over an async SDK client. Subclasses set the class attributes and two methods.
 
@@ -170,8 +181,70 @@ class ApiBackend(Generic[C]):
     def close(self) -> None:
         pass  # clients live only as long as one generate() call
 
-    async def agenerate(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None) -> list[Completion]:
-        """The async form of ``generate``: one Completion per request, in request order."""
+    def generate_stream(self, blocks: Sequence[Sequence[GenerationRequest]], progress: ProgressFn | None = None) -> Iterator[tuple[int, list[Completion]]]:
+        """Every block's completions, yielded as each block completes (block index, completions in its
+        order), while ``concurrency`` requests stay in flight across block boundaries: one event loop
+        (in a thread) and one client per model for all the blocks, so the caller commits a finished
+        block while the next requests are already out. Closing the iterator early cancels what is left.
+        """
+        flat = [r for b in blocks for r in b]
+        owner = [bi for bi, b in enumerate(blocks) for _ in b]
+        offset = [sum(len(b) for b in blocks[:bi]) for bi in range(len(blocks))]
+        results: dict[int, list[Completion | None]] = {bi: [None] * len(b) for bi, b in enumerate(blocks)}
+        remaining = [len(b) for b in blocks]
+        ready: queue.Queue[Any] = queue.Queue()
+        state: dict[str, Any] = {}
+
+        def done(i: int, c: Completion) -> None:  # in the loop's thread
+            bi = owner[i]
+            results[bi][i - offset[bi]] = c
+            remaining[bi] -= 1
+            if remaining[bi] == 0:
+                ready.put((bi, results.pop(bi)))
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            state["loop"] = loop
+            try:
+                state["task"] = loop.create_task(self.agenerate(flat, progress, on_done=done))
+                loop.run_until_complete(state["task"])
+                ready.put(_STREAM_END)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+                ready.put(_StreamFailed(e))
+            finally:
+                loop.close()
+
+        for bi, b in enumerate(blocks):
+            if not b:
+                yield bi, []
+        if not flat:
+            return
+        worker = threading.Thread(target=run, name="evalkit-api-stream", daemon=True)
+        worker.start()
+        finished = False
+        try:
+            while True:
+                item = ready.get()
+                if item is _STREAM_END:
+                    finished = True
+                    return
+                if isinstance(item, _StreamFailed):
+                    finished = True
+                    raise item.exc
+                yield item[0], [c for c in item[1] if c is not None]
+        finally:
+            if not finished and "task" in state:  # the consumer stopped early (an error, Ctrl-C): cancel what is left
+                try:
+                    state["loop"].call_soon_threadsafe(state["task"].cancel)
+                except RuntimeError:  # the loop has just finished on its own
+                    pass
+            worker.join(timeout=30)
+
+    async def agenerate(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None,
+                        on_done: Callable[[int, Completion], None] | None = None) -> list[Completion]:
+        """The async form of ``generate``: one Completion per request, in request order (``on_done(i, c)``
+        is called as each finishes).
+        """
         if not requests:
             return []
         # Clients are made inside the running loop: an async HTTP pool must not outlive its loop.
@@ -219,6 +292,8 @@ class ApiBackend(Generic[C]):
                     raise self._fatal_error(spec, client, kind, out.error or "")
                 if kind is None or len(seen) == len(batch_sets[spec.name]):
                     probed[spec.name].set()
+            if on_done is not None:
+                on_done(i, out)
             if progress is not None:
                 progress(1)
             return out

@@ -204,3 +204,51 @@ def test_generate_works_inside_a_running_event_loop(loopback_api):
 
     outs = asyncio.run(caller())
     assert [o.text for o in outs] == ["question 0", "question 1"]
+
+
+def test_generate_stream_keeps_requests_in_flight_across_blocks(loopback_api):
+    """A slow first item: with every block's requests on one loop, the other slots go on to later
+    blocks, which complete (and are yielded for committing) before the first block does; every
+    block comes back whole, in its own order.
+    """
+    from tests.support.loopback import echo_responder, last_user_text
+
+    def slow_first(api, req):
+        if last_user_text(req) == "question 0":
+            time.sleep(0.6)
+        return echo_responder(api, req)
+
+    loopback_api.set_responder(slow_first)
+    spec = spec_for(loopback_api, concurrency=4)
+    reqs = requests_for(spec, 48)
+    blocks = [reqs[i:i + 8] for i in range(0, 48, 8)]
+    seen: list[tuple[int, int]] = []  # (block, requests the server had when the block came back)
+    got: dict[int, list[str]] = {}
+    for bi, outs in OpenAIBackend([spec]).generate_stream(blocks):
+        seen.append((bi, len(loopback_api.requests)))
+        got[bi] = [o.text for o in outs]
+    assert sorted(got) == list(range(6))
+    assert all(got[bi] == [f"question {i}" for i in range(bi * 8, bi * 8 + 8)] for bi in got)
+    assert seen[0][0] != 0 and seen[-1][0] == 0  # later blocks were done while the first still waited
+    assert seen[0][1] > 8  # requests of later blocks were out before any block was committed
+
+
+def test_generate_stream_stops_on_a_rejected_key(loopback_api):
+    loopback_api.add_faults([Fault.http(401, times=None)])
+    spec = spec_for(loopback_api, concurrency=2)
+    reqs = requests_for(spec, 12)
+    with pytest.raises(BackendUnavailable, match="EVALKIT_TEST_OPENAI_KEY"):
+        list(OpenAIBackend([spec], retry=FAST).generate_stream([reqs[:6], reqs[6:]]))
+    assert len(loopback_api.requests) < 6
+
+
+def test_closing_the_stream_early_cancels_the_rest(loopback_api):
+    loopback_api.latency_s = 0.05
+    spec = spec_for(loopback_api, concurrency=2)
+    reqs = requests_for(spec, 40)
+    stream = OpenAIBackend([spec]).generate_stream([reqs[i:i + 4] for i in range(0, 40, 4)])
+    next(stream)
+    stream.close()  # the consumer failed (a store error, Ctrl-C): nothing more is sent
+    n = len(loopback_api.requests)
+    time.sleep(0.3)
+    assert len(loopback_api.requests) <= n + 2 and n < 40
