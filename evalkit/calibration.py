@@ -44,8 +44,34 @@ class Calibrated:
         }
 
 
+def session_labels(store: Any, session_id: str, run_id: str) -> tuple[str, str, list[Label]]:
+    """A blinded review's verdicts as win labels for its model A against its model B: 1 when the
+    reviewers preferred A, 0 when B, 0.5 for a tie or both bad; several reviewers of a pair averaged.
+    Returns (model A, model B, labels); pairs nobody judged are left out.
+    """
+    from .review.sessions import get_session, reviewer_verdicts, session_pairs
+
+    session = get_session(store, session_id)
+    if session.run_id != run_id:
+        raise UserError(f"review session {session_id} is of run {session.run_id}, not {run_id}", where="--session")
+    pairs = {p.token: p for p in session_pairs(store, session_id)}
+    votes: dict[str, list[float]] = {}
+    for v in reviewer_verdicts(store, session_id):
+        p = pairs.get(v.token)
+        if p is None or v.verdict is None:
+            continue
+        if v.verdict in ("tie", "both_bad"):
+            value = 0.5
+        else:
+            winner = p.left_model if v.verdict == "left" else ("b" if p.left_model == "a" else "a")
+            value = 1.0 if winner == "a" else 0.0
+        votes.setdefault(v.token, []).append(value)
+    labels = [Label(session.model_a, pairs[t].sample_id, pairs[t].suite, sum(vs) / len(vs), 0) for t, vs in sorted(votes.items())]
+    return session.model_a, session.model_b, labels
+
+
 def calibrate(items: Sequence[RunItem], summary: dict[str, Any], scorer: str, labels: Sequence[Label], labels_path: str | Path,
-              *, confidence: float = 0.95) -> list[Calibrated]:
+              *, confidence: float = 0.95, vs: str | None = None) -> list[Calibrated]:
     """Per model with labels: the judge mean, the PPI++ mean and CI, and the human-only mean and CI.
 
     Every label must name a model and an item of the run (and a value on the rubric's scale); each
@@ -79,7 +105,8 @@ def calibrate(items: Sequence[RunItem], summary: dict[str, Any], scorer: str, la
     out: list[Calibrated] = []
     for model in sorted(labelled):
         scored = {(it.suite, it.sample_id): sc.value for it in items if it.model == model
-                  if (sc := it.scores.get(scorer)) is not None and sc.error is None and sc.value is not None}
+                  if (sc := it.scores.get(scorer)) is not None and sc.error is None and sc.value is not None
+                  and (vs is None or sc.details.get("vs") == vs)}
         labs = labelled[model]
         pairs = [(labs[k], v) for k, v in scored.items() if k in labs]
         unscored = sum(1 for k in labs if k not in scored)

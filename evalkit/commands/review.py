@@ -54,6 +54,10 @@ def new_cmd(
     prefer_different: bool = typer.Option(
         True, "--prefer-different/--any", help="Take items whose two outputs differ first (default), or sample from all."
     ),
+    for_calibration: bool = typer.Option(
+        False, "--for-calibration", help="A uniform random (with --stratify: stratified) sample, identical outputs included: labels that "
+        "`evalkit calibrate --session` can use (calibration needs labelled items drawn at random, not the interesting ones)."
+    ),
     reviewers: Optional[str] = typer.Option(
         None, "--reviewers", help="A team session: these reviewers (comma-separated) each get a private link and their share of the pairs."
     ),
@@ -75,6 +79,7 @@ def new_cmd(
       evalkit review new latest --a cand --b base --n 20 --seed 7 --stratify 'topic:*'
       evalkit review new reports/run1 --n 20     # a run's output folder: no need to know its store
       evalkit review new latest --n 30 --reviewers alice,bob,carol --overlap 2 --url http://review-box:8765
+      evalkit review new latest --n 40 --for-calibration   # then: evalkit calibrate latest --scorer pairwise --session ID
     """
     import shlex
 
@@ -82,6 +87,8 @@ def new_cmd(
     from ..review.sessions import assign_reviewers, delete_session
     from ..store import locate_run, store_display
 
+    if for_calibration:
+        prefer_different = False  # items whose outputs differ first would bias the calibrated estimate
     where, run = locate_run(run, store)
     store = str(where) if where is not None else None
     names = [r.strip() for r in (reviewers or "").split(",") if r.strip()] if reviewers is not None else None

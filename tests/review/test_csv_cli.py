@@ -158,3 +158,48 @@ def test_cli_serve_answers_until_interrupted(store):
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "stopped" in out
+
+
+def test_a_review_session_calibrates_a_pairwise_judges_win_rate(tmp_path, capsys):
+    """`review new --for-calibration` samples uniformly (identical pairs included); its verdicts are the
+    labels of `evalkit calibrate --session`: PPI++ on the pairwise judge's win rate of A against B.
+    """
+    import json
+
+    from evalkit import stats
+    from evalkit.cli import main
+    from evalkit.review.sessions import save_verdicts
+    from evalkit.store import Store
+    from evalkit.types import Score
+
+    db = tmp_path / "store.db"
+    judge = lambda i: 1.0 if i % 4 else 0.0  # noqa: E731 - the judge says cand wins 3 items of 4
+    with Store(db) as store:
+        run = make_run(store, n=60, cand_output=lambda i: "same" if i % 10 == 0 else f"GOOD {i}", base_output=lambda i: "same" if i % 10 == 0 else f"BAD {i}",
+                       cand_scores=lambda i: {"pairwise": Score("pairwise", judge(i), None, kind="pairwise", details={"vs": BASE})})
+    capsys.readouterr()
+    assert main(["review", "new", run, "--n", "30", "--for-calibration", "--seed", "2", "--store", str(db)]) == 0
+    sid = capsys.readouterr().out.strip().splitlines()[-1].split()[-1]
+    with Store(db) as store:
+        pairs = session_pairs(store, sid)
+        assert len(pairs) == 30 and any(p.identical for p in pairs)  # uniform: identical outputs are not skipped
+        # a human prefers cand on items whose number is even (wins 1/2 of them), a tie on multiples of 5
+        rows, human = [], {}
+        for p in pairs:
+            i = int(p.sample_id[1:])
+            win = 0.5 if i % 5 == 0 else (1.0 if i % 2 == 0 else 0.0)
+            human[i] = win
+            verdict = "tie" if win == 0.5 else ("left" if (win == 1.0) == (p.left_model == "a") else "right")
+            rows.append((p.token, "ann", verdict, None, None, ""))
+        save_verdicts(store, sid, rows, "csv")
+    assert main(["calibrate", run, "--scorer", "pairwise", "--session", sid, "--store", str(db), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)[CAND]
+    lab = sorted(human)
+    est = stats.ppi_mean([human[i] for i in lab], [judge(i) for i in lab], [judge(i) for i in range(60) if i not in human])
+    assert got["ppi_mean"] == pytest.approx(est.mean, abs=1e-9) and got["n_labeled"] == 30 and got["n_unlabeled"] == 30
+    assert got["human_mean"] == pytest.approx(sum(human.values()) / 30)
+    # a criterion scorer cannot take win verdicts
+    assert main(["calibrate", run, "--scorer", "judge.quality", "--session", sid, "--store", str(db)]) == 2
+    assert "--session labels are win / tie / loss verdicts" in capsys.readouterr().err
+    assert main(["calibrate", run, "--scorer", "pairwise", "--store", str(db)]) == 2
+    assert "give --labels FILE.csv or --session SESSION" in capsys.readouterr().err
