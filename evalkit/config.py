@@ -160,8 +160,8 @@ class GateSpec(Strict):
     # regressions with several samples per item: a count above max but inside the reference's own
     # noise floor (items expected to flip between two of its runs) is no decision with no_decision
     noise: Literal["report", "no_decision"] = "report"
-    # mean of a judge scorer: gate the mean human label estimated from these labels (a CSV of
-    # model,sample_id,value, beside eval.yaml) and the judge's scores (PPI++), not the judge's own mean
+    # mean of a judge scorer / win_rate of a pairwise judge: gate the mean human label estimated from these
+    # labels (a CSV of model,sample_id,value, beside eval.yaml) and the judge's scores (PPI++), not the judge's own
     calibrate: str | None = None
 
     @field_validator("metric")
@@ -197,8 +197,9 @@ class GateSpec(Strict):
             raise ValueError(f"'length_controlled' applies to win_rate gates (not {self.metric})")
         if self.on_changed_items is not None and self.vs != "last_accepted":
             raise ValueError("'on_changed_items' applies to gates with 'vs: last_accepted' (items paired across runs)")
-        if self.calibrate is not None and (self.metric != "mean" or self.vs is not None):
-            raise ValueError("'calibrate' applies to a mean gate on a judge scorer, without 'vs' (human labels calibrate its mean)")
+        if self.calibrate is not None and not ((self.metric == "mean" and self.vs is None) or (self.metric == "win_rate" and not self.length_controlled)):
+            raise ValueError("'calibrate' applies to a mean gate on a judge scorer (without 'vs') or a win_rate gate (without length_control): "
+                             "human labels calibrate the judge's estimate")
         if self.ci is not None and self.metric not in ("pass_rate", "mean", "win_rate"):
             raise ValueError(f"'ci' applies to pass_rate, mean and win_rate gates (not {self.metric})")
         lo, hi = _METRIC_RANGES.get(self.metric, (None, None))

@@ -134,8 +134,8 @@ def _check_calibration(cfg: EvalConfig, suites: Sequence[Suite], judges: JudgeSe
             continue
         path = Path(_resolve(config_dir, g.calibrate) or g.calibrate)
         labels = read_labels(path)
-        scale = None
-        if judges is not None:
+        scale: tuple[float, float] | None = (0.0, 1.0) if g.metric == "win_rate" else None  # win 1, tie 0.5, loss 0
+        if judges is not None and scale is None:
             for j in judges.judges:
                 for c in j.rubric.criteria:
                     if j.rubric.scorer_name(c.name) == g.scorer:
@@ -150,7 +150,7 @@ def _check_calibration(cfg: EvalConfig, suites: Sequence[Suite], judges: JudgeSe
             if not any(sid == lab.sample_id and lab.suite in (None, suite) for suite, sid in ids):
                 raise DataError(f"no item '{lab.sample_id}' in the scope of gate '{g.name}'", where=path, line=lab.line)
             if not scale[0] <= lab.value <= scale[1]:
-                raise DataError(f"value {lab.value:g} is outside the scale of {g.scorer} [{scale[0]}, {scale[1]}]", where=path, line=lab.line)
+                raise DataError(f"value {lab.value:g} is outside the scale of {g.scorer or 'a win rate'} [{scale[0]:g}, {scale[1]:g}]", where=path, line=lab.line)
             counts[lab.model] += 1
         for m in ([g.model] if g.model else cfg.candidate_names()):
             if counts[m] < MIN_LABELS:

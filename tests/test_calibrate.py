@@ -215,3 +215,47 @@ def test_a_calibrated_gate_with_bad_labels_is_refused_before_the_run(tmp_path, l
     err = capsys.readouterr().err.strip()
     assert expect in err and len(err.splitlines()) == 1, err
     assert not Path("o").exists() and loopback_api.requests == []  # nothing was generated
+
+
+def test_a_calibrated_win_rate_gate(tmp_path):
+    """win_rate with calibrate: the PPI++ win rate from human win/tie/loss labels and the pairwise judge's
+    verdicts; with ci, no decision while its interval straddles the bound; too few usable labels block.
+    """
+    from evalkit import stats
+    from evalkit.config import GateSpec
+    from evalkit.gates import evaluate_gates
+
+    judge = [1.0 if i % 3 else 0.5 for i in range(60)]  # a judge that says cand wins two of three, ties the rest
+    human = {i: (1.0 if i % 2 else 0.0) for i in range(0, 60, 3)}  # people: a coin flip
+    items = [RunItem("r", "cand", "c", "s", "v", f"q{i:02d}", {"id": f"q{i:02d}"}, f"g{i}", "out", None,
+                     {"pairwise": Score("pairwise", judge[i], None, kind="pairwise", details={"vs": "base"})}) for i in range(60)]
+    labels = _labels(tmp_path / "wins.csv", [("cand", f"q{i:02d}", v) for i, v in human.items()])
+
+    def gate(**kw):
+        return evaluate_gates([GateSpec(name="beats", metric="win_rate", judge="pairwise", calibrate=str(labels), **kw)], items=items,
+                              models={}, baseline="base", candidates=["cand"])[0]
+
+    lab = sorted(human)
+    est = stats.ppi_mean([human[i] for i in lab], [judge[i] for i in lab], [judge[i] for i in range(60) if i not in human])
+    r = gate(min=0.6)
+    assert r.observed == pytest.approx(est.mean) and "calibrated win rate" in r.detail and "20 human labels" in r.detail
+    assert r.passed is (est.mean >= 0.6)
+    assert est.mean < sum(judge) / 60  # the judge is more generous than the people
+    straddling = gate(min=est.mean, ci=0.95)
+    assert straddling.outcome == "no_decision"
+    few = tmp_path / "few.csv"
+    _labels(few, [("cand", f"q{i:02d}", 1.0) for i in range(0, 15, 3)])
+    r2 = evaluate_gates([GateSpec(name="beats", metric="win_rate", judge="pairwise", calibrate=str(few), min=0.5)], items=items, models={},
+                        baseline="base", candidates=["cand"])[0]
+    assert r2.outcome == "no_decision" and "calibration needs at least 10" in r2.detail
+
+
+def test_calibrate_is_refused_on_gates_it_does_not_apply_to():
+    from pydantic import ValidationError
+
+    from evalkit.config import GateSpec
+
+    for bad in ({"metric": "pass_rate", "scorer": "x", "min": 0.5}, {"metric": "mean", "scorer": "x", "min": 0, "vs": "baseline"},
+                {"metric": "win_rate", "min": 0.5, "length_controlled": True}):
+        with pytest.raises(ValidationError, match="'calibrate' applies to a mean gate"):
+            GateSpec(name="g", calibrate="labels.csv", **bad)

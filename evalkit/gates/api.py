@@ -12,6 +12,7 @@ from __future__ import annotations
 from .core import _all_validators_pass as all_validators_pass
 from .core import _bound_text as bound_text
 from .core import _broken as broken_reason
+from .core import _calibrated_gate as calibrated_gate
 from .core import _ci_straddles as ci_straddles
 from .core import _ci_straddles_diff as ci_straddles_diff
 from .core import _compare as compare_with_reference
@@ -39,6 +40,7 @@ __all__ = [
     "all_validators_pass",
     "bound_text",
     "broken_reason",
+    "calibrated_gate",
     "ci_straddles",
     "ci_straddles_diff",
     "compare_with_reference",

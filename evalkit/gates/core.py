@@ -374,6 +374,41 @@ def _value(item: RunItem, scorer: str) -> float | None:
     return None if math.isnan(v) else v
 
 
+def _calibrated_gate(gate: GateSpec, model: str, sel: Sequence[RunItem], key: str, what_of: str) -> GateResult:
+    """A ``calibrate:`` gate (``mean`` of a judge scorer, ``win_rate`` of a pairwise judge): the PPI++
+    estimate of the mean human label from the labels file and the judge's ``key`` scores on ``sel``;
+    ``ci`` asks for no decision while its interval straddles the bound.
+    """
+    from ..scoring.labels import MIN_LABELS, read_labels
+
+    labels = [lab for lab in read_labels(str(gate.calibrate)) if lab.model == model]
+    scored = [(it, v) for it in sel if (v := _value(it, key)) is not None]
+    found: dict[int, float] = {}
+    for lab in labels:
+        for k, (it, _) in enumerate(scored):
+            if it.sample_id == lab.sample_id and lab.suite in (None, it.suite):
+                found[k] = lab.value
+    if len(found) < MIN_LABELS:
+        return _undecided(gate, model, None, _threshold(gate), f"{len(found)} of the {len(labels)} human labels for {model} are on items its judge "
+                          f"scored{_scope(gate)}; calibration needs at least {MIN_LABELS}{_error_note(sel, key)}", missing_data=True)
+    conf = gate.ci or 0.95
+    y = [found[k] for k in sorted(found)]
+    yh = [scored[k][1] for k in sorted(found)]
+    yu = [v for k, (_, v) in enumerate(scored) if k not in found]
+    est = stats.ppi_mean(y, yh, yu, confidence=conf)
+    judge_mean = sum(v for _, v in scored) / len(scored)
+    what = (f"calibrated {what_of} of {model}{_scope(gate)} is {_fmt(est.mean)} (PPI++ from {len(y)} human labels and the judge's "
+            f"scores on {len(yu)} more items; {int(conf * 100)}% CI [{_fmt(est.ci.low)}, {_fmt(est.ci.high)}]; the judge alone says "
+            f"{_fmt(judge_mean)}, the labels alone {_fmt(sum(y) / len(y))})")
+    unscored = len(sel) - len(scored)
+    note = f"; {unscored} unscored items excluded" if unscored else ""
+    bound = gate.min if gate.min is not None else gate.max
+    if gate.ci is not None and bound is not None and est.ci.straddles(bound):
+        return _undecided(gate, model, est.mean, _threshold(gate), f"{what}, and the interval straddles {_bound_text(gate)}{note}")
+    ok = _threshold_ok(gate, est.mean)
+    return _result(gate, model, passed=ok, observed=est.mean, detail=f"{what}, {'within' if ok else 'outside'} {_bound_text(gate)}{note}.")
+
+
 def _judge_noise_se(items: Sequence[RunItem], scorer: str) -> float | None:
     """Standard error of a mean that comes from the judges' own disagreement between repeats.
 

@@ -8,6 +8,7 @@ from ...types import GateResult
 from ..api import (
     MetricContext,
     bound_text,
+    calibrated_gate,
     ci_straddles,
     ci_straddles_diff,
     compare_with_reference,
@@ -66,39 +67,9 @@ def _mean(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
 
 def _mean_calibrated(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     """``mean`` with ``calibrate``: the mean human label, estimated by PPI++ from the labels file and the
-    judge's scores on every item of the scope (``evalkit calibrate``'s estimate); ``ci`` asks for no
-    decision when its interval straddles the bound.
+    judge's scores on every item of the scope (``evalkit calibrate``'s estimate).
     """
-    from ...scoring.labels import MIN_LABELS, read_labels
-
-    scorer = gate.scorer or ""
-    sel = select_items(gate, ctx.items, model)
-    labels = [lab for lab in read_labels(str(gate.calibrate)) if lab.model == model]
-    scored = [(it, v) for it in sel if (v := value_of(it, scorer)) is not None]
-    found: dict[int, float] = {}
-    for lab in labels:
-        for k, (it, _) in enumerate(scored):
-            if it.sample_id == lab.sample_id and lab.suite in (None, it.suite):
-                found[k] = lab.value
-    if len(found) < MIN_LABELS:
-        return undecided(gate, model, None, gate_threshold(gate), f"{len(found)} of the {len(labels)} human labels for {model} are on items its judge "
-                         f"scored{gate_scope(gate)}; calibration needs at least {MIN_LABELS}{error_note(sel, scorer)}", missing_data=True)
-    conf = gate.ci or 0.95
-    y = [found[k] for k in sorted(found)]
-    yh = [scored[k][1] for k in sorted(found)]
-    yu = [v for k, (_, v) in enumerate(scored) if k not in found]
-    est = stats.ppi_mean(y, yh, yu, confidence=conf)
-    judge_mean = sum(v for _, v in scored) / len(scored)
-    what = (f"calibrated mean {scorer} of {model}{gate_scope(gate)} is {format_number(est.mean)} (PPI++ from {len(y)} human labels and the judge's "
-            f"scores on {len(yu)} more items; {int(conf * 100)}% CI [{format_number(est.ci.low)}, {format_number(est.ci.high)}]; the judge alone says "
-            f"{format_number(judge_mean)}, the labels alone {format_number(sum(y) / len(y))})")
-    unscored = len(sel) - len(scored)
-    note = f"; {unscored} unscored items excluded" if unscored else ""
-    bound = gate.min if gate.min is not None else gate.max
-    if gate.ci is not None and bound is not None and est.ci.straddles(bound):
-        return undecided(gate, model, est.mean, gate_threshold(gate), f"{what}, and the interval straddles {bound_text(gate)}{note}")
-    ok = threshold_met(gate, est.mean)
-    return gate_result(gate, model, passed=ok, observed=est.mean, detail=f"{what}, {'within' if ok else 'outside'} {bound_text(gate)}{note}.")
+    return calibrated_gate(gate, model, select_items(gate, ctx.items, model), gate.scorer or "", f"mean {gate.scorer}")
 
 
 def _mean_vs(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:

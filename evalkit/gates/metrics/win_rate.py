@@ -10,6 +10,7 @@ from ...types import GateResult, Score
 from ..api import (
     MetricContext,
     bound_text,
+    calibrated_gate,
     ci_straddles,
     format_number,
     gate_result,
@@ -52,6 +53,8 @@ def _win_rate(gate: GateSpec, model: str, ctx: MetricContext) -> GateResult:
     key = next((k for k in (_judge_key(it.scores, judge) for it in sel) if k), None)
     if key is None:
         return undecided(gate, model, None, gate_threshold(gate), f"no pairwise judge score '{judge}' on {model}'s items{gate_scope(gate)}", missing_data=True)
+    if gate.calibrate is not None:  # the win rate people would give, from their labels and the judge's verdicts
+        return calibrated_gate(gate, model, sel, key, f"win rate by '{key}'")
     vals = [(it, value_of(it, key)) for it in sel]
     scored = [(it, v) for it, v in vals if v is not None]
     if len(scored) < gate.min_pairs:
