@@ -219,6 +219,7 @@ class GateRecord(_Record):
     test: str | None = None  # the test behind p_value
     sequential: bool | None = None  # early_stop: decided by an anytime-valid test, ``bound`` its confidence bound then
     bound: float | None = None
+    calibration: dict[str, Any] | None = None  # calibrate: judge_mean, human_mean, ci, n_labeled, n_unlabeled
 
 
 class EarlyStop(_Record):

@@ -286,9 +286,11 @@ class GateResult:
     test: str | None = None  # the test behind p_value: mcnemar_exact, wilcoxon, sign_test, ...
     sequential: bool = False  # decided by early_stop's anytime-valid test (``bound``: its confidence bound then)
     bound: float | None = None
+    # a calibrate: gate: judge_mean, human_mean, ci [lo, hi], n_labeled, n_unlabeled (the report's calibrated judge scores)
+    calibration: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        d = {
+        d: dict[str, Any] = {
             "name": self.name,
             "model": self.model,
             "metric": self.metric,
@@ -308,4 +310,6 @@ class GateResult:
         if self.sequential:
             d["sequential"] = True
             d["bound"] = self.bound
+        if self.calibration is not None:
+            d["calibration"] = dict(self.calibration)
         return d

@@ -194,6 +194,11 @@ def test_a_calibrated_mean_gate_gates_the_human_estimate(tmp_path, loopback_api,
     assert gate["observed"] == pytest.approx(est.mean, abs=1e-9)
     assert est.mean < sum(judge) / 40  # the humans' estimate is below the generous judge's mean
     assert "PPI++ from 20 human labels" in gate["detail"] and "the judge alone says 3" in gate["detail"]
+    cal = gate["calibration"]
+    assert cal["n_labeled"] == 20 and cal["n_unlabeled"] == 20 and cal["judge_mean"] == pytest.approx(3.0) and cal["ci"][0] < est.mean < cal["ci"][1]
+    md = Path("o/report.md").read_text()
+    assert "| judge score, calibrated by human labels |" in md and "| judge.correctness | cand | 3 |" in md and "20 of 40 items" in md
+    assert 'id="calibrated"' in Path("o/report.html").read_text()
     assert (code == 0) == (est.mean >= 2.5) and gate["passed"] == (est.mean >= 2.5)
     # the same estimate from `evalkit calibrate` on the stored run
     capsys.readouterr()

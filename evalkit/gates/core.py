@@ -403,10 +403,14 @@ def _calibrated_gate(gate: GateSpec, model: str, sel: Sequence[RunItem], key: st
     unscored = len(sel) - len(scored)
     note = f"; {unscored} unscored items excluded" if unscored else ""
     bound = gate.min if gate.min is not None else gate.max
+    calibration = {"scorer": key, "judge_mean": judge_mean, "human_mean": sum(y) / len(y), "ci": [est.ci.low, est.ci.high],
+                   "confidence": conf, "n_labeled": len(y), "n_unlabeled": len(yu)}
     if gate.ci is not None and bound is not None and est.ci.straddles(bound):
-        return _undecided(gate, model, est.mean, _threshold(gate), f"{what}, and the interval straddles {_bound_text(gate)}{note}")
+        return replace(_undecided(gate, model, est.mean, _threshold(gate), f"{what}, and the interval straddles {_bound_text(gate)}{note}"),
+                       calibration=calibration)
     ok = _threshold_ok(gate, est.mean)
-    return _result(gate, model, passed=ok, observed=est.mean, detail=f"{what}, {'within' if ok else 'outside'} {_bound_text(gate)}{note}.")
+    return replace(_result(gate, model, passed=ok, observed=est.mean, detail=f"{what}, {'within' if ok else 'outside'} {_bound_text(gate)}{note}."),
+                   calibration=calibration)
 
 
 def _judge_noise_se(items: Sequence[RunItem], scorer: str) -> float | None:

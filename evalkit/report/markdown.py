@@ -162,6 +162,17 @@ def render_markdown(summary: RunSummary | dict[str, Any], *, max_items: int = 10
                              f"{num((m.pass_at or {}).get(k))} | {num((m.pass_all or {}).get(k))} | {num(m.flaky)} | {num(m.expected_flips)} |")
             lines.append("")
 
+    calibrated = [g for g in gates if g.calibration]
+    if calibrated:
+        lines.append("| judge score, calibrated by human labels | model | judge | calibrated (PPI++) | CI | humans only | labels |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for g in calibrated:
+            c = g.calibration or {}
+            ci = c.get("ci") or [None, None]
+            lines.append(f"| {cell(str(c.get('scorer', g.name)))} | {cell(g.model or '')} | {num(c.get('judge_mean'))} | {num(g.observed)} | "
+                         f"[{num(ci[0])}, {num(ci[1])}] | {num(c.get('human_mean'))} | {c.get('n_labeled')} of {int(c.get('n_labeled') or 0) + int(c.get('n_unlabeled') or 0)} items |")
+        lines.append("")
+
     if summary.perplexity:
         lines.append("| perplexity suite | model | texts | word perplexity | byte perplexity | bits per byte |")
         lines.append("|---|---|---|---|---|---|")
