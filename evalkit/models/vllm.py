@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..errors import BackendUnavailable, ConfigError, missing_extra
 from ..types import Completion, GenerationParams, Message, ModelSpec
@@ -534,11 +534,12 @@ class VLLMBackend:
         if self._server is not None and not self._server.alive():
             raise self._unavailable("the vLLM server stopped")
 
-    def _one(self, index: int, prepared: tuple[str, dict[str, Any], list[int]]) -> TokenOutput:
+    def _post(self, url: str, payload: Mapping[str, Any]) -> dict[str, Any] | str:
+        """POST one request with the retry policy: the decoded body, or the error text of a request that
+        failed for good; BackendUnavailable when the server is gone.
+        """
         import httpx
 
-        route, payload, prompt_ids = prepared
-        url = self.endpoints[index % len(self.endpoints)] + route
         client = self._http()
 
         def call() -> dict[str, Any]:
@@ -546,9 +547,8 @@ class VLLMBackend:
             resp.raise_for_status()
             return resp.json()
 
-        t0 = time.perf_counter()
         try:
-            body = retry_sync(call, self._policy, on_retry=self._on_retry)
+            return retry_sync(call, self._policy, on_retry=self._on_retry)
         except BackendUnavailable:
             raise
         except (RetriesExhausted, httpx.HTTPError) as e:
@@ -556,8 +556,14 @@ class VLLMBackend:
             if is_unreachable(last) or (self._server is not None and not self._server.alive()):
                 raise self._unavailable(f"vLLM server {url} is unreachable ({type(last).__name__})") from None
             resp = getattr(last, "response", None)
-            detail = f"HTTP {resp.status_code}: {_error_text(resp)}" if resp is not None else f"{type(last).__name__}: {last}"
-            return TokenOutput(Completion(text="", error=f"vllm: {detail}", latency_s=time.perf_counter() - t0), (), tuple(prompt_ids))
+            return f"vllm: HTTP {resp.status_code}: {_error_text(resp)}" if resp is not None else f"vllm: {type(last).__name__}: {last}"
+
+    def _one(self, index: int, prepared: tuple[str, dict[str, Any], list[int]]) -> TokenOutput:
+        route, payload, prompt_ids = prepared
+        t0 = time.perf_counter()
+        body = self._post(self.endpoints[index % len(self.endpoints)] + route, payload)
+        if isinstance(body, str):
+            return TokenOutput(Completion(text="", error=body, latency_s=time.perf_counter() - t0), (), tuple(prompt_ids))
         choice = body["choices"][0]
         text = choice.get("text")
         message = choice.get("message") or {}
@@ -714,30 +720,12 @@ class VLLMBackend:
                                       SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), lora_request=loras, use_tqdm=False)
             return [_sum_prompt_logprobs(o.prompt_logprobs, ids, n) for o, (_, _, ids, n) in zip(outs, rows)]
 
-        import httpx
-
-        client = self._http()
-
         def one(k: int) -> float | str:
             _, model, ids, n = rows[k]
-            url = self.endpoints[k % len(self.endpoints)] + "/v1/completions"
             payload = {"model": model, "prompt": ids, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
-
-            def call() -> dict[str, Any]:
-                resp = client.post(url, json=payload)
-                resp.raise_for_status()
-                return resp.json()
-
-            try:
-                body = retry_sync(call, self._policy, on_retry=self._on_retry)
-            except BackendUnavailable:
-                raise
-            except (RetriesExhausted, httpx.HTTPError) as e:
-                last = e.last if isinstance(e, RetriesExhausted) else e
-                if is_unreachable(last) or (self._server is not None and not self._server.alive()):
-                    raise self._unavailable(f"vLLM server {url} is unreachable ({type(last).__name__})") from None
-                resp = getattr(last, "response", None)
-                return f"vllm: HTTP {resp.status_code}: {_error_text(resp)}" if resp is not None else f"vllm: {type(last).__name__}: {last}"
+            body = self._post(self.endpoints[k % len(self.endpoints)] + "/v1/completions", payload)
+            if isinstance(body, str):
+                return body
             return _sum_prompt_logprobs((body.get("choices") or [{}])[0].get("prompt_logprobs"), ids, n)
 
         pool = ThreadPoolExecutor(max_workers=max(1, self._concurrency * len(self.endpoints)), thread_name_prefix="evalkit-vllm-ll")
