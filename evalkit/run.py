@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from . import __version__
 from ._db import is_postgres_url
@@ -212,14 +212,16 @@ def _clean(c: Completion, secrets: Sequence[str]) -> Completion:
 
 def generate_all(
     store: Store, specs: Sequence[ModelSpec], suites: Sequence[Suite], *, progress: bool, secrets: Sequence[str] = (),
-    engine: RayEngine | None = None, batch_records: list[dict[str, Any]] | None = None,
+    engine: RayEngine | None = None, batch_records: list[dict[str, Any]] | None = None, opened: dict[tuple, _InProcess] | None = None,
 ) -> tuple[dict[str, Completion], int, int, float]:
     """Generate every (model, sample) output not in the store yet; commit after every block.
 
     Returns (completions by key, made, cached, seconds). A backend is opened only when something
     is missing, so an unchanged rerun loads no model and makes no call. With ``engine`` (``--ray``),
     the blocks of local-weight models run on the cluster's replicas and are committed as they come
-    back, under one progress bar; the blocks are the same as a local run's, so are the outputs.
+    back, under one progress bar; the blocks are the same as a local run's, so are the outputs. With
+    ``opened`` (early_stop: one call per block), in-process backends stay open across calls, opened for
+    every spec of their group; the caller closes them.
     """
     t0 = time.perf_counter()
     prompts: dict[str, tuple[ModelSpec, Sample]] = {}
@@ -265,20 +267,34 @@ def generate_all(
                     elif dict(group_specs[0].options).get("batch"):
                         runner = _Batched(group_specs, store, batch_records)
                     else:
-                        runner = local = _InProcess(open_backend(group_specs))
+                        runner = local = _in_process(open_backend, group_specs, specs, opened)
                     made += _commit(store, runner.run(blocks, bar.update), blocks, prompts, secrets, done)
                 if ll_blocks:
-                    local = local or _InProcess(backend_info(group_specs[0].backend).factory(group_specs))  # here, even with --ray
+                    local = local or _in_process(backend_info(group_specs[0].backend).factory, group_specs, specs, opened)  # here, even with --ray
                     made += _commit(store, local.run(ll_blocks, bar.update), ll_blocks, prompts, secrets, done)
             finally:
                 if bar is not shared_bar:
                     bar.close()
                 for r in {id(x): x for x in (runner, local) if x is not None}.values():
-                    r.close()
+                    if opened is None or r not in opened.values():
+                        r.close()
     finally:
         if shared_bar is not None:
             shared_bar.close()
     return done, made, cached, time.perf_counter() - t0
+
+
+def _in_process(factory: Callable[[Sequence[ModelSpec]], Any], group_specs: Sequence[ModelSpec], specs: Sequence[ModelSpec],
+                opened: dict[tuple, _InProcess] | None) -> _InProcess:
+    """A backend in this process for a group; with ``opened``, the one kept from an earlier call (opened for
+    every spec of the group, not only the ones missing now), else a new one kept there.
+    """
+    if opened is None:
+        return _InProcess(factory(group_specs))
+    gk = group_key(group_specs[0])
+    if gk not in opened:
+        opened[gk] = _InProcess(factory(list({s.name: s for s in specs if group_key(s) == gk}.values())))
+    return opened[gk]
 
 
 def _commit(store: Store, results: Iterable[tuple[int, list[Completion]]], blocks: Sequence[Sequence[Any]],
@@ -935,11 +951,11 @@ _Collected = tuple[dict[str, Completion], int, int, float, float, float, _Scored
 
 
 def _collect(plan: RunPlan, store: Store, run_id: str, *, progress: bool, engine: RayEngine | None,
-             gen_batches: list[dict[str, Any]]) -> _Collected:
+             gen_batches: list[dict[str, Any]], opened: dict[tuple, _InProcess] | None = None) -> _Collected:
     """Generate (cached), score and judge every item of ``plan``'s suites."""
     with library_progress_bars(progress or not any(backend_info(s.backend).local_weights for s in plan.specs)), using(engine):
         completions, made, cached, gen_s = generate_all(store, plan.specs, plan.suites, progress=progress, secrets=plan.secrets, engine=engine,
-                                                        batch_records=gen_batches)
+                                                        batch_records=gen_batches, opened=opened)
     t_score = time.perf_counter()
     scored = score_items(plan, run_id, completions)
     score_s = time.perf_counter() - t_score
@@ -953,8 +969,8 @@ def _collect_until_decided(plan: RunPlan, store: Store, run_id: str, *, progress
                            gen_batches: list[dict[str, Any]]) -> tuple[RunPlan, _Collected, EarlyStop]:
     """early_stop: the items in their seeded random order (golden first), a block at a time; after each
     block every gate asks whether it is decided (``gates.sequential``); the first block end where all
-    are decided ends generation and judging. Returns the plan of the items used, what was collected on
-    them, and the record's ``early_stop`` block.
+    are decided ends generation and judging. A local model is loaded once for all the blocks. Returns
+    the plan of the items used, what was collected on them, and the record's ``early_stop`` block.
     """
     import functools
     import math
@@ -973,31 +989,35 @@ def _collect_until_decided(plan: RunPlan, store: Store, run_id: str, *, progress
     made = gen_s = score_s = judge_s = 0.0
     sub = plan
     collected: _Collected | None = None
-    for end in range(min(block, total), total + block, block):
-        end = min(end, total)
-        if block_ends and end == block_ends[-1]:
-            break
-        block_ends.append(end)
-        use = {(s, i) for s, i, _ in keys[:end]}
-        sub = dataclasses.replace(plan, suites=[dataclasses.replace(s, samples=tuple(x for x in s.samples if (s.name, x.id) in use)) for s in plan.suites])
-        collected = _collect(sub, store, run_id, progress=progress, engine=engine, gen_batches=gen_batches)
-        made += collected[1]
-        gen_s, score_s, judge_s = gen_s + collected[3], score_s + collected[4], judge_s + collected[5]
-        judged = collected[7]
-        scale_of = functools.partial(scorer_scale, judged.stats)
-        statuses = sequential.evaluate(plan.cfg.gates, judged.items, seed=es.seed, block_ends=block_ends, totals=totals, complete=end >= total,
-                                       candidates=plan.candidates, baseline=plan.baseline, scale_of=scale_of,
-                                       golden_total=golden)
-        if all(st.decided for st in statuses.values()):
-            break
+    opened: dict[tuple, _InProcess] = {}
+    try:
+        for end in range(min(block, total), total + block, block):
+            end = min(end, total)
+            if block_ends and end == block_ends[-1]:
+                break
+            block_ends.append(end)
+            use = {(s, i) for s, i, _ in keys[:end]}
+            sub = dataclasses.replace(plan, suites=[dataclasses.replace(s, samples=tuple(x for x in s.samples if (s.name, x.id) in use))
+                                                    for s in plan.suites])
+            collected = _collect(sub, store, run_id, progress=progress, engine=engine, gen_batches=gen_batches, opened=opened)
+            made += collected[1]
+            gen_s, score_s, judge_s = gen_s + collected[3], score_s + collected[4], judge_s + collected[5]
+            judged = collected[7]
+            scale_of = functools.partial(scorer_scale, judged.stats)
+            statuses = sequential.evaluate(plan.cfg.gates, judged.items, seed=es.seed, block_ends=block_ends, totals=totals, complete=end >= total,
+                                           candidates=plan.candidates, baseline=plan.baseline, scale_of=scale_of, golden_total=golden)
+            if all(st.decided for st in statuses.values()):
+                break
+    finally:
+        for backend in opened.values():
+            backend.close()
     assert collected is not None
-    completions, _, cached, _, _, _, scored, judged = collected
+    completions, _, _, _, _, _, scored, judged = collected
     used = block_ends[-1]
     early = EarlyStop(items_used=used, items_total=total, blocks=len(block_ends), block=block, seed=es.seed, block_ends=block_ends,
                       stopped_early=used < total, scopes=[(s, t, n) for (s, t), n in sorted(totals.items())], golden=golden)
     # every generation of the items used counts once: made in some block, or served from the store
-    n_used = len(completions)
-    return sub, (completions, int(made), n_used - int(made), gen_s, score_s, judge_s, scored, judged), early
+    return sub, (completions, int(made), len(completions) - int(made), gen_s, score_s, judge_s, scored, judged), early
 
 
 def _redacted_config(dump: Any) -> Any:

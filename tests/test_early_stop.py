@@ -169,3 +169,30 @@ def test_early_stop_with_a_provider_batch_is_refused(tmp_path, monkeypatch, caps
     assert main(["run", str(cfg), "--out", "o", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "early_stop draws items block by block; model 'm' sends everything as one provider batch" in err and len(err.splitlines()) == 1
+
+
+def test_a_local_model_is_loaded_once_for_all_the_blocks(tmp_path, monkeypatch):
+    """early_stop with the hf backend: three blocks, one loaded model (the backend stays open between blocks)."""
+    from evalkit.demo_model import shipped_base
+    from evalkit.models import hf
+
+    loads = []
+    real = hf.HFBackend.__init__
+
+    def counting(self, specs):
+        loads.append([s.name for s in specs])
+        real(self, specs)
+
+    monkeypatch.setattr(hf.HFBackend, "__init__", counting)
+    monkeypatch.chdir(tmp_path)
+    _suite(tmp_path, n=30, wrong=0)
+    base = shipped_base()
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(f"models:\n  base: {{backend: hf, path: '{base}', dtype: float32}}\n  cand: {{backend: hf, path: '{base}', dtype: float32}}\n"
+                   "baseline: base\nsuites: [suites/echo]\nstore: store.db\ngeneration: {max_new_tokens: 4}\nearly_stop: {block: 10}\n"
+                   "gates:\n  - {name: errors, metric: error_rate, max: 0}\n")
+    assert main(["run", str(cfg), "--out", "o", "--no-progress"]) == 0
+    summary = json.loads(Path("o/summary.json").read_text())
+    # base and cand are the same model here (same weights, no adapter): one generation per item serves both
+    assert summary["early_stop"]["blocks"] == 3 and summary["calls"]["generations_made"] == 30
+    assert loads == [["base", "cand"]]
