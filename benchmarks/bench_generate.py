@@ -55,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", default="8", help="rows per batch on both, or auto (each harness finds its own)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=8)
@@ -76,10 +76,10 @@ def main() -> None:
         path = model_dir(Path(tmp) / "m", a.hidden, a.layers)
         convs = prompts(a.prompts)
         spec = ModelSpec(name="m", backend="hf", path=str(path), generation=GenerationParams(max_new_tokens=a.max_new_tokens),
-                         options={"dtype": "float32", "batch_size": a.batch_size})
+                         options={"dtype": "float32", "batch_size": a.batch_size if a.batch_size == "auto" else int(a.batch_size)})
         ours = HFBackend([spec])
         reqs = [GenerationRequest(f"k{i}", spec, tuple(Message(m["role"], m["content"]) for m in c)) for i, c in enumerate(convs)]
-        lm = HFLM(pretrained=str(path), device="cpu", batch_size=a.batch_size, dtype="float32")
+        lm = HFLM(pretrained=str(path), device="cpu", batch_size=a.batch_size if a.batch_size == "auto" else int(a.batch_size), dtype="float32")
         contexts = [ours.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
         insts = [Instance("generate_until", {}, (ctx, {"until": [], "max_gen_toks": a.max_new_tokens, "do_sample": False}), i)
                  for i, ctx in enumerate(contexts)]
@@ -115,6 +115,16 @@ def main() -> None:
         print(f"  lm-eval: {tok_lm} new tokens in {m_lm:.2f} s = {tok_lm / m_lm:,.0f} tok/s  (rounds {', '.join(f'{t:.2f}' for t in t_lm)})")
         ratio = (tok_ours / m_ours) / (tok_lm / m_lm)
         print(f"  ratio {ratio:.2f}x (target >= {TARGET}); identical outputs on {same} of {len(texts_ours)} prompts")
+        if a.batch_size == "auto":  # like for like too: lm-eval at the batch size evalkit's auto chose
+            chosen = max(ours._auto_sizes.values())
+            lm_fixed = HFLM(pretrained=str(path), device="cpu", batch_size=chosen, dtype="float32")
+            lm = lm_fixed
+            run_lm()
+            fixed = [run_lm() for _ in range(a.rounds)]
+            m_fixed = statistics.median(t for t, _, _ in fixed)
+            print(f"  evalkit's auto chose {chosen} rows; lm-eval at batch size {chosen}: {fixed[0][1] / m_fixed:,.0f} tok/s "
+                  f"-> evalkit {(tok_ours / m_ours) / (fixed[0][1] / m_fixed):.2f}x at the same rows per batch; "
+                  f"identical outputs on {sum(1 for x, y in zip(texts_ours, fixed[0][2]) if x.strip() == y.strip())} of {len(texts_ours)}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ class ModelEntry(Strict):
     # hf
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     load_in_4bit: bool = False
-    batch_size: int = Field(8, ge=1)
+    # rows per generation batch; auto: the largest the device's free memory holds for the longest prompt (at most 64)
+    batch_size: int | Literal["auto"] = 8
     device: str | None = None
     # API
     concurrency: int = Field(8, ge=1)
@@ -85,6 +86,13 @@ class ModelEntry(Strict):
     def _batch(cls, v: Any) -> Any:
         # true: the defaults; false: off. A mapping is checked as BatchConfig, so its errors name its keys.
         return ({} if v else None) if isinstance(v, bool) else v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("batch_size must be at least 1, or auto")
+        return v
 
     @field_validator("backend")
     @classmethod

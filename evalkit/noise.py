@@ -66,7 +66,8 @@ def measure_noise(config_path: str | Path, *, model: str | None = None, runs: in
         with library_progress_bars(progress):
             backend = open_backend([spec])
         try:
-            batch = int(dict(spec.options).get("batch_size") or 8)
+            batch = getattr(backend, "batch_size", None) or 8  # the size the model runs at (auto: the one it found)
+            batch = int(batch) if isinstance(batch, int) else 8
             for r in range(1, runs):
                 size = max(1, batch // 2) if r % 2 else batch * 2
                 perturbed = dataclasses.replace(spec, options={**dict(spec.options), "batch_size": size},

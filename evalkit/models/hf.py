@@ -62,9 +62,10 @@ class HFBackend:
         if self.dtype_name not in _DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got '{self.dtype_name}'", where=f"models.{specs[0].name}.dtype")
         self.load_in_4bit = bool(opts.get("load_in_4bit", False))
-        self.batch_size = int(opts.get("batch_size") or 8)
+        self.auto_batch = opts.get("batch_size") == "auto"
+        self.batch_size = 8 if self.auto_batch else int(opts.get("batch_size") or 8)
         if self.batch_size < 1:
-            raise ConfigError("batch_size must be at least 1", where=f"models.{specs[0].name}.batch_size")
+            raise ConfigError("batch_size must be at least 1, or auto", where=f"models.{specs[0].name}.batch_size")
         self._device_opt = opts.get("device")
         self._adapter_names: dict[str, str] = {}  # resolved adapter dir -> peft adapter name
         self.model: Any = None
@@ -146,6 +147,7 @@ class HFBackend:
         self.model = model
         self._eos_ids = _eos_ids(model, tokenizer)
         self._max_positions = getattr(model.config, "max_position_embeddings", None)
+        self._auto_sizes: dict[int, int] = {}  # sequence length -> the batch size auto found for it
 
     def adapter_name(self, spec: ModelSpec) -> str:
         """The peft adapter name a spec runs under (``__base__`` for no adapter)."""
@@ -155,6 +157,42 @@ class HFBackend:
         if key not in self._adapter_names:
             raise ValueError(f"adapter {spec.adapter} was not loaded by this backend (spec {spec.name})")
         return self._adapter_names[key]
+
+    # ---------------------------------------------------------------- batch size
+
+    def _rows(self, spec: ModelSpec, seq_len: int) -> int:
+        """The batch size for a request of ``spec``: its own, or with ``auto`` the one found for its length."""
+        opt = dict(spec.options).get("batch_size")
+        if opt == "auto" or (opt is None and self.auto_batch):
+            return self.auto_batch_size(seq_len)
+        return int(opt or self.batch_size)
+
+    def auto_batch_size(self, seq_len: int) -> int:
+        """``batch_size: auto``: the largest batch (at most 64) whose KV cache and activations for sequences
+        of ``seq_len`` tokens fit in a quarter of the free memory of the device (GPU: free CUDA memory;
+        CPU: available RAM), computed from the model's shape once per length bucket, no trial runs.
+        On a CPU, decoding reads every weight once per step whatever the batch, so more rows per batch is
+        nearly free throughput until memory or compute binds.
+        """
+        bucket = 1 << max(6, (max(1, seq_len) - 1).bit_length())  # 64, 128, 256, ... tokens
+        if bucket in self._auto_sizes:
+            return self._auto_sizes[bucket]
+        cfg = self.model.config
+        cfg = getattr(cfg, "text_config", None) or cfg
+        layers = int(getattr(cfg, "num_hidden_layers", 0) or 0)
+        hidden = int(getattr(cfg, "hidden_size", 0) or 0)
+        heads = int(getattr(cfg, "num_attention_heads", 1) or 1)
+        kv_heads = int(getattr(cfg, "num_key_value_heads", heads) or heads)
+        head_dim = int(getattr(cfg, "head_dim", 0) or (hidden // max(1, heads)))
+        vocab = int(getattr(cfg, "vocab_size", 0) or 0)
+        width = 2 if self.dtype_name in ("bfloat16", "float16") or self.load_in_4bit else 4
+        per_row = bucket * (2 * layers * kv_heads * head_dim * width + 8 * hidden * width) + bucket * vocab * 4  # KV + activations + logits
+        free = _free_memory(str(getattr(self, "device", "cpu")))
+        size = 64
+        if per_row > 0 and free:
+            size = max(1, min(64, int(free * 0.25 // per_row)))
+        self._auto_sizes[bucket] = size
+        return size
 
     # ---------------------------------------------------------------- generation
 
@@ -179,7 +217,7 @@ class HFBackend:
                     error=f"prompt is {len(ids)} tokens; the model's context is {self._max_positions}",
                 )
                 continue
-            batch_size = int(req.model.options.get("batch_size") or self.batch_size)
+            batch_size = self._rows(req.model, len(ids) + req.model.generation.max_new_tokens)
             prepared.append(_Prepared(i, self.adapter_name(req.model), req.model.generation, tuple(ids), batch_size, req.top_logprobs))
         if progress and len(prepared) < len(requests):
             progress(len(requests) - len(prepared))
@@ -324,7 +362,7 @@ class HFBackend:
         shared: list[tuple[int, str, list[int], list[list[int]], int]] = []  # (request, adapter, context ids, continuations, batch size)
         for i, req in enumerate(requests):
             adapter = self.adapter_name(req.model)
-            size = int(req.model.options.get("batch_size") or self.batch_size)
+            size = self._rows(req.model, self.max_length)
             if req.text is not None:
                 pairs = loglik.rolling_windows(loglik.encode(self.tokenizer, req.text), loglik.prefix_token_id(self.tokenizer), self.max_length)
             else:
@@ -478,6 +516,20 @@ def _by_adapter(entries: Sequence[tuple], key: Any) -> dict[str, list[int]]:
     for r in sorted(range(len(entries)), key=lambda r: (entries[r][1], key(r), r)):
         out.setdefault(entries[r][1], []).append(r)
     return out
+
+
+def _free_memory(device: str) -> int | None:
+    """Free bytes on ``device`` (CUDA: the allocator's view; CPU: available RAM), None when unknown."""
+    try:
+        if device.startswith("cuda"):
+            import torch
+
+            return int(torch.cuda.mem_get_info()[0])
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return None
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:

@@ -86,8 +86,13 @@ def provider(wire: str) -> Provider:
     raise ConfigError(f"no API provider speaks '{wire}' (known: anthropic, openai)")
 
 
+AUTO_BATCH_CHUNK = 64  # requests per committed block when batch_size is auto (the batch is found when the model loads)
+
+
 def _option(spec: ModelSpec, key: str, default: int) -> int:
     v = dict(spec.options).get(key)
+    if v == "auto":
+        return AUTO_BATCH_CHUNK // 2
     return int(v) if v else default
 
 

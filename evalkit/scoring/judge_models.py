@@ -79,4 +79,4 @@ def _local_endpoint(entry: ModelEntry, *, concurrency: int | None, where: str) -
     except ConfigError as e:
         raise ConfigError(f"{where}: {e.message}") from None
     return EndpointModel(backend=entry.backend, kind=entry.backend, model=path, base_url=None, api_key_env="",
-                         concurrency=concurrency or entry.batch_size, timeout_s=entry.timeout_s, max_retries=0, local=spec)
+                         concurrency=concurrency or (entry.batch_size if isinstance(entry.batch_size, int) else 8), timeout_s=entry.timeout_s, max_retries=0, local=spec)

@@ -221,3 +221,45 @@ def test_batch_size_option_sets_the_batches(tiny_base, trio, trio_outputs):
     out = backend.generate(requests(small), progress=seen.append)
     assert seen == [2, 2, 2]
     assert texts(out) == texts(trio_outputs["base"])
+
+
+def test_batch_size_auto_gives_the_same_greedy_outputs_item_for_item():
+    """batch_size: auto on the demo's committed base and its regression prompts: the batch the free
+    memory holds (at most 64 rows, found from the model's shape), and exactly the greedy tokens of
+    batch_size 8.
+    """
+    import json
+
+    from evalkit.demo_model import shipped_base
+    from evalkit.models.hf import HFBackend
+
+    base = str(shipped_base())
+    rows = [json.loads(x) for x in (Path(__file__).resolve().parents[2] / "suites" / "demo-regression" / "samples.jsonl").read_text().splitlines()]
+    prompts = [tuple(Message(m["role"], m["content"]) for m in r["messages"] if m["role"] != "assistant") for r in rows]
+    gen = GenerationParams(max_new_tokens=24)
+    outs = {}
+    for size in (8, "auto"):
+        spec = ModelSpec(name="m", backend="hf", path=base, generation=gen, options={"dtype": "float32", "batch_size": size})
+        backend = HFBackend([spec])
+        try:
+            outs[size] = [c.text for c in backend.generate([GenerationRequest(f"k{i}", spec, p) for i, p in enumerate(prompts)])]
+            if size == "auto":
+                chosen = backend.auto_batch_size(64)
+                assert 8 < chosen <= 64 and backend.auto_batch_size(64) == chosen  # found once per length bucket
+                assert backend.auto_batch_size(4096) <= chosen  # longer sequences: no more rows
+        finally:
+            backend.close()
+    assert outs["auto"] == outs[8] and len(outs[8]) == 50
+
+
+def test_batch_size_must_be_a_positive_int_or_auto(tmp_path, capsys):
+    from evalkit.cli import main
+
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "suite.yaml").write_text("name: s\n")
+    (tmp_path / "s" / "samples.jsonl").write_text('{"id": "a", "messages": [{"role": "user", "content": "hi"}]}\n')
+    for bad in ("0", "big"):
+        (tmp_path / "eval.yaml").write_text(f"models:\n  m: {{backend: hf, path: x, batch_size: {bad}}}\nsuites: [s]\n")
+        assert main(["run", str(tmp_path / "eval.yaml"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "batch_size" in err and len(err.splitlines()) == 1, err
