@@ -120,7 +120,7 @@ def render() -> str:
     out += ["", "## Gate metrics", "", "`metric:` in a gate takes one of: " + ", ".join(f"`{m}`" for m in registries.metric_names()) + ".",
             "See [Gates and statistics](gates.md) for what each decides.", "", "## eval.yaml", ""]
     for cls in (config.EvalConfig, config.ModelEntry, config.GenerationConfig, config.BatchConfig, config.JudgeEntry,
-                config.GateSpec, config.RayOptions, config.SuiteConfig):
+                config.GateSpec, config.RayOptions, config.EarlyStopConfig, config.SuiteConfig):
         out += model_table(cls)
     out += ["## train.yaml", ""]
     for cls in (train_config.TrainConfig, train_config.LoraSettings, train_config.MixSettings):
