@@ -135,7 +135,7 @@ def test_no_import_cycle():
 
 
 MODEL_LAYERS = [  # bottom first, inside evalkit.models
-    {"base", "retry", "weights", "api_common", "vllm_server", "loglik"},
+    {"base", "retry", "weights", "api_common", "vllm_server", "loglik", "kvcache"},
     {"hf", "openai_backend", "anthropic_backend", "vllm"},
     {"registry"},
     {"structured", "ray_engine"},

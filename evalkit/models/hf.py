@@ -8,7 +8,9 @@ disabled). Prompts go through the tokenizer's chat template with ``add_generatio
 the same template training used. Decoding is greedy when temperature is 0.
 
 Batches are left-padded with an attention mask, and transformers derives position ids from the
-mask, so a prompt gives the same tokens alone or in a batch (tested in float32).
+mask, so a prompt gives the same tokens alone or in a batch (tested in float32). Each batch decodes
+with a KV cache allocated once for its final length (``models/kvcache.py``), which gives
+transformers' tokens without copying the cache at every step.
 
 ``latency_s`` of a completion is its share of the batch's wall time (batch time / batch size), so
 latencies add up to the time spent generating.
@@ -67,6 +69,9 @@ class HFBackend:
         if self.batch_size < 1:
             raise ConfigError("batch_size must be at least 1, or auto", where=f"models.{specs[0].name}.batch_size")
         self._device_opt = opts.get("device")
+        # Decode with a KV cache preallocated per batch (models/kvcache.py): the same tokens as
+        # transformers' DynamicCache without its per-step copy of every cached position.
+        self.growing_cache = True
         self._adapter_names: dict[str, str] = {}  # resolved adapter dir -> peft adapter name
         self.model: Any = None
         self.tokenizer: Any = None
@@ -278,6 +283,13 @@ class HFBackend:
         if sampling:
             torch.manual_seed(params.seed)
         device = getattr(self.model, "device", self.device)
+        extra: dict[str, Any] = {"output_scores": True, "return_dict_in_generate": True} if top_logprobs else {}
+        if self.growing_cache:
+            from .kvcache import growing_cache
+
+            cache = growing_cache(self.model, width + params.max_new_tokens)
+            if cache is not None:
+                extra["past_key_values"] = cache
         t0 = time.perf_counter()
         with torch.inference_mode(), ctx:
             out = self.model.generate(
@@ -285,7 +297,7 @@ class HFBackend:
                 attention_mask=attention.to(device),
                 generation_config=config,
                 tokenizer=self.tokenizer if params.stop else None,
-                **({"output_scores": True, "return_dict_in_generate": True} if top_logprobs else {}),
+                **extra,
             )
         elapsed = time.perf_counter() - t0
         sequences = out.sequences if top_logprobs else out
