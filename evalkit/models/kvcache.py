@@ -46,7 +46,7 @@ class _GrowingLayer(DynamicLayer):
         if buffers is None or not (ours or held == 0) or end > buffers[0].shape[-2] or buffers[0].shape[0] != key_states.shape[0]:
             size = max(self.capacity, end)
             buffers = (_empty_like_rows(key_states, size), _empty_like_rows(value_states, size))
-            if held:  # re-seed from tensors set from outside (or a cache outgrowing its capacity)
+            if held and self.keys is not None and self.values is not None:  # re-seed from tensors set from outside (or outgrown)
                 buffers[0][:, :, :held].copy_(self.keys)
                 buffers[1][:, :, :held].copy_(self.values)
             self._buffers = buffers
