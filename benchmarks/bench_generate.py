@@ -7,13 +7,19 @@ chat template, as issue 29 measured. Three alternating rounds (evalkit, lm-eval,
 timed inside generation only (the model loaded beforehand); the medians count. Outputs are compared
 item for item (both decode greedily: they must agree). Target: evalkit >= 1.2 x lm-eval's new tokens/s.
 
-    python benchmarks/bench_generate.py [--prompts 64] [--max-new-tokens 64] [--batch-size 8] [--rounds 3]
+Then the same prompts as whole processes, three alternating rounds each: ``evalkit run`` on a suite
+of them (a fresh store every round, so nothing is cached) vs ``lm_eval`` on a task of the same
+chat-templated contexts, both with the same batch size: wall time from exec to exit, and each
+process's peak resident memory (``wait4``'s ``ru_maxrss``). Target: peak memory <= lm-eval's + 10 %.
+
+    python benchmarks/bench_generate.py [--prompts 64] [--max-new-tokens 64] [--batch-size 8] [--rounds 3] [--no-whole-process]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -51,6 +57,72 @@ def prompts(n: int) -> list[list[dict[str, str]]]:
     return [msgs[i % len(msgs)] for i in range(n)]
 
 
+def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run ``cmd`` to its end: (wall seconds, its peak resident MiB).
+
+    The peak is the kernel's high-water mark of the exec'd program (``VmHWM`` in /proc, read every
+    20 ms until exit). ``wait4``'s ``ru_maxrss`` would not do: it keeps the benchmark's own resident
+    size, inherited at fork, across the exec.
+    """
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        peak = 0
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                peak = max(peak, next(int(x.split()[1]) for x in status.read_text().splitlines() if x.startswith("VmHWM:")))
+            except (OSError, StopIteration, ValueError):
+                pass
+            time.sleep(0.02)
+        dt = time.perf_counter() - t0
+        if proc.returncode not in (0, 1):  # evalkit exits 1 when a gate fails; this config has none
+            err.seek(0)
+            sys.exit(f"{cmd[0]} exited {proc.returncode}:\n{err.read().decode(errors='replace')[-3000:]}")
+    return dt, peak / 1024
+
+
+def whole_process(path: Path, convs: list[list[dict[str, str]]], contexts: list[str], tokens: int, a: argparse.Namespace, tmp: Path) -> None:
+    """``evalkit run`` vs ``lm_eval`` on the same prompts, as processes: wall time and peak memory."""
+    suite = tmp / "suite"
+    suite.mkdir()
+    (suite / "suite.yaml").write_text("name: bench\n")
+    (suite / "samples.jsonl").write_text("".join(json.dumps({"id": f"p{i}", "messages": c}) + "\n" for i, c in enumerate(convs)))
+    (tmp / "eval.yaml").write_text(json.dumps({
+        "models": {"m": {"backend": "hf", "path": str(path), "dtype": "float32", "batch_size": a.batch_size if a.batch_size == "auto" else int(a.batch_size)}},
+        "baseline": "m", "suites": [str(suite)], "generation": {"max_new_tokens": a.max_new_tokens, "temperature": 0},
+    }))
+    tasks = tmp / "tasks"
+    tasks.mkdir()
+    (tasks / "contexts.jsonl").write_text("".join(json.dumps({"context": c}) + "\n" for c in contexts))
+    (tasks / "bench_gen.yaml").write_text(json.dumps({
+        "task": "bench_gen", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(tasks / "contexts.jsonl")}},
+        "test_split": "test", "output_type": "generate_until", "doc_to_text": "{{context}}", "doc_to_target": "",
+        "generation_kwargs": {"until": [], "max_gen_toks": a.max_new_tokens, "do_sample": False},
+        "metric_list": [{"metric": "exact_match"}],
+    }))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    bindir = Path(sys.executable).parent
+    runs: dict[str, list[tuple[float, float]]] = {"evalkit": [], "lm-eval": []}
+    for r in range(a.rounds):
+        runs["evalkit"].append(_timed([str(bindir / "evalkit"), "run", str(tmp / "eval.yaml"), "--out", str(tmp / f"out{r}"),
+                                       "--store", str(tmp / f"store{r}.db")], env))
+        runs["lm-eval"].append(_timed([str(bindir / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={path},dtype=float32",
+                                       "--device", "cpu", "--batch_size", str(a.batch_size), "--tasks", "bench_gen",
+                                       "--include_path", str(tasks)], env))
+    med = {k: (statistics.median(t for t, _ in v), max(m for _, m in v)) for k, v in runs.items()}
+    print(f"whole processes, {a.rounds} alternating rounds each (exec to exit; fresh store, nothing cached):")
+    for k, (wall, mem) in med.items():
+        print(f"  {k}: {wall:.1f} s = {tokens / wall:,.0f} new tok/s; peak RSS {mem:,.0f} MiB  "
+              f"(rounds {', '.join(f'{t:.1f}' for t, _ in runs[k])})")
+    ratio = med["lm-eval"][0] / med["evalkit"][0]
+    mem_ratio = med["evalkit"][1] / med["lm-eval"][1]
+    print(f"  whole process: evalkit {ratio:.2f}x lm-eval (target >= {TARGET}); peak memory {mem_ratio:.2f}x lm-eval's (target <= 1.10)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=64)
@@ -59,6 +131,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--no-whole-process", action="store_true", help="only the in-process comparison")
     a = ap.parse_args()
     import platform
 
@@ -125,6 +198,12 @@ def main() -> None:
             print(f"  evalkit's auto chose {chosen} rows; lm-eval at batch size {chosen}: {fixed[0][1] / m_fixed:,.0f} tok/s "
                   f"-> evalkit {(tok_ours / m_ours) / (fixed[0][1] / m_fixed):.2f}x at the same rows per batch; "
                   f"identical outputs on {sum(1 for x, y in zip(texts_ours, fixed[0][2]) if x.strip() == y.strip())} of {len(texts_ours)}")
+        if not a.no_whole_process:
+            del ours, lm
+            import gc
+
+            gc.collect()
+            whole_process(path, convs, contexts, tok_ours, a, Path(tmp))
 
 
 if __name__ == "__main__":
