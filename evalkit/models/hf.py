@@ -72,6 +72,9 @@ class HFBackend:
         # Decode with a KV cache preallocated per batch (models/kvcache.py): the same tokens as
         # transformers' DynamicCache without its per-step copy of every cached position.
         self.growing_cache = True
+        # Greedy groups larger than a batch decode with continuous batching (_generate_continuous):
+        # a row that ends hands its slot to the next prompt at once instead of idling to the batch's end.
+        self.continuous_batching = True
         self._adapter_names: dict[str, str] = {}  # resolved adapter dir -> peft adapter name
         self.model: Any = None
         self.tokenizer: Any = None
@@ -237,6 +240,12 @@ class HFBackend:
         for (adapter, params, top), items in groups.items():
             items = sorted(items, key=lambda p: (len(p.ids), p.params.seed))
             size = max(1, min(p.batch_size for p in items))
+            if self.continuous_batching and len(items) > size and params.temperature == 0 and not top:
+                done = self._generate_continuous(adapter, params, items, size, progress)
+                if done is not None:
+                    for p, completion in zip(items, done):
+                        results[p.index] = completion
+                    continue
             for start in range(0, len(items), size):
                 batch = items[start : start + size]
                 batch_params = dataclasses.replace(params, seed=_batch_seed(p.params.seed for p in batch)) if params.temperature > 0 else params
@@ -307,6 +316,121 @@ class HFBackend:
             return done
 
         return [dataclasses.replace(c, logprobs=self._logprobs(out.scores, row, new_tokens[row][: c.tokens_out], top_logprobs)) for row, c in enumerate(done)]
+
+    def _generate_continuous(self, adapter: str, params: GenerationParams, items: list[_Prepared], size: int,
+                             progress: ProgressFn | None) -> list[Completion] | None:
+        """Greedy decoding of ``items`` with at most ``size`` rows in flight (continuous batching), or None
+        when this model's cache cannot take it (then static batches run).
+
+        Prompts go longest first. The first ``size`` are prefilled as one left-padded batch; at every step
+        a row that ends (an eos id, ``max_new_tokens``, a stop string) is replaced by the next prompt:
+        the newcomers are prefilled together on a cache of their own, and their keys and values are
+        written, right-aligned, into the freed rows of the running cache (the positions before them
+        zeroed and masked out). Positions come from each row's own tokens, so a prompt decodes exactly as
+        in a static batch (the same left-padding invariance static batches rely on; tested item for
+        item on the demo). When no prompt is left, ended rows leave the batch, and columns that every
+        row masks are trimmed from the front. No row ever decodes past its own end.
+        """
+        import torch
+
+        from .kvcache import _GrowingLayer, growing_cache
+
+        queue = sorted(items, key=lambda p: -len(p.ids))
+        width = len(queue[0].ids)
+        cache = growing_cache(self.model, width + params.max_new_tokens + 64)
+        if cache is None or not all(isinstance(layer, _GrowingLayer) for layer in cache.layers):
+            return None
+        device = getattr(self.model, "device", self.device)
+        pad = self.tokenizer.pad_token_id
+        stops = [x for x in params.stop if x]
+        position = {p.index: i for i, p in enumerate(items)}
+        out: list[Completion | None] = [None] * len(items)
+        t0 = time.perf_counter()
+
+        def prefill(batch: list[_Prepared], past: Any) -> tuple[Any, Any]:
+            w = max(len(p.ids) for p in batch)
+            ids = torch.full((len(batch), w), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), w), dtype=torch.long)
+            for row, p in enumerate(batch):
+                ids[row, w - len(p.ids):] = torch.tensor(p.ids, dtype=torch.long)
+                mask[row, w - len(p.ids):] = 1
+            pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), past_key_values=past,
+                                use_cache=True, logits_to_keep=1, cache_position=torch.arange(w, device=device)).logits
+            return logits[:, -1, :].float().argmax(-1).cpu(), mask
+
+        rows: list[_Prepared] = queue[:size]
+        queue = queue[size:]
+        new: list[list[int]] = [[] for _ in rows]
+
+        def accept(r: int, tok: int) -> bool:
+            """Record row r's next token; True (and its completion written) when the row has ended."""
+            new[r].append(tok)
+            if tok in self._eos_ids or len(new[r]) >= params.max_new_tokens or (
+                    stops and any(x in self.tokenizer.decode(new[r], skip_special_tokens=True) for x in stops)):
+                out[position[rows[r].index]] = self._completion(new[r], len(rows[r].ids), params, 0.0)
+                return True
+            return False
+
+        with torch.inference_mode(), self._adapter_context(adapter):
+            toks, mask = prefill(rows, cache)
+            ended = [r for r in range(len(rows)) if accept(r, int(toks[r]))]
+            while True:
+                if progress and ended:
+                    progress(len(ended))
+                while ended and queue:  # the next prompts take the ended rows' places
+                    coming, queue = queue[: len(ended)], queue[len(ended):]
+                    slots, ended = ended[: len(coming)], ended[len(coming):]
+                    past = type(cache)(config=self.model.config)
+                    first, cmask = prefill(coming, past)
+                    w = cmask.shape[1]
+                    if w > mask.shape[1]:  # never with longest-first order; kept correct all the same
+                        grow = w - mask.shape[1]
+                        for layer in cache.layers:
+                            layer.keys, layer.values = (torch.nn.functional.pad(t, (0, 0, grow, 0)) for t in (layer.keys, layer.values))
+                        mask = torch.nn.functional.pad(mask, (grow, 0))
+                    held = mask.shape[1]
+                    index = torch.tensor(slots, device=device)
+                    for layer, theirs in zip(cache.layers, past.layers):
+                        for mine, src in ((layer.keys, theirs.keys), (layer.values, theirs.values)):
+                            mine[index, :, : held - w] = 0
+                            mine[index, :, held - w:] = src.to(mine.dtype)
+                    mask[slots] = 0
+                    mask[slots, held - w:] = cmask
+                    for j, r in enumerate(slots):
+                        rows[r], new[r] = coming[j], []
+                        toks[r] = first[j]
+                    again = [r for j, r in enumerate(slots) if accept(r, int(first[j]))]
+                    if progress and again:
+                        progress(len(again))
+                    ended += again
+                if ended:  # nothing left to start: the ended rows leave the batch
+                    keep = [r for r in range(len(rows)) if r not in set(ended)]
+                    if not keep:
+                        break
+                    cache.batch_select_indices(torch.tensor(keep, device=device))
+                    rows, new, toks, mask = [rows[r] for r in keep], [new[r] for r in keep], toks[keep], mask[keep]
+                lead = int((mask.cumsum(-1) == 0).sum(-1).min())  # columns every row masks
+                if lead >= 32:
+                    for layer in cache.layers:
+                        layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
+                    mask = mask[:, lead:]
+                toks, mask = self._decode_step(cache, toks, mask)
+                ended = [r for r in range(len(rows)) if accept(r, int(toks[r]))]
+        elapsed = time.perf_counter() - t0
+        return [dataclasses.replace(c, latency_s=elapsed / len(items)) for c in out if c is not None]
+
+    def _decode_step(self, cache: Any, nxt: Any, mask: Any) -> tuple[Any, Any]:
+        """One greedy step of every row: feed each row's last token, return (next tokens, the grown mask)."""
+        import torch
+
+        device = getattr(self.model, "device", self.device)
+        mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype)], dim=1)
+        pos = (mask.sum(-1, keepdim=True) - 1)
+        held = mask.shape[1] - 1
+        logits = self.model(input_ids=nxt.view(-1, 1).to(device), attention_mask=mask.to(device), position_ids=pos.to(device), past_key_values=cache,
+                            use_cache=True, cache_position=torch.arange(held, held + 1, device=device)).logits
+        return logits[:, -1, :].float().argmax(-1).cpu(), mask
 
     def _logprobs(self, scores: Sequence[Any], row: int, ids: list[int], k: int) -> tuple[TokenLogprob, ...]:
         """Each generated token of one row with its top-k log-probabilities (from the step's scores).

@@ -215,11 +215,31 @@ def test_broken_weights_and_missing_adapter_are_backend_unavailable(tiny_base, t
 
 
 def test_batch_size_option_sets_the_batches(tiny_base, trio, trio_outputs):
+    """Static batches hold batch_size rows; continuous batching never has more in flight; same texts."""
     backend, _ = trio
     small = spec(tiny_base, batch_size=2)
     seen: list[int] = []
-    out = backend.generate(requests(small), progress=seen.append)
+    backend.continuous_batching = False
+    try:
+        out = backend.generate(requests(small), progress=seen.append)
+    finally:
+        backend.continuous_batching = True
     assert seen == [2, 2, 2]
+    assert texts(out) == texts(trio_outputs["base"])
+    in_flight: list[int] = []
+    step = backend._decode_step
+
+    def counting(cache, toks, mask):
+        in_flight.append(int(toks.shape[0]))
+        return step(cache, toks, mask)
+
+    backend._decode_step = counting
+    seen.clear()
+    try:
+        out = backend.generate(requests(small), progress=seen.append)
+    finally:
+        del backend._decode_step
+    assert max(in_flight) == 2 and sum(seen) == len(PROMPTS)
     assert texts(out) == texts(trio_outputs["base"])
 
 
@@ -250,6 +270,57 @@ def test_batch_size_auto_gives_the_same_greedy_outputs_item_for_item():
         finally:
             backend.close()
     assert outs["auto"] == outs[8] and len(outs[8]) == 50
+
+
+@pytest.mark.parametrize("name", ["a", "b"])
+def test_continuous_batching_gives_static_batch_tokens_on_each_adapter(tiny_base, tiny_adapters, trio, name):
+    """An adapter's requests, two rows in flight, with a stop string: the static batches' texts, item for item."""
+    backend, _ = trio
+    s = spec(tiny_base, name, tiny_adapters[name], gen=GenerationParams(max_new_tokens=16, stop=(" ",)), batch_size=2)
+    reqs = requests(s, PROMPTS * 2)
+    outs = {}
+    for continuous in (True, False):
+        backend.continuous_batching = continuous
+        try:
+            outs[continuous] = [(c.text, c.tokens_out, c.finish_reason) for c in backend.generate(reqs)]
+        finally:
+            backend.continuous_batching = True
+    assert outs[True] == outs[False] and len(outs[True]) == 12
+
+
+def test_continuous_batching_gives_the_demo_its_static_tokens_item_for_item():
+    """The demo's committed base on its 50 regression prompts, batch 8, greedy, with and without stop
+    strings: continuous batching (rows refilled as they end) gives static batching's tokens exactly.
+    """
+    import json
+
+    from evalkit.demo_model import shipped_base
+    from evalkit.models.hf import HFBackend
+
+    rows = [json.loads(x) for x in (Path(__file__).resolve().parents[2] / "suites" / "demo-regression" / "samples.jsonl").read_text().splitlines()]
+    prompts = [tuple(Message(m["role"], m["content"]) for m in r["messages"] if m["role"] != "assistant") for r in rows]
+    specs = [ModelSpec(name=f"m{i}", backend="hf", path=str(shipped_base()), generation=GenerationParams(max_new_tokens=48, stop=stop),
+                       options={"dtype": "float32", "batch_size": 8}) for i, stop in enumerate(((), (",", "e ")))]
+    backend = HFBackend(specs)
+    steps: list[int] = []
+    step = backend._decode_step
+
+    def counting(cache, toks, mask):
+        steps.append(int(toks.shape[0]))
+        return step(cache, toks, mask)
+
+    backend._decode_step = counting
+    try:
+        reqs = [GenerationRequest(f"{s.name}-{i}", s, p) for s in specs for i, p in enumerate(prompts)]
+        outs = {}
+        for continuous in (True, False):
+            backend.continuous_batching = continuous
+            outs[continuous] = [(c.text, c.tokens_out, c.finish_reason) for c in backend.generate(reqs)]
+    finally:
+        backend.close()
+    assert outs[True] == outs[False] and len(outs[True]) == 100
+    assert steps and max(steps) == 8  # it did run continuously, 8 rows at most
+    assert len({n for _, n, _ in outs[True]}) > 3  # rows ended at different steps: slots were refilled
 
 
 def test_batch_size_must_be_a_positive_int_or_auto(tmp_path, capsys):
