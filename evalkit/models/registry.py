@@ -105,7 +105,9 @@ def _needs(what: str, extra: str) -> Iterator[None]:
         raise missing_extra(what, extra, e) from None
 
 
-@register_backend("hf", chunk_size=lambda s: max(1, _option(s, "batch_size", 8)) * 2)
+# 8 batches per committed block: continuous batching refills rows inside a block and drains only at its
+# end, so a block of a few batches would idle rows at every boundary (the resume granularity is a block)
+@register_backend("hf", chunk_size=lambda s: max(1, _option(s, "batch_size", 8)) * 8)
 def _hf(specs: Sequence[ModelSpec]) -> Backend:
     with _needs("the hf backend", "hf"):
         from .hf import HFBackend
