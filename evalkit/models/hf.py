@@ -383,13 +383,9 @@ class HFBackend:
                     slots, ended = ended[: len(coming)], ended[len(coming):]
                     past = type(cache)(config=self.model.config)
                     first, cmask = prefill(coming, past)
-                    w = cmask.shape[1]
-                    if w > mask.shape[1]:  # never with longest-first order; kept correct all the same
-                        grow = w - mask.shape[1]
-                        for layer in cache.layers:
-                            layer.keys, layer.values = (torch.nn.functional.pad(t, (0, 0, grow, 0)) for t in (layer.keys, layer.values))
-                        mask = torch.nn.functional.pad(mask, (grow, 0))
-                    held = mask.shape[1]
+                    # Longest first: every running row's prompt is at least as long as a newcomer's, and
+                    # trimming keeps every row's tokens, so the newcomers fit in the columns held (w <= held).
+                    w, held = cmask.shape[1], mask.shape[1]
                     index = torch.tensor(slots, device=device)
                     for layer, theirs in zip(cache.layers, past.layers):
                         for mine, src in ((layer.keys, theirs.keys), (layer.values, theirs.values)):

@@ -302,11 +302,12 @@ def test_continuous_batching_gives_the_demo_its_static_tokens_item_for_item():
     specs = [ModelSpec(name=f"m{i}", backend="hf", path=str(shipped_base()), generation=GenerationParams(max_new_tokens=48, stop=stop),
                        options={"dtype": "float32", "batch_size": 8}) for i, stop in enumerate(((), (",", "e ")))]
     backend = HFBackend(specs)
-    steps: list[int] = []
+    steps: list[tuple[int, int]] = []  # (rows, columns held) at every decoding step
     step = backend._decode_step
 
     def counting(cache, toks, mask):
-        steps.append(int(toks.shape[0]))
+        steps.append((int(toks.shape[0]), int(mask.shape[1])))
+        assert cache.get_seq_length() == mask.shape[1]  # the cache and the mask agree on every column
         return step(cache, toks, mask)
 
     backend._decode_step = counting
@@ -319,7 +320,9 @@ def test_continuous_batching_gives_the_demo_its_static_tokens_item_for_item():
     finally:
         backend.close()
     assert outs[True] == outs[False] and len(outs[True]) == 100
-    assert steps and max(steps) == 8  # it did run continuously, 8 rows at most
+    rows = [r for r, _ in steps]
+    assert max(rows) == 8 and min(rows) < 8  # 8 rows at most; ended rows left the batch once nothing was left to start
+    assert any(b[1] < a[1] for a, b in zip(steps, steps[1:]))  # columns every row masked were trimmed
     assert len({n for _, n, _ in outs[True]}) > 3  # rows ended at different steps: slots were refilled
 
 
