@@ -990,27 +990,30 @@ def _collect_until_decided(plan: RunPlan, store: Store, run_id: str, *, progress
     sub = plan
     collected: _Collected | None = None
     opened: dict[tuple, _InProcess] = {}
-    try:
-        for end in range(min(block, total), total + block, block):
-            end = min(end, total)
-            if block_ends and end == block_ends[-1]:
-                break
-            block_ends.append(end)
-            use = {(s, i) for s, i, _ in keys[:end]}
-            sub = dataclasses.replace(plan, suites=[dataclasses.replace(s, samples=tuple(x for x in s.samples if (s.name, x.id) in use))
-                                                    for s in plan.suites])
-            collected = _collect(sub, store, run_id, progress=progress, engine=engine, gen_batches=gen_batches, opened=opened)
-            made += collected[1]
-            gen_s, score_s, judge_s = gen_s + collected[3], score_s + collected[4], judge_s + collected[5]
-            judged = collected[7]
-            scale_of = functools.partial(scorer_scale, judged.stats)
-            statuses = sequential.evaluate(plan.cfg.gates, judged.items, seed=es.seed, block_ends=block_ends, totals=totals, complete=end >= total,
-                                           candidates=plan.candidates, baseline=plan.baseline, scale_of=scale_of, golden_total=golden)
-            if all(st.decided for st in statuses.values()):
-                break
-    finally:
-        for backend in opened.values():
-            backend.close()
+    from .scoring.judges import local_judges_kept
+
+    with local_judges_kept():  # a local judge model, too, is loaded once for all the blocks
+        try:
+            for end in range(min(block, total), total + block, block):
+                end = min(end, total)
+                if block_ends and end == block_ends[-1]:
+                    break
+                block_ends.append(end)
+                use = {(s, i) for s, i, _ in keys[:end]}
+                sub = dataclasses.replace(plan, suites=[dataclasses.replace(s, samples=tuple(x for x in s.samples if (s.name, x.id) in use))
+                                                        for s in plan.suites])
+                collected = _collect(sub, store, run_id, progress=progress, engine=engine, gen_batches=gen_batches, opened=opened)
+                made += collected[1]
+                gen_s, score_s, judge_s = gen_s + collected[3], score_s + collected[4], judge_s + collected[5]
+                judged = collected[7]
+                scale_of = functools.partial(scorer_scale, judged.stats)
+                statuses = sequential.evaluate(plan.cfg.gates, judged.items, seed=es.seed, block_ends=block_ends, totals=totals, complete=end >= total,
+                                               candidates=plan.candidates, baseline=plan.baseline, scale_of=scale_of, golden_total=golden)
+                if all(st.decided for st in statuses.values()):
+                    break
+        finally:
+            for backend in opened.values():
+                backend.close()
     assert collected is not None
     completions, _, _, _, _, _, scored, judged = collected
     used = block_ends[-1]

@@ -333,6 +333,7 @@ class LocalEndpoint:
         self.no_logprobs: str | None = None  # in-process models always have them
         self._pending: list[tuple[str, str, int, float, int, asyncio.Future]] = []
         self._drainer: asyncio.Future | None = None
+        self.keep_open = False  # set while the model serves several judge calls (scoring.judges.local_judges_kept)
 
     async def complete(self, system: str, user: str, schema: Mapping[str, Any], *, temperature: float, max_tokens: int, schema_name: str,
                        model: EndpointModel | None = None, top_logprobs: int = 0) -> Reply:
@@ -395,9 +396,15 @@ class LocalEndpoint:
         return replies
 
     async def aclose(self) -> None:
-        if self._backend is not None:
+        if self._backend is not None and not self.keep_open:
             backend, self._backend = self._backend, None
             await asyncio.to_thread(backend.close)
+
+    def close(self) -> None:
+        """Close the model now (outside an event loop)."""
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            backend.close()
 
 
 def _short(exc: BaseException, n: int = 300) -> str:

@@ -17,10 +17,12 @@ import statistics
 import threading
 import time
 from collections import Counter, defaultdict
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .._util.text import redact_url
 from ..config import JudgeEntry
@@ -788,6 +790,39 @@ def _cost(tokens: Mapping[str, Mapping[str, int]], prices: Mapping[str, Mapping[
 # --- the entry point ----------------------------------------------------------------------------
 
 
+_KEPT: ContextVar[dict[tuple, LocalEndpoint] | None] = ContextVar("evalkit_kept_local_judges", default=None)
+
+
+@contextmanager
+def local_judges_kept() -> Iterator[None]:
+    """Inside, a judge that is a local model (``backend: hf``) stays loaded from one ``run_judges`` call
+    to the next (early stopping judges block by block: one load, not one per block); closed on exit.
+    """
+    kept: dict[tuple, LocalEndpoint] = {}
+    token = _KEPT.set(kept)
+    try:
+        yield
+    finally:
+        _KEPT.reset(token)
+        for endpoint in kept.values():
+            endpoint.keep_open = False
+            endpoint.close()
+
+
+def _endpoint(jm: Any, structured: str, store: Store) -> StructuredEndpoint | LocalEndpoint:
+    """The endpoint for a judge model: a kept local one when ``local_judges_kept`` is active."""
+    kept = _KEPT.get()
+    if jm.local is None or kept is None:
+        return open_structured(jm, structured=structured, store=store)
+    key = jm.provider_key()
+    if key not in kept:
+        kept[key] = open_structured(jm, structured=structured, store=store)
+        kept[key].keep_open = True
+    endpoint = kept[key]
+    endpoint.stats = type(endpoint.stats)()  # this call's statistics, as a fresh endpoint would count them
+    return endpoint
+
+
 def run_judges(
     judges: Sequence[JudgeEntry] | JudgeSet,
     *,
@@ -824,7 +859,7 @@ def run_judges(
         for jm in plan.models:
             # one endpoint each: its semaphore (or batch) bounds the requests in flight there, across judges
             if jm.provider_key() not in clients:
-                clients[jm.provider_key()] = open_structured(jm, structured=plan.entry.structured_output, store=store)
+                clients[jm.provider_key()] = _endpoint(jm, plan.entry.structured_output, store)
     t0 = time.perf_counter()
     results.update(_execute(todo, clients, store, progress))
     wall = time.perf_counter() - t0
