@@ -184,6 +184,9 @@ def test_load_in_4bit_generates(tiny_base):
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in backend.model.modules())
         out = backend.generate(requests(s)[:2])
         assert all(c.error is None and c.tokens_out >= 1 for c in out)
+        two = spec(tiny_base, "two", load_in_4bit=True, dtype="bfloat16", batch_size=2)  # continuous batching on 4-bit layers
+        rows = backend.generate(requests(two))
+        assert len(rows) == len(PROMPTS) and all(c.error is None and c.tokens_out >= 1 for c in rows)
     finally:
         backend.close()
 
