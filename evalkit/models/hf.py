@@ -374,7 +374,7 @@ class HFBackend:
 
         with torch.inference_mode(), self._adapter_context(adapter):
             toks, mask = prefill(rows, cache)
-            ended = [r for r in range(len(rows)) if accept(r, int(toks[r]))]
+            ended = [r for r, tok in enumerate(toks.tolist()) if accept(r, tok)]
             while True:
                 if progress and ended:
                     progress(len(ended))
@@ -396,7 +396,7 @@ class HFBackend:
                     for j, r in enumerate(slots):
                         rows[r], new[r] = coming[j], []
                         toks[r] = first[j]
-                    again = [r for j, r in enumerate(slots) if accept(r, int(first[j]))]
+                    again = [r for r, tok in zip(slots, first.tolist()) if accept(r, tok)]
                     if progress and again:
                         progress(len(again))
                     ended += again
@@ -412,7 +412,7 @@ class HFBackend:
                         layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
                     mask = mask[:, lead:]
                 toks, mask = self._decode_step(cache, toks, mask)
-                ended = [r for r in range(len(rows)) if accept(r, int(toks[r]))]
+                ended = [r for r, tok in enumerate(toks.tolist()) if accept(r, tok)]
         elapsed = time.perf_counter() - t0
         return [dataclasses.replace(c, latency_s=elapsed / len(items)) for c in out if c is not None]
 
