@@ -171,12 +171,11 @@ def test_early_stop_with_a_provider_batch_is_refused(tmp_path, monkeypatch, caps
     assert "early_stop draws items block by block; model 'm' sends everything as one provider batch" in err and len(err.splitlines()) == 1
 
 
-def test_a_local_model_is_loaded_once_for_all_the_blocks(tmp_path, monkeypatch):
-    """early_stop with the hf backend: three blocks, one loaded model (the backend stays open between blocks)."""
-    from evalkit.demo_model import shipped_base
+def _count_hf_loads(monkeypatch) -> list[list[str]]:
+    """Every HFBackend opened from now on, as the names of the specs it serves."""
     from evalkit.models import hf
 
-    loads = []
+    loads: list[list[str]] = []
     real = hf.HFBackend.__init__
 
     def counting(self, specs):
@@ -184,44 +183,32 @@ def test_a_local_model_is_loaded_once_for_all_the_blocks(tmp_path, monkeypatch):
         real(self, specs)
 
     monkeypatch.setattr(hf.HFBackend, "__init__", counting)
+    return loads
+
+
+@pytest.mark.parametrize("judge", [False, True], ids=["candidates", "and-a-local-judge"])
+def test_a_local_model_is_loaded_once_for_all_the_blocks(tmp_path, monkeypatch, judge):
+    """early_stop with the hf backend: three blocks, each local model loaded once (the candidates'
+    backend stays open between blocks, and so does a judge that is a local model).
+    """
+    from evalkit.demo_model import shipped_base
+
+    loads = _count_hf_loads(monkeypatch)
     monkeypatch.chdir(tmp_path)
     _suite(tmp_path, n=30, wrong=0)
     base = shipped_base()
     cfg = tmp_path / "eval.yaml"
+    judges = f"judges:\n  - rubric: default\n    model: {{backend: hf, path: '{base}', dtype: float32}}\n" if judge else ""
     cfg.write_text(f"models:\n  base: {{backend: hf, path: '{base}', dtype: float32}}\n  cand: {{backend: hf, path: '{base}', dtype: float32}}\n"
-                   "baseline: base\nsuites: [suites/echo]\nstore: store.db\ngeneration: {max_new_tokens: 4}\nearly_stop: {block: 10}\n"
+                   f"baseline: base\nsuites: [suites/echo]\nstore: store.db\ngeneration: {{max_new_tokens: 4}}\nearly_stop: {{block: 10}}\n{judges}"
                    "gates:\n  - {name: errors, metric: error_rate, max: 0}\n")
     assert main(["run", str(cfg), "--out", "o", "--no-progress"]) == 0
     summary = json.loads(Path("o/summary.json").read_text())
     # base and cand are the same model here (same weights, no adapter): one generation per item serves both
     assert summary["early_stop"]["blocks"] == 3 and summary["calls"]["generations_made"] == 30
-    assert loads == [["base", "cand"]]
-
-
-def test_a_local_judge_model_is_loaded_once_for_all_the_blocks(tmp_path, monkeypatch):
-    """early_stop with a judge that is a local hf model: three blocks judged, the judge loaded once."""
-    from evalkit.demo_model import shipped_base
-    from evalkit.models import hf
-
-    loads = []
-    real = hf.HFBackend.__init__
-
-    def counting(self, specs):
-        loads.append(len(specs))
-        real(self, specs)
-
-    monkeypatch.setattr(hf.HFBackend, "__init__", counting)
-    monkeypatch.chdir(tmp_path)
-    _suite(tmp_path, n=30, wrong=0)
-    base = shipped_base()
-    cfg = tmp_path / "eval.yaml"
-    cfg.write_text(f"models:\n  base: {{backend: hf, path: '{base}', dtype: float32}}\n  cand: {{backend: hf, path: '{base}', dtype: float32}}\n"
-                   "baseline: base\nsuites: [suites/echo]\nstore: store.db\ngeneration: {max_new_tokens: 4}\nearly_stop: {block: 10}\n"
-                   f"judges:\n  - rubric: default\n    model: {{backend: hf, path: '{base}', dtype: float32}}\n"
-                   "gates:\n  - {name: errors, metric: error_rate, max: 0}\n")
-    main(["run", str(cfg), "--out", "o", "--no-progress"])
-    summary = json.loads(Path("o/summary.json").read_text())
-    assert summary["early_stop"]["blocks"] == 3
-    judged = summary["judges"]["default"]
-    assert judged["judged"] + judged["errors"] == 60  # every item of every block, of both models, went to the judge
-    assert loads == [2, 1]  # the candidates' model once, the judge's once: not once per block
+    if judge:
+        judged = summary["judges"]["default"]
+        assert judged["judged"] + judged["errors"] == 60  # every item of every block, of both models, went to the judge
+        assert [len(x) for x in loads] == [2, 1]  # the judge's model once too: not once per block
+    else:
+        assert loads == [["base", "cand"]]

@@ -9,6 +9,7 @@ import pytest
 from evalkit.errors import BackendUnavailable
 from evalkit.models import GenerationRequest, open_backend
 from evalkit.types import GenerationParams, Message, ModelSpec
+from tests.support.models import demo_prompts, outputs_both_ways
 
 pytestmark = pytest.mark.slow  # builds and runs a model (seconds, but real)
 
@@ -251,14 +252,11 @@ def test_batch_size_auto_gives_the_same_greedy_outputs_item_for_item():
     memory holds (at most 64 rows, found from the model's shape), and exactly the greedy tokens of
     batch_size 8.
     """
-    import json
-
     from evalkit.demo_model import shipped_base
     from evalkit.models.hf import HFBackend
 
     base = str(shipped_base())
-    rows = [json.loads(x) for x in (Path(__file__).resolve().parents[2] / "suites" / "demo-regression" / "samples.jsonl").read_text().splitlines()]
-    prompts = [tuple(Message(m["role"], m["content"]) for m in r["messages"] if m["role"] != "assistant") for r in rows]
+    prompts = demo_prompts()
     gen = GenerationParams(max_new_tokens=24)
     outs = {}
     for size in (8, "auto"):
@@ -280,14 +278,7 @@ def test_continuous_batching_gives_static_batch_tokens_on_each_adapter(tiny_base
     """An adapter's requests, two rows in flight, with a stop string: the static batches' texts, item for item."""
     backend, _ = trio
     s = spec(tiny_base, name, tiny_adapters[name], gen=GenerationParams(max_new_tokens=16, stop=(" ",)), batch_size=2)
-    reqs = requests(s, PROMPTS * 2)
-    outs = {}
-    for continuous in (True, False):
-        backend.continuous_batching = continuous
-        try:
-            outs[continuous] = [(c.text, c.tokens_out, c.finish_reason) for c in backend.generate(reqs)]
-        finally:
-            backend.continuous_batching = True
+    outs = outputs_both_ways(backend, "continuous_batching", requests(s, PROMPTS * 2))
     assert outs[True] == outs[False] and len(outs[True]) == 12
 
 
@@ -295,13 +286,10 @@ def test_continuous_batching_gives_the_demo_its_static_tokens_item_for_item():
     """The demo's committed base on its 50 regression prompts, batch 8, greedy, with and without stop
     strings: continuous batching (rows refilled as they end) gives static batching's tokens exactly.
     """
-    import json
-
     from evalkit.demo_model import shipped_base
     from evalkit.models.hf import HFBackend
 
-    rows = [json.loads(x) for x in (Path(__file__).resolve().parents[2] / "suites" / "demo-regression" / "samples.jsonl").read_text().splitlines()]
-    prompts = [tuple(Message(m["role"], m["content"]) for m in r["messages"] if m["role"] != "assistant") for r in rows]
+    prompts = demo_prompts()
     specs = [ModelSpec(name=f"m{i}", backend="hf", path=str(shipped_base()), generation=GenerationParams(max_new_tokens=48, stop=stop),
                        options={"dtype": "float32", "batch_size": 8}) for i, stop in enumerate(((), (",", "e ")))]
     backend = HFBackend(specs)
@@ -315,11 +303,7 @@ def test_continuous_batching_gives_the_demo_its_static_tokens_item_for_item():
 
     backend._decode_step = counting
     try:
-        reqs = [GenerationRequest(f"{s.name}-{i}", s, p) for s in specs for i, p in enumerate(prompts)]
-        outs = {}
-        for continuous in (True, False):
-            backend.continuous_batching = continuous
-            outs[continuous] = [(c.text, c.tokens_out, c.finish_reason) for c in backend.generate(reqs)]
+        outs = outputs_both_ways(backend, "continuous_batching", [GenerationRequest(f"{s.name}-{i}", s, p) for s in specs for i, p in enumerate(prompts)])
     finally:
         backend.close()
     assert outs[True] == outs[False] and len(outs[True]) == 100

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -59,20 +56,16 @@ def test_the_demo_generates_the_same_tokens_with_either_cache():
     from evalkit.demo_model import shipped_base
     from evalkit.models.base import GenerationRequest
     from evalkit.models.hf import HFBackend
-    from evalkit.types import GenerationParams, Message, ModelSpec
+    from evalkit.types import GenerationParams, ModelSpec
+    from tests.support.models import demo_prompts, outputs_both_ways
 
-    rows = [json.loads(x) for x in (Path(__file__).resolve().parents[2] / "suites" / "demo-regression" / "samples.jsonl").read_text().splitlines()]
-    prompts = [tuple(Message(m["role"], m["content"]) for m in r["messages"] if m["role"] != "assistant") for r in rows]
+    prompts = demo_prompts()
     greedy = ModelSpec(name="g", backend="hf", path=str(shipped_base()), generation=GenerationParams(max_new_tokens=48), options={"dtype": "float32"})
     sampled = ModelSpec(name="s", backend="hf", path=str(shipped_base()), generation=GenerationParams(max_new_tokens=24, temperature=0.9, seed=7),
                         options={"dtype": "float32"})
     backend = HFBackend([greedy, sampled])
     try:
-        reqs = [GenerationRequest(f"{s.name}{i}", s, p) for s in (greedy, sampled) for i, p in enumerate(prompts)]
-        outs = {}
-        for growing in (True, False):
-            backend.growing_cache = growing
-            outs[growing] = [(c.text, c.tokens_out, c.finish_reason) for c in backend.generate(reqs)]
+        outs = outputs_both_ways(backend, "growing_cache", [GenerationRequest(f"{s.name}{i}", s, p) for s in (greedy, sampled) for i, p in enumerate(prompts)])
     finally:
         backend.close()
     assert outs[True] == outs[False] and len(outs[True]) == 100

@@ -53,3 +53,27 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_adapters(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-adapters")
     return {name: make_tiny_adapter(tiny_base, root / name, seed) for name, seed in TINY_ADAPTER_SEEDS.items()}
+
+
+def demo_prompts() -> list[tuple]:
+    """The demo regression suite's 50 prompts (its conversations without the assistant's answer)."""
+    import json
+
+    from evalkit.types import Message
+
+    rows = [json.loads(x) for x in (Path(__file__).resolve().parents[2] / "suites" / "demo-regression" / "samples.jsonl").read_text().splitlines()]
+    return [tuple(Message(m["role"], m["content"]) for m in r["messages"] if m["role"] != "assistant") for r in rows]
+
+
+def outputs_both_ways(backend, switch: str, requests) -> dict[bool, list[tuple]]:
+    """(text, tokens_out, finish_reason) of every request with the backend's ``switch`` on and off
+    (left on afterwards): the same requests, two code paths, compared item for item by the caller.
+    """
+    outs = {}
+    try:
+        for on in (True, False):
+            setattr(backend, switch, on)
+            outs[on] = [(c.text, c.tokens_out, c.finish_reason) for c in backend.generate(requests)]
+    finally:
+        setattr(backend, switch, True)
+    return outs
