@@ -45,6 +45,8 @@ class _GrowingLayer(DynamicLayer):
         ours = self._views is not None and self.keys is self._views[0] and self.values is self._views[1]
         if buffers is None or not (ours or held == 0) or end > buffers[0].shape[-2] or buffers[0].shape[0] != key_states.shape[0]:
             size = max(self.capacity, end)
+            if buffers is not None and end > buffers[0].shape[-2]:  # outgrown: double, so growing step by step stays amortised O(1)
+                size = max(size, 2 * buffers[0].shape[-2])
             buffers = (_empty_like_rows(key_states, size), _empty_like_rows(value_states, size))
             if held and self.keys is not None and self.values is not None:  # re-seed from tensors set from outside (or outgrown)
                 buffers[0][:, :, :held].copy_(self.keys)

@@ -70,3 +70,14 @@ def test_the_demo_generates_the_same_tokens_with_either_cache():
         backend.close()
     assert outs[True] == outs[False] and len(outs[True]) == 100
     assert len({t for t, _, _ in outs[True]}) > 10  # real, varied replies, not one string
+
+
+def test_a_layer_that_outgrows_its_capacity_doubles_instead_of_copying_every_step():
+    ours, theirs = _GrowingLayer(capacity=2), DynamicLayer()
+    buffers = set()
+    for step in range(40):
+        k, v = _states(2, 1, step)
+        a, b = ours.update(k, v), theirs.update(k, v)
+        buffers.add(a[0].data_ptr())
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert len(buffers) <= 6  # 2, 4, 8, 16, 32, 64 positions: not one new buffer per step
