@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from transformers.cache_utils import DynamicLayer
 
-torch = pytest.importorskip("torch")
-
-from transformers.cache_utils import DynamicLayer  # noqa: E402
-
-from evalkit.models.kvcache import _GrowingLayer  # noqa: E402
+from evalkit.models.kvcache import _GrowingLayer
 
 
 def _states(rows: int, length: int, seed: int) -> tuple:

@@ -32,7 +32,7 @@ def _perplexity_ratio(gate: GateSpec, model: str, ctx: MetricContext) -> GateRes
     if isinstance(cmp, GateResult):
         return cmp
     pairs = [(c, r) for c, r in cmp.pairs if c.sample.get("text") is not None]
-    texts = sum(1 for c, r in cmp.pairs if c.sample.get("text") is not None) + cmp.missing
+    texts = len(pairs) + cmp.missing
     if not pairs:
         return undecided(gate, model, None, gate_threshold(gate), f"no perplexity text of {model}{gate_scope(gate)} pairs with {cmp.ref.label}",
                          missing_data=True)
